@@ -1,0 +1,169 @@
+"""Plug this package into lm-eval 0.4.13, whose CLI reads no plugin entry points.
+
+``install()`` runs at interpreter start-up (``corrupt_cmap_autoload.pth``) and only puts a
+finder on ``sys.meta_path``; nothing of lm-eval is imported until lm-eval itself is. Then:
+
+* after ``lm_eval.models`` is imported, ``patched_qwen`` joins the model registry as a lazy
+  ``"module:Class"`` string. Registering any earlier would make the registry non-empty, so
+  ``get_model`` would skip importing ``lm_eval.models`` and every built-in model would vanish.
+* after ``lm_eval.tasks`` is imported, ``TaskManager`` adds our task folder whenever it
+  includes lm-eval's default folders, so ``--tasks corrupt_related`` and ``lm_eval ls tasks``
+  work from any directory without ``--include_path``.
+
+Nothing here may raise: an exception from a ``.pth`` import prints a traceback in every Python
+process, and one from a hook would break lm-eval for unrelated work.
+"""
+
+from __future__ import annotations
+
+import sys
+
+TYPE_CHECKING = False  # not ``typing.TYPE_CHECKING``: importing typing costs start-up time
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import ModuleType
+    from typing import Any
+
+MODEL_NAME = "patched_qwen"
+MODEL_TARGET = "harness_ext.patched_lm:PatchedQwenLM"
+_WRAPPED = "_corrupt_cmap_wrapped"
+
+
+def register_model() -> None:
+    """Register ``patched_qwen`` lazily; an existing entry (e.g. from entry points) stays."""
+    from lm_eval.api.registry import model_registry
+
+    if MODEL_NAME not in model_registry:
+        model_registry.register(MODEL_NAME, target=MODEL_TARGET)
+
+
+def with_tasks_dir(include_path: Any) -> Any:
+    """Return ``include_path`` with our task folder first (a user's own path wins a name clash)."""
+    from pathlib import Path
+
+    from harness_ext.paths import TASKS_DIR
+
+    if not TASKS_DIR.is_dir():
+        return include_path
+    if include_path is None:
+        paths = []
+    elif isinstance(include_path, (list, tuple)):
+        paths = list(include_path)
+    else:
+        paths = [include_path]
+    ours = TASKS_DIR.resolve()
+    if any(Path(p).resolve() == ours for p in paths):
+        return include_path
+    return [str(ours), *paths]
+
+
+def add_task_folder() -> None:
+    """Wrap ``TaskManager.__init__`` so that its default folders include ours."""
+    import functools
+    import inspect
+
+    from lm_eval.tasks import TaskManager
+
+    init = TaskManager.__init__
+    if getattr(init, _WRAPPED, False):
+        return
+    signature = inspect.signature(init)
+    if not {"include_path", "include_defaults"} <= signature.parameters.keys():
+        raise TypeError(f"unexpected TaskManager signature {signature}")
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            bound = signature.bind(self, *args, **kwargs)
+        except TypeError:  # a bad call: let lm-eval report it in its own words
+            return init(self, *args, **kwargs)
+        bound.apply_defaults()
+        if bound.arguments["include_defaults"]:
+            bound.arguments["include_path"] = with_tasks_dir(bound.arguments["include_path"])
+        return init(*bound.args, **bound.kwargs)
+
+    setattr(__init__, _WRAPPED, True)
+    TaskManager.__init__ = __init__
+
+
+HOOKS: dict[str, Callable[[], None]] = {
+    "lm_eval.models": register_model,
+    "lm_eval.tasks": add_task_folder,
+}
+
+
+def _run(hook: Callable[[], None]) -> None:
+    """Run one hook; on failure log one line and leave lm-eval as it was."""
+    try:
+        hook()
+    except Exception as exc:  # noqa: BLE001 - must never break lm-eval or start-up
+        import logging
+
+        logging.getLogger(__name__).warning("corrupt-cmap: %s failed: %s", hook.__name__, exc)
+
+
+class _HookedLoader:
+    """Delegates to the real loader and runs a hook once the module has executed."""
+
+    def __init__(self, loader: Any, hook: Callable[[], None]) -> None:
+        self._loader = loader
+        self._hook = hook
+
+    def create_module(self, spec: Any) -> ModuleType | None:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        # Put the real loader back first, so that the module carries no trace of this wrapper.
+        module.__loader__ = self._loader
+        if module.__spec__ is not None:
+            module.__spec__.loader = self._loader
+        self._loader.exec_module(module)
+        _run(self._hook)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+
+class _PostImportFinder:
+    """Finds nothing itself: wraps the loader the other finders return for a watched module."""
+
+    def __init__(self, hooks: dict[str, Callable[[], None]]) -> None:
+        self._hooks = hooks
+        self._busy: set[str] = set()
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        hook = self._hooks.get(fullname)
+        if hook is None or fullname in self._busy:
+            return None
+        self._busy.add(fullname)
+        try:
+            spec = None
+            for finder in sys.meta_path:
+                if finder is not self and hasattr(finder, "find_spec"):
+                    spec = finder.find_spec(fullname, path, target)
+                    if spec is not None:
+                        break
+        finally:
+            self._busy.discard(fullname)
+        if spec is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        del self._hooks[fullname]
+        if not self._hooks and self in sys.meta_path:
+            sys.meta_path.remove(self)
+        spec.loader = _HookedLoader(spec.loader, hook)
+        return spec
+
+
+def install() -> None:
+    """Run the hooks of lm-eval modules already imported and watch for the others."""
+    try:
+        pending = {}
+        for name, hook in HOOKS.items():
+            if name in sys.modules:
+                _run(hook)
+            else:
+                pending[name] = hook
+        if pending and not any(isinstance(f, _PostImportFinder) for f in sys.meta_path):
+            sys.meta_path.insert(0, _PostImportFinder(pending))
+    except Exception:  # noqa: BLE001, S110 - start-up must stay silent whatever happens
+        pass
