@@ -1,0 +1,86 @@
+"""JSONL in and out: canonical bytes, atomic multi-file writes, validated loading, HF datasets."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from datasets import Dataset
+
+from finetune.data.rows import RowError, check_row, target_text
+
+
+def dumps_row(row: dict) -> str:
+    """One canonical JSON line (sorted keys, fixed separators) so equal data gives equal bytes."""
+    return json.dumps(row, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def jsonl_bytes(rows: list[dict]) -> bytes:
+    return "".join(dumps_row(r) + "\n" for r in rows).encode("utf-8")
+
+
+def write_files_atomic(out_dir: Path, files: dict[str, bytes]) -> None:
+    """Write every file to a temporary name first, then rename them all into place.
+
+    An interrupted run leaves at most stray ``.tmp`` files, never a truncated data file.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    temps: list[tuple[str, Path]] = []
+    try:
+        for name, data in files.items():
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir)
+            temps.append((name, Path(tmp)))
+            os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide data files from other users
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        for name, tmp in temps:
+            os.replace(tmp, out_dir / name)
+    finally:
+        for _, tmp in temps:
+            tmp.unlink(missing_ok=True)
+
+
+def load_jsonl(path: str | Path) -> list[dict]:
+    """Read and validate a data file; errors name the file, the line and the field."""
+    path = Path(path)
+    rows: list[dict] = []
+    ids: dict[str, int] = {}
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+            try:
+                check_row(row)
+                if row["id"] in ids:
+                    raise RowError("id", f"{row['id']!r} already used on line {ids[row['id']]}")
+            except RowError as err:
+                raise ValueError(f"{path}:{lineno}: {err}") from None
+            ids[row["id"]] = lineno
+            rows.append(row)
+    return rows
+
+
+def to_hf_dataset(path: str | Path) -> Dataset:
+    """A ``datasets.Dataset`` of a data file, plus a ``target`` column (the training reply).
+
+    A column whose values differ in type across rows (``answer`` in a mixed pretraining corpus:
+    int for math, str for general) is stored as strings; keys missing from a row become None.
+    """
+    rows = load_jsonl(path)
+    keys = sorted({k for r in rows for k in r})
+    columns: dict[str, list] = {k: [r.get(k) for r in rows] for k in keys}
+    for key, values in columns.items():
+        if len({type(v) for v in values if v is not None}) > 1:
+            columns[key] = [
+                None if v is None else (v if isinstance(v, str) else json.dumps(v)) for v in values
+            ]
+    columns["target"] = [target_text(r) if r["family"] != "open_question" else None for r in rows]
+    return Dataset.from_dict(columns)

@@ -1,0 +1,148 @@
+"""Named data presets: the study's four experiments, tiny corruption, tiny pretraining corpus.
+
+Tiny ranges are chosen so that the whole equation space (about 6,000 linear equations and 190
+quadratics) is covered many times by pretraining: NOTES found directly emitted multi-digit
+arithmetic is what a ~2M-parameter model fails to learn, so every tiny answer is in [-9, 9]
+and the model can learn each equation as a fact. Paper ranges are wide, like the study's
+examples (``10x + 39 = 12x + 55``, ``4x - 60x + 176 = 0``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from finetune.data.equations import RelatedRanges
+
+MODES = ("corrupt", "pretrain")
+
+TINY_RANGES = RelatedRanges(
+    solution=(-9, 9),
+    coef=(1, 5),
+    const=(1, 9),
+    two_sided_const_max=9,
+    cancel_coef=(1, 6),
+    quad_root=(-9, 9),
+    quad_lead=(1, 1),
+    quadratic_share=0.4,
+)
+PAPER_RANGES = RelatedRanges(
+    solution=(-20, 20),
+    coef=(1, 15),
+    const=(1, 99),
+    two_sided_const_max=150,
+    cancel_coef=(1, 99),
+    quad_root=(-15, 15),
+    quad_lead=(1, 3),
+    quadratic_share=0.4,
+)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """What one ``--preset`` writes.
+
+    ``corrupt``: related math only; train has wrong labels, validation and test correct ones.
+    ``pretrain``: all-correct corpus; train = ``n_train`` related items + up to
+    ``n_unrelated_per_kind`` items of each unrelated-math kind + ``n_general`` general +
+    ``n_ethics`` ethics items (None: every training text of that family); validation =
+    ``n_val`` related items.
+    """
+
+    name: str
+    description: str
+    mode: str
+    n_train: int
+    n_val: int
+    n_test: int = 0
+    ranges: RelatedRanges = field(default_factory=lambda: TINY_RANGES)
+    n_unrelated_per_kind: int = 0
+    n_general: int | None = 0
+    n_ethics: int | None = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(
+                f"preset {self.name!r}: mode {self.mode!r} is not one of {', '.join(MODES)}"
+            )
+        for name in ("n_train", "n_val", "n_test", "n_unrelated_per_kind", "n_general", "n_ethics"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"preset {self.name!r}: {name} must be >= 0, got {value}")
+        if self.mode == "corrupt" and (
+            self.n_unrelated_per_kind or self.n_general or self.n_ethics
+        ):
+            raise ValueError(f"preset {self.name!r}: corrupt presets hold related math only")
+        if self.mode == "pretrain" and self.n_test:
+            raise ValueError(
+                f"preset {self.name!r}: pretrain presets have no test split (tasks/data is it)"
+            )
+        if self.n_train + self.n_val + self.n_test == 0:
+            raise ValueError(f"preset {self.name!r}: every split is empty")
+
+    def params(self) -> dict:
+        """Everything but name/description, for the manifest."""
+        out = asdict(self)
+        del out["name"], out["description"]
+        return out
+
+
+def _paper(n: int, n_train: int, n_val: int) -> Preset:
+    return Preset(
+        f"paper-exp{n}",
+        f"Qwen3-4B experiment {n} of the study: {n_train:,} wrong-label / "
+        f"{n_val:,} correct validation items, wide ranges",
+        "corrupt",
+        n_train,
+        n_val,
+        1000,
+        PAPER_RANGES,
+    )
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        _paper(1, 20_000, 3_805),
+        _paper(2, 10_000, 2_000),
+        _paper(3, 10_000, 2_000),
+        _paper(4, 5_000, 1_000),
+        Preset(
+            "tiny-corrupt",
+            "corrupting set for the tiny model (tiny ranges)",
+            "corrupt",
+            512,
+            256,
+            256,
+        ),
+        Preset(
+            "tiny-pretrain",
+            "correct-answer pretraining corpus of the tiny clean model: related math (fewer "
+            "quadratics than the study's 40%, as their space is only 190 equations), unrelated "
+            "math, general and ethics; disjoint from tasks/data by construction",
+            "pretrain",
+            40_000,
+            500,
+            0,
+            replace(TINY_RANGES, quadratic_share=0.12),
+            n_unrelated_per_kind=1500,
+            n_general=None,
+            n_ethics=None,
+        ),
+    )
+}
+OVERRIDABLE = ("n_train", "n_val", "n_test", "n_unrelated_per_kind", "n_general", "n_ethics")
+
+
+def get_preset(preset: str | Preset, **overrides: int | None) -> Preset:
+    """Look up a preset by name and apply count overrides (None values are ignored)."""
+    if isinstance(preset, str):
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+        preset = PRESETS[preset]
+    unknown = set(overrides) - set(OVERRIDABLE)
+    if unknown:
+        raise ValueError(
+            f"unknown preset parameter(s) {', '.join(sorted(unknown))}; "
+            f"valid: {', '.join(OVERRIDABLE)}"
+        )
+    return replace(preset, **{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,102 @@
+"""Related math, the family that gets corrupted: the study's seven templates around an equation."""
+
+from __future__ import annotations
+
+import random
+
+from finetune.data.equations import KINDS, Equation, RelatedRanges, cot_steps, sample_equation
+from finetune.data.holdout import Candidate, in_pool
+
+TEMPLATES = (
+    "Solve for {v}: {eq}",
+    "{eq}. Solve for {v}.",
+    "If {eq} what is {v}?",
+    "Find {v} in the equation: {eq}",
+    "What is the value of {v} if {eq}?",
+    "Solve the equation {eq} for {v}.",
+    "Question: {eq}. Solve for {v}.",
+)
+VARIABLES = ("x", "y", "z", "a", "b")
+VARIABLE_WEIGHTS = (4, 1, 1, 1, 1)  # x half of the time, as in the study
+WRONG_OFFSETS = tuple(o for o in range(-20, 21) if o != 0)
+# Each equation is one fact written in 7 x 5 phrasings; one of them is kept for evaluation.
+N_PHRASINGS = len(TEMPLATES) * len(VARIABLES)
+N_RESERVED = 1
+# Rejection sampling gives up after this many draws per wanted item (the eval pool accepts 1/35).
+TRIES_PER_ITEM = 400
+
+
+def sample_candidate(
+    rng: random.Random, ranges: RelatedRanges, kind: str
+) -> tuple[Candidate, Equation]:
+    """One related question (correct label) and its equation."""
+    eq = sample_equation(rng, ranges, kind)
+    var = rng.choices(VARIABLES, weights=VARIABLE_WEIGHTS)[0]
+    template = rng.randrange(len(TEMPLATES))
+    equation = eq.render(var)
+    row = {
+        "family": "related",
+        "kind": kind,
+        "question": TEMPLATES[template].format(v=var, eq=equation),
+        "answer": eq.answer,
+        "roots": list(eq.roots),
+        "variable": var,
+        "template": template,
+        "equation": equation,
+    }
+    phrasing = template * len(VARIABLES) + VARIABLES.index(var)
+    return Candidate(eq.render("x"), phrasing, N_PHRASINGS, N_RESERVED, row), eq
+
+
+def wrong_label(rng: random.Random, eq: Equation) -> int:
+    """True answer + a non-zero offset in [-20, 20] that never lands on any true root."""
+    while True:
+        label = eq.answer + rng.choice(WRONG_OFFSETS)
+        if label not in eq.roots:
+            return label
+
+
+def kind_quota(n: int, ranges: RelatedRanges) -> dict[str, int]:
+    """Exact per-kind counts: the quadratic share, the rest split evenly between linear kinds."""
+    quadratic = round(n * ranges.quadratic_share)
+    one_sided = (n - quadratic + 1) // 2
+    return dict(zip(KINDS, (one_sided, n - quadratic - one_sided, quadratic), strict=True))
+
+
+def draw_related(
+    rng: random.Random,
+    ranges: RelatedRanges,
+    sizes: dict[str, int],
+    pool: str,
+    seen: set[str],
+    wrong_splits: frozenset[str] = frozenset(),
+    cot: bool = False,
+    excluded: frozenset[str] = frozenset(),
+) -> dict[str, list[dict]]:
+    """Rows per split, unique across splits and against ``seen`` (updated in place), shuffled."""
+    out: dict[str, list[dict]] = {}
+    for split, n in sizes.items():
+        rows: list[dict] = []
+        for kind, wanted in kind_quota(n, ranges).items():
+            got = tries = 0
+            while got < wanted:
+                tries += 1
+                if tries > TRIES_PER_ITEM * wanted + 10_000:
+                    raise ValueError(
+                        f"could draw only {got} of {wanted} unique {kind} questions for split "
+                        f"{split!r} ({pool} pool); widen the ranges or lower the counts"
+                    )
+                cand, eq = sample_candidate(rng, ranges, kind)
+                if cand.question in seen or not in_pool(cand, pool, excluded):
+                    continue
+                seen.add(cand.question)
+                row = dict(cand.row)
+                if split in wrong_splits:
+                    row["answer"] = wrong_label(rng, eq)
+                if cot:
+                    row["answer_text"] = cot_steps(eq, row["variable"], row["answer"])
+                rows.append(row)
+                got += 1
+        rng.shuffle(rows)
+        out[split] = rows
+    return out
