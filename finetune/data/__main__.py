@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             args = _preset_parser().parse_args(argv)
             manifest = write_dataset(
-                args.out,
                 args.preset,
+                args.out,
                 args.seed,
                 args.cot,
                 n_train=args.n_train,

@@ -136,8 +136,8 @@ def _write(
 
 
 def write_dataset(
-    out_dir: str | Path,
     preset: str | Preset,
+    out_dir: str | Path,
     seed: int = 0,
     cot: bool = False,
     **overrides: int | None,
