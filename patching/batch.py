@@ -1,0 +1,66 @@
+"""Left-padded prompt batches: validation, position ids and 4-D attention masks.
+
+The engine calls the decoder with its own position ids and boolean 4-D masks, so a
+left-padded row computes exactly what the same prompt computes alone: positions
+count real tokens only, and no real token attends to padding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .spec import PatchingError
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """A validated left-padded batch."""
+
+    ids: Tensor  # [B, P] long
+    mask: Tensor  # [B, P] bool, zeros then ones in each row
+    positions: Tensor  # [B, P] long: cumsum(mask) - 1, clamped at 0 under padding
+
+    @property
+    def last_position(self) -> Tensor:
+        """[B] position id of each row's last prompt token."""
+        return self.positions[:, -1]
+
+
+def prepare(input_ids: Tensor, attention_mask: Tensor | None, device: torch.device) -> Prompts:
+    """Check shapes and left padding before any work; return the batch on `device`."""
+    if not isinstance(input_ids, Tensor) or input_ids.dim() != 2 or input_ids.shape[1] == 0:
+        shape = tuple(input_ids.shape) if isinstance(input_ids, Tensor) else type(input_ids).__name__
+        raise PatchingError(f"input_ids must be a [batch, length] LongTensor with length >= 1, got {shape}")
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    if attention_mask.shape != input_ids.shape:
+        raise PatchingError(
+            f"attention_mask shape {tuple(attention_mask.shape)} differs from input_ids shape {tuple(input_ids.shape)}"
+        )
+    mask = attention_mask.to(device=device, dtype=torch.bool)
+    not_left_padded = (mask[:, :-1] & ~mask[:, 1:]).any(dim=1) | ~mask[:, -1]
+    if bool(not_left_padded.any()):
+        row = int(not_left_padded.nonzero()[0, 0])
+        raise PatchingError(
+            f"attention_mask row {row} is not left-padded (zeros then ones, ending in a real token)"
+        )
+    positions = (mask.long().cumsum(dim=1) - 1).clamp(min=0)
+    return Prompts(input_ids.to(device=device, dtype=torch.long), mask, positions)
+
+
+def causal_mask(key_valid: Tensor, queries: int | None = None) -> Tensor:
+    """[B, 1, q, k] boolean mask for the last q of k positions: causal, padding hidden.
+
+    A padding query attends to itself only: a row with no visible key would give
+    NaN K/V that later leak into real rows through the cache.
+    """
+    keys = key_valid.shape[1]
+    queries = keys if queries is None else queries
+    rows = torch.arange(keys - queries, keys, device=key_valid.device)[:, None]
+    cols = torch.arange(keys, device=key_valid.device)[None, :]
+    allowed = (cols <= rows)[None] & key_valid[:, None, :]
+    allowed |= (cols == rows)[None]
+    return allowed[:, None]

@@ -1,0 +1,73 @@
+"""A preallocated KV cache the engine can rearrange cheaply.
+
+All layers live in one tensor [2 (k/v), layers, rows, kv_heads, max_len, head_dim].
+A decode step writes one slot in place (DynamicCache concatenates, copying the whole
+history every step); restoring the receiver's unpatched history after a "newest"
+step, and splitting rows when histories diverge in a sweep, are each ONE indexing op
+over every layer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from transformers.cache_utils import Cache, CacheLayerMixin
+
+Rows = slice | Tensor
+
+
+class _SlotLayer(CacheLayerMixin):
+    """The per-layer view transformers' attention calls `update` on."""
+
+    is_compileable = False
+
+    def __init__(self, store: SlotCache, index: int) -> None:
+        super().__init__()
+        self.store, self.index, self.is_initialized = store, index, True
+
+    def lazy_initialization(self, key_states: Tensor, value_states: Tensor) -> None:
+        """Nothing to do: the store is allocated up front."""
+
+    def update(self, key_states: Tensor, value_states: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor]:
+        kv, start = self.store.kv, self.store.length
+        end = start + key_states.shape[-2]
+        kv[0, self.index, :, :, start:end] = key_states
+        kv[1, self.index, :, :, start:end] = value_states
+        return kv[0, self.index, :, :, :end], kv[1, self.index, :, :, :end]
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.store.length + query_length, 0
+
+    def get_seq_length(self) -> int:
+        return self.store.length
+
+    def get_max_length(self) -> int:
+        return self.store.kv.shape[-2]
+
+
+class SlotCache(Cache):
+    """KV cache for `rows` sequences of up to `max_len` tokens; `advance` after each forward."""
+
+    def __init__(self, config: Any, num_layers: int, rows: int, max_len: int, dtype: torch.dtype, device: torch.device) -> None:
+        from .spec import head_dim
+
+        shape = (2, num_layers, rows, config.num_key_value_heads, max_len, head_dim(config))
+        self.kv = torch.empty(shape, dtype=dtype, device=device)
+        self.length = 0
+        super().__init__(layers=[_SlotLayer(self, i) for i in range(num_layers)])
+
+    def advance(self, tokens: int) -> None:
+        self.length += tokens
+
+    def select_rows(self, index: Tensor) -> None:
+        """Keep rows `index` (repeats allowed), in that order: a row split or a fan-out."""
+        kv = self.kv.new_empty(self.kv.shape[:2] + (len(index),) + self.kv.shape[3:])
+        kv[..., : self.length, :] = self.kv[:, :, index, :, : self.length]
+        self.kv = kv
+
+    def copy_slot(self, dst: Rows, src: Rows, first_layer: int, slot: int) -> None:
+        """Overwrite slot `slot` of rows `dst` with rows `src`, in layers >= first_layer."""
+        kv = self.kv[:, first_layer:, :, :, slot]
+        kv[:, :, dst] = kv[:, :, src]

@@ -1,0 +1,75 @@
+"""What the engine needs to know about a model argument, and the one-base adapter pair.
+
+A receiver or donor can be a transformers causal LM, a PEFT model, or one side of
+`adapter_pair(peft_model)`: two views over ONE copy of the base weights, the
+adapter switched off for one of them, so a 4B clean/corrupted pair fits in the
+memory of one model.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .sites import SiteTable, table_for
+
+
+@dataclass(frozen=True)
+class AdapterSide:
+    """A PEFT model run with its adapter enabled (the fine-tune) or disabled (the base)."""
+
+    model: Any  # peft.PeftModel; typed loosely so patching does not import peft
+    enabled: bool
+
+
+def adapter_pair(peft_model: Any) -> tuple[AdapterSide, AdapterSide]:
+    """(base, adapted) views sharing one copy of the weights.
+
+    `patched_generate(base, adapted, ...)` patches the fine-tune into the base model;
+    swap the two for the other direction.
+    """
+    if not hasattr(peft_model, "disable_adapter"):
+        raise TypeError(f"adapter_pair needs a peft.PeftModel, got {type(peft_model).__name__}")
+    return AdapterSide(peft_model, enabled=False), AdapterSide(peft_model, enabled=True)
+
+
+@dataclass(frozen=True)
+class Runner:
+    """A model argument resolved to the transformers module tree the hooks attach to."""
+
+    lm: nn.Module  # the causal LM (for PEFT: the base model with LoRA layers injected)
+    table: SiteTable
+    context: Callable[[], AbstractContextManager[Any]]  # entered around every forward
+
+    @property
+    def config(self) -> Any:
+        return self.lm.config
+
+    @property
+    def decoder(self) -> nn.Module:
+        return self.lm.get_submodule(self.table.decoder)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.lm.parameters()).device
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm.get_output_embeddings()(hidden)
+
+
+def as_runner(model: Any) -> Runner:
+    """Resolve a causal LM, a PeftModel or an AdapterSide."""
+    context: Callable[[], AbstractContextManager[Any]] = nullcontext
+    if isinstance(model, AdapterSide):
+        if not model.enabled:
+            context = model.model.disable_adapter
+        model = model.model
+    if hasattr(model, "get_base_model") and hasattr(model, "disable_adapter"):
+        model = model.get_base_model()
+    if not isinstance(model, nn.Module) or not hasattr(model, "config"):
+        raise TypeError(f"expected a transformers causal LM, a PeftModel or an AdapterSide, got {type(model).__name__}")
+    return Runner(model, table_for(model.config.model_type), context)

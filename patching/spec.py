@@ -1,0 +1,114 @@
+"""What a patch is (`PatchSpec`), and the checks that run before any forward pass.
+
+Every check raises `PatchingError` with ONE line naming the bad value and what is
+allowed, so a typo in a 36-layer sweep fails in milliseconds, not after an hour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .sites import SITES
+
+POSITIONS: tuple[str, ...] = ("newest", "all")
+
+
+class PatchingError(ValueError):
+    """Bad patching input; the message is one line naming the value and what is allowed."""
+
+
+def _int_tuple(name: str, value: Any) -> tuple[int, ...]:
+    items = [value] if isinstance(value, int) else value
+    try:
+        items = list(items)
+    except TypeError:
+        raise PatchingError(f"{name} must be an int or a list of ints, got {value!r}") from None
+    if not items:
+        raise PatchingError(f"{name} must not be empty")
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, int) or item < 0:
+            raise PatchingError(f"{name} must hold non-negative ints, got {item!r} in {value!r}")
+    if len(set(items)) != len(items):
+        raise PatchingError(f"{name} has duplicates: {value!r}")
+    return tuple(sorted(items))
+
+
+@dataclass(frozen=True)
+class PatchSpec:
+    """Which donor activations replace the receiver's, and at which positions.
+
+    site: "resid" | "attn" | "mlp" | "head"; layers: block indices; heads: only for
+    site "head" (required there), applied in every listed layer; positions: "newest"
+    (only the newest token, the study's scheme) or "all" (the component is replaced
+    outright, prompt included).
+    """
+
+    site: str
+    layers: Sequence[int]
+    heads: Sequence[int] | None = None
+    positions: str = "newest"
+
+    def __post_init__(self) -> None:
+        if self.site not in SITES:
+            raise PatchingError(f"unknown site {self.site!r}; allowed: {', '.join(SITES)}")
+        if self.positions not in POSITIONS:
+            raise PatchingError(
+                f"unknown positions {self.positions!r}; allowed: {', '.join(POSITIONS)}"
+            )
+        object.__setattr__(self, "layers", _int_tuple("layers", self.layers))
+        if self.site == "head":
+            if self.heads is None:
+                raise PatchingError("site 'head' needs heads=[...] (head indices to patch)")
+            object.__setattr__(self, "heads", _int_tuple("heads", self.heads))
+        elif self.heads is not None:
+            raise PatchingError(f"heads={self.heads!r} is only allowed with site 'head', not {self.site!r}")
+
+    def check(self, config: Any) -> None:
+        """Raise if a layer or head does not exist in a model with this config."""
+        n_layers = config.num_hidden_layers
+        for layer in self.layers:
+            if layer >= n_layers:
+                raise PatchingError(
+                    f"layer {layer} is out of range for a {n_layers}-layer model (0..{n_layers - 1})"
+                )
+        n_heads = config.num_attention_heads
+        for head in self.heads or ():
+            if head >= n_heads:
+                raise PatchingError(
+                    f"head {head} is out of range for a model with {n_heads} attention heads (0..{n_heads - 1})"
+                )
+
+
+def every_layer(
+    site: str, num_layers: int, positions: str = "newest", heads: Sequence[int] | None = None
+) -> list[PatchSpec]:
+    """One spec per layer: the study's sweep (layer k of the donor into layer k of the receiver)."""
+    return [PatchSpec(site, [layer], heads, positions) for layer in range(num_layers)]
+
+
+def head_dim(config: Any) -> int:
+    """Qwen3 sets head_dim explicitly; hidden_size // heads is only a fallback."""
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def check_pair(receiver_config: Any, donor_config: Any) -> None:
+    """Raise unless donor activations fit the receiver (same shapes at every site)."""
+    fields = {
+        "num_hidden_layers": lambda c: c.num_hidden_layers,
+        "hidden_size": lambda c: c.hidden_size,
+        "num_attention_heads": lambda c: c.num_attention_heads,
+        "head_dim": head_dim,
+        "vocab_size": lambda c: c.vocab_size,
+    }
+    for name, get in fields.items():
+        r, d = get(receiver_config), get(donor_config)
+        if r != d:
+            raise PatchingError(f"donor and receiver differ in {name}: receiver {r}, donor {d}")
+    for role, config in (("receiver", receiver_config), ("donor", donor_config)):
+        layer_types = set(getattr(config, "layer_types", None) or ["full_attention"])
+        if layer_types != {"full_attention"}:
+            raise PatchingError(
+                f"{role} uses attention layer types {sorted(layer_types)}; only full_attention is supported"
+            )

@@ -1,0 +1,94 @@
+"""Public generation API: `patched_generate` (one spec) and `sweep_generate` (many).
+
+Both validate everything first (one-line `PatchingError`), then run one lockstep
+batch: a sweep shares the donor's prompt prefill and its decode rows across specs
+(the donor runs once per distinct token history) and batches the receiver rows of
+all specs, so it returns exactly what one `patched_generate` per spec returns.
+
+After a row emits an eos token, its later positions hold `pad_token_id`, which
+defaults to the (first) eos id, as transformers' `generate` does for a model
+without a pad token; a batch is cut once all its rows have ended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .batch import prepare
+from .engine import Lockstep
+from .models import Runner, as_runner
+from .spec import PatchingError, PatchSpec, check_pair
+
+
+def resolve(receiver: Any, donor: Any, specs: Sequence[PatchSpec]) -> tuple[Runner, Runner]:
+    """Resolve both models and check the specs against them, before any work."""
+    r, d = as_runner(receiver), as_runner(donor)
+    check_pair(r.config, d.config)
+    if not specs:
+        raise PatchingError("specs is empty; pass at least one PatchSpec")
+    for spec in specs:
+        if not isinstance(spec, PatchSpec):
+            raise PatchingError(f"expected a PatchSpec, got {type(spec).__name__}: {spec!r}")
+        spec.check(r.config)
+    return r, d
+
+
+def _token_ids(value: int | Sequence[int] | None, name: str, vocab: int) -> list[int]:
+    ids = [] if value is None else [value] if isinstance(value, int) else list(value)
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < vocab:
+            raise PatchingError(f"{name} {i!r} is not a token id of a {vocab}-token vocabulary (0..{vocab - 1})")
+    return ids
+
+
+@torch.inference_mode()
+def sweep_generate(
+    receiver: Any,
+    donor: Any,
+    input_ids: Tensor,
+    specs: Sequence[PatchSpec],
+    attention_mask: Tensor | None = None,
+    max_new_tokens: int = 64,
+    eos_token_id: int | Sequence[int] | None = None,
+    pad_token_id: int | None = None,
+    progress: bool = False,
+) -> list[Tensor]:
+    """Greedy patched generation for every spec; one LongTensor [batch, prompt + new] per spec.
+
+    `input_ids` may be left-padded (with `attention_mask`); each row gives the tokens
+    the same prompt gives alone. `progress` shows a tqdm bar over decode steps.
+    """
+    r, d = resolve(receiver, donor, list(specs))
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise PatchingError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    vocab = r.config.vocab_size
+    eos = _token_ids(eos_token_id, "eos_token_id", vocab)
+    pad = _token_ids(pad_token_id, "pad_token_id", vocab) or eos[:1] or [0]
+    prompts = prepare(input_ids, attention_mask, r.device)
+    if max_new_tokens == 0:
+        return [input_ids.clone() for _ in specs]
+    eos_t = torch.tensor(eos, dtype=torch.long, device=r.device)
+    outs = Lockstep(r, d, prompts, specs, max_new_tokens, eos_t, pad[0]).run(progress)
+    return [out.to(input_ids.device) for out in outs]
+
+
+def patched_generate(
+    receiver: Any,
+    donor: Any,
+    input_ids: Tensor,
+    spec: PatchSpec,
+    attention_mask: Tensor | None = None,
+    max_new_tokens: int = 64,
+    eos_token_id: int | Sequence[int] | None = None,
+    pad_token_id: int | None = None,
+) -> Tensor:
+    """Greedy generation of `receiver` with `donor`'s activations patched in per `spec`.
+
+    Returns [batch, prompt + new]; see the module docstring for eos padding.
+    """
+    return sweep_generate(receiver, donor, input_ids, [spec], attention_mask, max_new_tokens,
+                          eos_token_id, pad_token_id)[0]

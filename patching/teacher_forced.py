@@ -1,0 +1,114 @@
+"""Patched log-likelihood of given continuations (multiple-choice scoring), exactly and in one pass.
+
+The naive definition scores continuation token t by running both models on x[:t]
+and patching position t-1 ("newest") or every position ("all"). Both collapse to a
+single forward of each model:
+
+- "all": position t-1 only sees positions <= t-1, all patched the same way whatever
+  the later tokens are, so one patched pass over x[:-1] scores every token.
+- "newest": the receiver's sequence is x[:-1] (unpatched) followed by one COPY of
+  each scored position t-1, with its own position id. A 4-D mask lets copy t-1 see
+  the unpatched tokens before it and itself, and nothing else; only copies are
+  patched. Each copy thus computes exactly "unpatched history, patched newest".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .batch import causal_mask, prepare
+from .engine import build_plans, decoder_forward, keys_of, patch_edit
+from .hooks import Key, capturing, patching
+from .spec import PatchingError, PatchSpec
+from .sweep import resolve
+
+
+@dataclass(frozen=True)
+class ContinuationScores:
+    """Per-token scores of the continuations, right-aligned: column j of C scores
+    token n-C+j of its row; columns before a row's continuation hold 0 / True."""
+
+    logprobs: Tensor  # [B, C] log p(token | context), float32 or wider
+    greedy: Tensor  # [B, C] bool: the token was the receiver's argmax
+
+    def total(self) -> Tensor:
+        """[B] log-likelihood of each continuation (lm-eval's loglikelihood)."""
+        return self.logprobs.sum(dim=-1)
+
+    def all_greedy(self) -> Tensor:
+        """[B] whether greedy decoding would have produced each continuation."""
+        return self.greedy.all(dim=-1)
+
+
+def _copies_mask(key_valid: Tensor, copies: int) -> Tensor:
+    """Mask for [x[:-1] | copies of its last `copies` positions] (see module docstring)."""
+    B, n = key_valid.shape
+    size = n + copies
+    mask = torch.zeros(B, 1, size, size, dtype=torch.bool, device=key_valid.device)
+    mask[:, :, :n, :n] = causal_mask(key_valid)
+    source = torch.arange(n - copies, n, device=key_valid.device)[:, None]
+    before = torch.arange(n, device=key_valid.device)[None, :] < source
+    mask[:, 0, n:, :n] = before[None] & key_valid[:, None, :]
+    mask[:, 0, n:, n:] = torch.eye(copies, dtype=torch.bool, device=key_valid.device)
+    return mask
+
+
+@torch.inference_mode()
+def patched_logprobs(
+    receiver: Any,
+    donor: Any,
+    input_ids: Tensor,
+    spec: PatchSpec,
+    continuation_lengths: Sequence[int],
+    attention_mask: Tensor | None = None,
+) -> ContinuationScores:
+    """Receiver log-probs of each row's last `continuation_lengths[b]` tokens, patched per `spec`.
+
+    `input_ids` holds left-padded context + continuation rows; every context must
+    keep at least one token. Equals `reference.naive_logprobs`.
+    """
+    r, d = resolve(receiver, donor, [spec])
+    prompts = prepare(input_ids, attention_mask, r.device)
+    B, n = prompts.ids.shape
+    lengths = list(continuation_lengths)
+    real = prompts.mask.sum(dim=1).tolist()
+    if len(lengths) != B:
+        raise PatchingError(f"continuation_lengths has {len(lengths)} entries for a batch of {B}")
+    for b, (c, m) in enumerate(zip(lengths, real)):
+        if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= m - 1:
+            raise PatchingError(f"continuation_lengths[{b}] = {c!r} must be an int in 1..{m - 1} (row {b} has {m} tokens)")
+    C = max(lengths)
+    ids, pos, valid = prompts.ids[:, :-1], prompts.positions[:, :-1], prompts.mask[:, :-1]
+    acts: dict[Key, Tensor] = {}
+    dev = d.device
+    decoder_forward(d, ids.to(dev), pos.to(dev), causal_mask(valid).to(dev), None,
+                    capturing(d.lm, d.table, keys_of(spec), acts, stop=True))
+    plans = build_plans([(spec, torch.arange(B, device=r.device), torch.arange(B, device=r.device))],
+                        r.config, r.device)
+    if spec.positions == "all":
+        hidden = decoder_forward(r, ids, pos, causal_mask(valid), None,
+                                 patching(r.lm, r.table, plans, patch_edit(plans, acts)))[:, -C:]
+    else:
+        acts = {key: act[:, -C:] for key, act in acts.items()}
+        edit = patch_edit(plans, acts)
+        copies = n - 1
+
+        def edit_copies(key: Key, act: Tensor) -> Tensor:
+            edit(key, act[:, copies:])  # writes through the view
+            return act
+
+        hidden = decoder_forward(r, torch.cat([ids, ids[:, -C:]], dim=1), torch.cat([pos, pos[:, -C:]], dim=1),
+                                 _copies_mask(valid, C), None,
+                                 patching(r.lm, r.table, plans, edit_copies))[:, copies:]
+    logits = r.logits(hidden)
+    logprobs = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+    targets = prompts.ids[:, -C:]
+    scores = logprobs.gather(-1, targets[..., None])[..., 0]
+    greedy = logits.argmax(dim=-1) == targets
+    outside = torch.arange(C, device=r.device)[None, :] < (C - torch.tensor(lengths, device=r.device))[:, None]
+    return ContinuationScores(scores.masked_fill(outside, 0.0), greedy | outside)
