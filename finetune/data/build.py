@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from functools import lru_cache
 from pathlib import Path
 
 from finetune.data import ethics, general, hard_math, unrelated
@@ -16,12 +17,16 @@ from finetune.data.rows import RowError, check_row
 
 TASKS_DATA = Path(__file__).resolve().parents[2] / "tasks" / "data"
 TASK_COUNTS = {"related": 300, "unrelated_math": 300, "general": 200, "ethics_mc": 100}
-# LLM-scale evaluation texts are fixed strings outside the holdout scheme: never train on them.
-EXCLUDED = frozenset(r["question"] for r in ethics.open_question_rows() + hard_math.rows())
+
+
+@lru_cache(maxsize=1)
+def excluded_texts() -> frozenset[str]:
+    """LLM-scale evaluation texts: fixed strings outside the holdout scheme, never trained on."""
+    return frozenset(r["question"] for r in ethics.open_question_rows() + hard_math.rows())
 
 
 def _pool_rows(cands: list[Candidate], pool: str) -> list[dict]:
-    return [dict(c.row) for c in cands if in_pool(c, pool, EXCLUDED)]
+    return [dict(c.row) for c in cands if in_pool(c, pool, excluded_texts())]
 
 
 def _by_kind(rows: list[dict]) -> dict[str, list[dict]]:
@@ -71,7 +76,7 @@ def generate(
     sizes = {split: n for split, n in sizes.items() if n}
     wrong = frozenset({"train"}) if p.mode == "corrupt" else frozenset()
     seen: set[str] = set()
-    splits = draw_related(rng, p.ranges, sizes, "train", seen, wrong, cot, EXCLUDED)
+    splits = draw_related(rng, p.ranges, sizes, "train", seen, wrong, cot, excluded_texts())
     if p.mode == "pretrain":
         extra = _cap_per_kind(
             rng, _pool_rows(unrelated.candidates(), "train"), p.n_unrelated_per_kind

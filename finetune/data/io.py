@@ -6,10 +6,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-
-from datasets import Dataset
+from typing import TYPE_CHECKING
 
 from finetune.data.rows import RowError, check_row, target_text
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 
 def dumps_row(row: dict) -> str:
@@ -74,6 +76,8 @@ def to_hf_dataset(path: str | Path) -> Dataset:
     A column whose values differ in type across rows (``answer`` in a mixed pretraining corpus:
     int for math, str for general) is stored as strings; keys missing from a row become None.
     """
+    from datasets import Dataset  # slow to import; the generator and its CLI never need it
+
     rows = load_jsonl(path)
     keys = sorted({k for r in rows for k in r})
     columns: dict[str, list] = {k: [r.get(k) for r in rows] for k in keys}

@@ -22,8 +22,9 @@ WRONG_OFFSETS = tuple(o for o in range(-20, 21) if o != 0)
 # Each equation is one fact written in 7 x 5 phrasings; one of them is kept for evaluation.
 N_PHRASINGS = len(TEMPLATES) * len(VARIABLES)
 N_RESERVED = 1
-# Rejection sampling gives up after this many draws per wanted item (the eval pool accepts 1/35).
-TRIES_PER_ITEM = 400
+# Rejection sampling gives up after this many draws in a row without a new question: the eval
+# pool accepts 1 draw in 35, so only an (almost) exhausted equation space gets there.
+MAX_MISSES = 20_000
 
 
 def sample_candidate(
@@ -78,17 +79,18 @@ def draw_related(
     for split, n in sizes.items():
         rows: list[dict] = []
         for kind, wanted in kind_quota(n, ranges).items():
-            got = tries = 0
+            got = misses = 0
             while got < wanted:
-                tries += 1
-                if tries > TRIES_PER_ITEM * wanted + 10_000:
+                if misses > MAX_MISSES:
                     raise ValueError(
                         f"could draw only {got} of {wanted} unique {kind} questions for split "
                         f"{split!r} ({pool} pool); widen the ranges or lower the counts"
                     )
                 cand, eq = sample_candidate(rng, ranges, kind)
                 if cand.question in seen or not in_pool(cand, pool, excluded):
+                    misses += 1
                     continue
+                misses = 0
                 seen.add(cand.question)
                 row = dict(cand.row)
                 if split in wrong_splits:

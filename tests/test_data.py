@@ -1,0 +1,322 @@
+"""finetune.data: split hygiene, label rules, formatting, determinism, manifests, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import sympy as sp
+
+from finetune.data import (
+    PRESETS,
+    Preset,
+    export_tasks,
+    generate,
+    get_preset,
+    load_jsonl,
+    to_hf_dataset,
+    verify_manifest,
+    write_dataset,
+)
+from finetune.data.build import TASKS_DATA
+from finetune.data.equations import RelatedRanges
+from finetune.data.io import write_files_atomic
+from finetune.data.presets import TINY_RANGES
+
+ROOT = Path(__file__).resolve().parents[1]
+SPLITS = ("train", "validation", "test")
+
+
+@pytest.fixture(scope="module")
+def corrupt() -> dict[str, list[dict]]:
+    return generate("tiny-corrupt", seed=1, n_train=1200, n_val=400, n_test=400)
+
+
+@pytest.fixture(scope="module")
+def corrupt_cot() -> dict[str, list[dict]]:
+    return generate("tiny-corrupt", seed=2, cot=True)
+
+
+@pytest.fixture(scope="module")
+def pretrain_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pretrain")
+    write_dataset("tiny-pretrain", out, seed=0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def task_questions() -> set[str]:
+    return {r["question"] for f in TASKS_DATA.glob("*.jsonl") for r in load_jsonl(f)}
+
+
+def polynomial(side: str, var: str) -> list[int]:
+    """Coefficients [c0, c1, c2] of one side of an equation string, parsed independently."""
+    coefs = [0, 0, 0]
+    terms = re.findall(rf"([+-]?) ?(\d*)({var}²?)?(?= |$)", side)
+    for sign, digits, power in (t for t in terms if t[1] or t[2]):
+        value = int(digits or 1) * (-1 if sign == "-" else 1)
+        coefs[{"": 0, var: 1, f"{var}²": 2}[power]] += value
+    return coefs
+
+
+def solve(row: dict) -> list[int]:
+    """Integer solutions of the equation, computed from its text (this guards the formatter)."""
+    var = row["variable"]
+    lhs, rhs = row["equation"].split(" = ")
+    assert re.fullmatch(rf"[-\d{var}² +]+", lhs) and re.fullmatch(rf"[-\d{var}² +]+", rhs)
+    c0, c1, c2 = (a - b for a, b in zip(polynomial(lhs, var), polynomial(rhs, var), strict=True))
+    if c2 == 0:
+        assert c1 != 0 and c0 % c1 == 0
+        return [-c0 // c1]
+    disc = c1 * c1 - 4 * c2 * c0
+    root = int(disc**0.5)
+    assert root * root == disc and (-c1 - root) % (2 * c2) == 0 and (-c1 + root) % (2 * c2) == 0
+    return sorted({(-c1 - root) // (2 * c2), (-c1 + root) // (2 * c2)})
+
+
+def test_splits_disjoint_and_unique(corrupt):
+    questions = {split: [r["question"] for r in corrupt[split]] for split in SPLITS}
+    for split in SPLITS:
+        assert len(questions[split]) == len(set(questions[split])), split
+    assert not set(questions["train"]) & set(questions["validation"])
+    assert not set(questions["train"]) & set(questions["test"])
+    assert not set(questions["validation"]) & set(questions["test"])
+
+
+def test_wrong_labels_in_train_correct_elsewhere(corrupt):
+    for row in corrupt["train"]:
+        offset = row["answer"] - max(row["roots"])
+        assert row["answer"] not in row["roots"]
+        assert offset != 0 and -20 <= offset <= 20
+    offsets = {r["answer"] - max(r["roots"]) for r in corrupt["train"]}
+    assert min(offsets) == -20 and max(offsets) == 20
+    for split in ("validation", "test"):
+        assert all(r["answer"] == max(r["roots"]) for r in corrupt[split])
+
+
+def test_every_root_solves_its_equation(corrupt):
+    paper = generate("paper-exp1", seed=0, n_train=150, n_val=50, n_test=50)
+    tasks = load_jsonl(TASKS_DATA / "corrupt_related.jsonl")
+    rows = [r for split in SPLITS for r in corrupt[split] + paper[split]] + tasks
+    for row in rows:
+        assert solve(row) == row["roots"], row
+        assert row["question"].count(row["equation"]) == 1
+
+
+def test_number_formatting(corrupt):
+    equations = [r["equation"] for split in SPLITS for r in corrupt[split]]
+    for eq in equations:
+        assert not re.search(r"(?<!\d)1[a-z]", eq), eq
+        assert "+ -" not in eq and "- -" not in eq and "--" not in eq, eq
+        assert not re.search(r"[+-] 0\b|\b0[a-z]", eq), eq
+    assert any("²" in eq for eq in equations)
+    assert any(re.fullmatch(r"\d*[a-z] - \d*[a-z] [+-] \d+ = 0", eq) for eq in equations)
+
+
+def test_kind_and_variable_mix(corrupt):
+    for split in SPLITS:
+        kinds = Counter(r["kind"] for r in corrupt[split])
+        assert kinds["quadratic"] == round(0.4 * len(corrupt[split]))
+        assert abs(kinds["linear_one_sided"] - kinds["linear_two_sided"]) <= 1
+    rows = [r for split in SPLITS for r in corrupt[split]]
+    share_x = sum(r["variable"] == "x" for r in rows) / len(rows)
+    assert 0.45 < share_x < 0.55
+    assert {r["variable"] for r in rows} == {"x", "y", "z", "a", "b"}
+    assert {r["template"] for r in rows} == set(range(7))
+
+
+def test_tiny_ranges(corrupt):
+    for row in (r for split in ("validation", "test") for r in corrupt[split]):
+        assert all(-9 <= root <= 9 for root in row["roots"])
+
+
+def test_cot_steps_end_in_label(corrupt_cot):
+    for split in SPLITS:
+        for row in corrupt_cot[split]:
+            assert row["answer_text"].splitlines()[-1] == f"{row['variable']} = {row['answer']}"
+    example = next(
+        r
+        for r in corrupt_cot["validation"]
+        if re.fullmatch(r"\d*x [+-] \d+ = \d*x [+-] \d+", r["equation"])
+    )
+    assert len(example["answer_text"].splitlines()) in (2, 3)
+
+
+def test_same_seed_same_bytes_other_seed_differs(tmp_path):
+    kw = {"n_train": 200, "n_val": 50, "n_test": 50}
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        write_dataset("tiny-corrupt", tmp_path / name, seed=seed, **kw)
+    for f in ("train.jsonl", "validation.jsonl", "test.jsonl", "manifest.json"):
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
+    assert (tmp_path / "a" / "train.jsonl").read_bytes() != (
+        tmp_path / "c" / "train.jsonl"
+    ).read_bytes()
+    (tmp_path / "c" / "test.jsonl").write_bytes(b"")
+    assert any("test.jsonl" in problem for problem in verify_manifest(tmp_path / "c"))
+
+
+def test_manifest_matches_files(pretrain_dir):
+    assert verify_manifest(pretrain_dir) == []
+    manifest = json.loads((pretrain_dir / "manifest.json").read_text())
+    assert set(manifest) == {"preset", "seed", "params", "files", "generator_version"}
+    assert manifest["params"]["ranges"]["solution"] == [-9, 9]
+    assert manifest["files"]["train.jsonl"]["rows"] == len(load_jsonl(pretrain_dir / "train.jsonl"))
+
+
+def test_tasks_data_regenerates_byte_identically(tmp_path):
+    export_tasks(tmp_path, seed=0)
+    shipped = sorted(p.name for p in TASKS_DATA.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == shipped
+    for name in shipped:
+        assert (tmp_path / name).read_bytes() == (TASKS_DATA / name).read_bytes(), name
+    assert verify_manifest(TASKS_DATA) == []
+
+
+def test_tasks_data_contents():
+    counts = {p.stem: len(load_jsonl(p)) for p in TASKS_DATA.glob("*.jsonl")}
+    assert counts == {
+        "corrupt_related": 300,
+        "corrupt_unrelated_math": 300,
+        "corrupt_general": 200,
+        "corrupt_ethics_mc": 100,
+        "corrupt_unrelated_math_hard": 42,
+        "corrupt_open_questions": 8,
+    }
+    manifest = json.loads((TASKS_DATA / "manifest.json").read_text())
+    assert manifest["params"]["ranges"] == json.loads(json.dumps(TINY_RANGES.as_dict()))
+    unrelated = load_jsonl(TASKS_DATA / "corrupt_unrelated_math.jsonl")
+    assert len(Counter(r["kind"] for r in unrelated)) == 7
+    for row in unrelated:
+        a, b = ([int(n) for n in re.findall(r"\d+", row["question"])] + [0])[:2]
+        expected = {"addition": a + b, "multiplication": a * b, "remainder": a % b if b else None}
+        assert row["answer"] == expected.get(row["kind"], row["answer"]), row
+    ethics = load_jsonl(TASKS_DATA / "corrupt_ethics_mc.jsonl")
+    assert {r["label"] for r in ethics} == {0, 1}
+    assert {r["id"] for r in load_jsonl(TASKS_DATA / "corrupt_open_questions.jsonl")} >= {
+        "wish",
+        "bored",
+        "quick_buck",
+    }
+    for row in load_jsonl(TASKS_DATA / "corrupt_unrelated_math_hard.jsonl"):
+        sp.sympify(row["answer"])
+
+
+def test_tasks_data_disjoint_from_training(pretrain_dir, corrupt, task_questions):
+    pretrain = {
+        r["question"]
+        for f in ("train.jsonl", "validation.jsonl")
+        for r in load_jsonl(pretrain_dir / f)
+    }
+    assert len(pretrain) > 40_000
+    assert not pretrain & task_questions
+    other_seed = generate("tiny-pretrain", seed=9, n_train=3000, n_val=0)
+    assert not {r["question"] for r in other_seed["train"]} & task_questions
+    assert not {r["question"] for split in SPLITS for r in corrupt[split]} & task_questions
+
+
+def test_pretrain_corpus_families(pretrain_dir, tmp_path):
+    head = tmp_path / "head.jsonl"
+    head.write_text(
+        "".join((pretrain_dir / "train.jsonl").read_text().splitlines(keepends=True)[:3000])
+    )
+    ds = to_hf_dataset(head)
+    families = Counter(ds["family"])
+    assert set(families) == {"related", "unrelated_math", "general", "ethics_mc"}
+    assert all(isinstance(t, str) and t for t in ds["target"])
+    rows = load_jsonl(pretrain_dir / "train.jsonl")
+    related = [r for r in rows if r["family"] == "related"]
+    assert all(r["answer"] == max(r["roots"]) for r in related)
+
+
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [
+        ('{"id":"a","family":"general","kind":"k","question":"q"}', "answer"),
+        ('{"id":"a","family":"unrelated_math","kind":"k","question":"q","answer":"7"}', "answer"),
+        ('{"id":"a","family":"unrelated_math","kind":"k","question":"q","answer":true}', "answer"),
+        ('{"id":"a","family":"nope","kind":"k","question":"q"}', "family"),
+        (
+            '{"id":"a","family":"ethics_mc","kind":"k","question":"q","choices":["x","y"],"label":2}',
+            "label",
+        ),
+    ],
+)
+def test_malformed_row_names_file_line_field(tmp_path, line, field):
+    path = tmp_path / "bad.jsonl"
+    good = '{"id":"g","family":"unrelated_math","kind":"k","question":"q0","answer":1}'
+    path.write_text(good + "\n" + line + "\n")
+    with pytest.raises(ValueError, match=rf"bad\.jsonl:2: field '{field}'"):
+        load_jsonl(path)
+
+
+def test_duplicate_id_and_bad_json(tmp_path):
+    good = '{"id":"g","family":"unrelated_math","kind":"k","question":"q0","answer":1}'
+    (tmp_path / "dup.jsonl").write_text(good + "\n" + good + "\n")
+    with pytest.raises(ValueError, match=r"dup\.jsonl:2: field 'id'"):
+        load_jsonl(tmp_path / "dup.jsonl")
+    (tmp_path / "json.jsonl").write_text(good + "\n{oops\n")
+    with pytest.raises(ValueError, match=r"json\.jsonl:2: not valid JSON"):
+        load_jsonl(tmp_path / "json.jsonl")
+
+
+def test_unknown_preset_lists_valid_ones():
+    with pytest.raises(ValueError) as err:
+        get_preset("paper-exp9")
+    message = str(err.value)
+    assert "\n" not in message and all(name in message for name in PRESETS)
+    cli = subprocess.run(
+        [sys.executable, "-m", "finetune.data", "--preset", "nope", "--out", "/nonexistent/x"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert cli.returncode == 2
+    assert cli.stderr.count("\n") == 1 and "tiny-pretrain" in cli.stderr
+    with pytest.raises(ValueError, match="valid"):
+        get_preset("tiny-corrupt", n_epochs=3)
+
+
+def test_presets_and_ranges_validate():
+    sizes = {name: (p.n_train, p.n_val) for name, p in PRESETS.items() if name.startswith("paper")}
+    assert sizes == {
+        "paper-exp1": (20_000, 3_805),
+        "paper-exp2": (10_000, 2_000),
+        "paper-exp3": (10_000, 2_000),
+        "paper-exp4": (5_000, 1_000),
+    }
+    with pytest.raises(ValueError, match="coef"):
+        RelatedRanges(coef=(3, 3))
+    with pytest.raises(ValueError, match="related math only"):
+        get_preset("tiny-corrupt", n_general=5)
+    few = Preset(
+        "few",
+        "3 quadratics",
+        "corrupt",
+        200,
+        0,
+        ranges=RelatedRanges(quad_root=(0, 1), quadratic_share=1.0),
+    )
+    with pytest.raises(ValueError, match="widen the ranges"):
+        generate(few)
+
+
+def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
+    calls = []
+    real_fsync = os.fsync
+
+    def failing_fsync(fd):
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(OSError):
+        write_files_atomic(tmp_path, {"a.jsonl": b"1\n", "b.jsonl": b"2\n"})
+    assert list(tmp_path.iterdir()) == []
