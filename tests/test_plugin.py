@@ -1,0 +1,208 @@
+"""The plugin as a user meets it: lm-eval's own command line, run from outside the repository.
+
+Each test starts fresh interpreters, because what matters happens at interpreter start-up (the
+``.pth`` hook) and at lm-eval's first imports, which this pytest process has long passed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+import venv
+from pathlib import Path
+
+import pytest
+
+from harness_ext.patched_lm import NOT_BUILT
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+OUR_TASKS = ("corrupt_related", "corrupt_suite")
+
+
+def _env() -> dict[str, str]:
+    """Offline, and without PYTHONPATH: the installed package must be found on its own."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    return env
+
+
+def run(*cmd: str | Path, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run a command the way a user would type it, capturing its output."""
+    return subprocess.run(
+        [str(c) for c in cmd],
+        cwd=cwd,
+        env=_env() | env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def last_line(text: str) -> str:
+    """The last non-empty line, where a Python error message ends up."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+# A fresh interpreter reports what the start-up hook did and did not do.
+REGISTRY_REPORT = """
+import json, sys
+report = {"heavy_at_startup": sorted(m for m in sys.modules
+                                     if m.split(".")[0] in ("lm_eval", "torch", "transformers"))}
+from lm_eval.api.registry import model_registry
+import lm_eval.models
+items = dict(model_registry.items())
+report["builtins_intact"] = all(items.get(k) == v for k, v in lm_eval.models.MODEL_MAPPING.items())
+report["patched_qwen"] = items.get("patched_qwen")
+if "patched_qwen" in items:
+    import inspect
+    from lm_eval.api.registry import get_model
+    report["patched_qwen_file"] = inspect.getfile(get_model("patched_qwen"))
+# The folders a default TaskManager indexes, without the ~15 s of indexing lm-eval's own tasks.
+from lm_eval.tasks import TaskManager, _index
+report["task_paths"] = []
+def record(paths, **_):
+    report["task_paths"].extend(map(str, paths))
+    return {}
+_index.TaskIndex.build = staticmethod(record)
+TaskManager()
+print(json.dumps(report))
+"""
+
+
+def registry_report(python: Path, cwd: Path) -> dict:
+    """Run REGISTRY_REPORT in ``python``; start-up must print nothing to stderr."""
+    done = run(python, "-c", REGISTRY_REPORT, cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    return json.loads(done.stdout)
+
+
+def test_hook_is_lazy_and_keeps_builtin_models(tmp_path: Path) -> None:
+    report = registry_report(BIN / "python", tmp_path)
+    assert report["heavy_at_startup"] == []
+    assert report["builtins_intact"]  # hf, dummy, vllm, ... map to lm-eval's own classes
+    assert report["patched_qwen"] == "harness_ext.patched_lm:PatchedQwenLM"
+    assert Path(report["patched_qwen_file"]).is_relative_to(REPO)
+    assert report["task_paths"][1:] == [str(REPO / "tasks")]  # after lm-eval's own folder
+
+
+def test_broken_package_stays_silent_at_startup(tmp_path: Path) -> None:
+    """A shadowing or half-deleted harness_ext must not print a traceback in every process."""
+    (tmp_path / "harness_ext").mkdir()
+    (tmp_path / "harness_ext" / "__init__.py").write_text("raise RuntimeError('broken')\n")
+    done = run(BIN / "python", "-c", "print('ok')", cwd=tmp_path, PYTHONPATH=str(tmp_path))
+    assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", "")
+
+
+def test_task_manager_keeps_explicit_no_defaults(tmp_path: Path) -> None:
+    """``include_defaults=False`` means exactly the paths given (sweeps rely on it for speed)."""
+    from lm_eval.tasks import TaskManager
+
+    assert TaskManager(include_defaults=False).all_tasks == []
+    assert TaskManager(include_defaults=False, include_path=str(tmp_path)).include_path == str(
+        tmp_path
+    )
+
+
+def test_task_folder_goes_first_once(tmp_path: Path) -> None:
+    """Ours first, so a user's ``--include_path`` wins a name clash; never added twice."""
+    from harness_ext._autoload import with_tasks_dir
+    from harness_ext.paths import TASKS_DIR
+
+    ours = str(TASKS_DIR.resolve())
+    assert with_tasks_dir(None) == [ours]
+    assert with_tasks_dir(str(tmp_path)) == [ours, str(tmp_path)]
+    assert with_tasks_dir([TASKS_DIR]) == [TASKS_DIR]
+
+
+def test_ls_tasks_lists_ours_and_builtins(tmp_path: Path) -> None:
+    done = run(BIN / "lm_eval", "ls", "tasks", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    for task in OUR_TASKS:
+        assert task in done.stdout
+    assert str(REPO / "tasks") in done.stdout  # editable install: the live checkout
+    assert "hellaswag" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_hf_model_scores_corrupt_related(tiny_model_dir: Path, tmp_path: Path) -> None:
+    done = run(
+        BIN / "lm_eval",
+        "--model", "hf",
+        "--model_args", f"pretrained={tiny_model_dir}",
+        "--tasks", "corrupt_related",
+        "--limit", "5",
+        "--output_path", tmp_path / "out",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    (results_file,) = (tmp_path / "out").rglob("results_*.json")
+    results = json.loads(results_file.read_text())
+    assert results["n-samples"]["corrupt_related"]["effective"] == 5
+    assert "corrupt_related" in results["results"]
+
+
+def test_patched_qwen_placeholder_fails_in_one_line(tmp_path: Path) -> None:
+    """Until issue #5 replaces the placeholder; then this test becomes a real run."""
+    done = run(
+        BIN / "lm_eval",
+        "--model", "patched_qwen",
+        "--model_args", "pretrained=CLEAN_DIR,corrupted=CORRUPTED_DIR",
+        "--tasks", "corrupt_related",
+        "--limit", "5",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert last_line(done.stderr) == f"NotImplementedError: {NOT_BUILT}"
+
+
+@pytest.mark.slow
+def test_wheel_install_registers_model_and_tasks_and_uninstalls_cleanly(tmp_path: Path) -> None:
+    """A built wheel in a throwaway environment, with this venv's packages borrowed, not fetched.
+
+    The environment has no pip and no site packages of its own; a ``.pth`` path line lends it
+    this venv's site-packages. Paths from a ``.pth`` line are not scanned for further ``.pth``
+    files, so the editable install's hook and path stay out, and only the wheel's hook runs.
+    The path line is added after ``pip install`` and removed before ``pip uninstall``, so pip
+    never sees, let alone touches, the editable install.
+    """
+    dist = tmp_path / "dist"
+    built = run(sys.executable, "-m", "hatchling", "build", "-t", "wheel", "-d", dist, cwd=REPO)
+    assert built.returncode == 0, built.stderr
+    (wheel,) = dist.glob("corrupt_cmap-*.whl")
+
+    env_dir = tmp_path / "env"
+    venv.create(env_dir, with_pip=False)
+    python = env_dir / "bin" / "python"
+    purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    site = Path(run(python, "-c", purelib, cwd=tmp_path).stdout.strip())
+    borrowed = site / "borrowed-venv.pth"
+
+    def pip(*args: str | Path) -> None:
+        done = run(sys.executable, "-m", "pip", "--python", python, *args, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+
+    pip("install", "--no-deps", "--no-index", "--quiet", wheel)
+    assert (site / "corrupt_cmap_autoload.pth").is_file()
+    assert (site / "harness_ext" / "tasks" / "corrupt_related.yaml").is_file()
+    borrowed.write_text(sysconfig.get_paths()["purelib"] + "\n")
+
+    report = registry_report(python, tmp_path)
+    assert report["builtins_intact"]
+    assert Path(report["patched_qwen_file"]).is_relative_to(site)
+    assert report["task_paths"][1:] == [str(site / "harness_ext" / "tasks")]
+
+    borrowed.unlink()
+    pip("uninstall", "--yes", "--quiet", "corrupt-cmap")
+    assert not (site / "corrupt_cmap_autoload.pth").exists()
+    site.mkdir(parents=True, exist_ok=True)  # pip removes the folder it emptied
+    borrowed.write_text(sysconfig.get_paths()["purelib"] + "\n")
+    report = registry_report(python, tmp_path)
+    assert report["builtins_intact"]
+    assert report["patched_qwen"] is None
+    assert len(report["task_paths"]) == 1  # lm-eval's own folder only
