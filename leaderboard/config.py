@@ -1,0 +1,193 @@
+"""A sweep, read from YAML: which models, which patches, which tasks, where the results go.
+
+Every field is checked when the config is built, so a typo in a 36-layer sweep fails in
+milliseconds with one line naming the key, not after the first hour of evaluation.
+Relative paths are relative to the current directory (as with ``lm_eval``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SITES: tuple[str, ...] = ("resid", "attn", "mlp", "head")
+POSITIONS: tuple[str, ...] = ("newest", "all")
+DIRECTIONS: tuple[str, ...] = ("corrupted_to_clean", "clean_to_corrupted")
+_RANGE = re.compile(r"^(-?\d+)\s*-\s*(-?\d+)$")
+# Labels appear in variant folder names, where "-" separates fields.
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]*$")
+_INVALID = re.compile(r"[^A-Za-z0-9_.]")
+
+
+class SweepConfigError(ValueError):
+    """A bad sweep setting; the CLI prints it as one line."""
+
+
+def _str_list(name: str, value: Any, allowed: tuple[str, ...]) -> list[str]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise SweepConfigError(f"{name}={value!r}: expected one of {allowed} or a list of them")
+    for item in items:
+        if item not in allowed:
+            raise SweepConfigError(f"{name}: unknown value {item!r}; allowed: {', '.join(allowed)}")
+    if len(set(items)) != len(items):
+        raise SweepConfigError(f"{name}={items}: duplicates")
+    return list(items)
+
+
+def resolve_indices(name: str, spec: str | int | list[int], count: int) -> list[int]:
+    """``all`` | ``last`` | int | ``"a-b"`` (inclusive) | list of ints -> sorted indices in
+    ``0..count-1``; negative ints count from the end (``-1`` is the last layer)."""
+    if spec == "all":
+        return list(range(count))
+    if spec == "last":
+        return [count - 1]
+    if isinstance(spec, str) and (match := _RANGE.match(spec.strip())):
+        lo, hi = (int(g) % count if int(g) < 0 else int(g) for g in match.groups())
+        if lo > hi:
+            raise SweepConfigError(f"{name}={spec!r}: empty range")
+        items: list[int] = list(range(lo, hi + 1))
+    else:
+        items = [spec] if isinstance(spec, int) else list(spec)  # type: ignore[arg-type]
+    out = []
+    for item in items:
+        index = item + count if item < 0 else item
+        if not 0 <= index < count:
+            raise SweepConfigError(f"{name}: index {item} out of range (0..{count - 1})")
+        out.append(index)
+    return sorted(set(out))
+
+
+def _check_index_spec(name: str, spec: Any) -> None:
+    """Validate the form of a layers/heads spec before the model's size is known."""
+    if spec in ("all", "last") or (isinstance(spec, str) and _RANGE.match(spec.strip())):
+        return
+    if isinstance(spec, bool) or not (
+        isinstance(spec, int)
+        or (isinstance(spec, list) and spec and all(type(i) is int for i in spec))
+    ):
+        raise SweepConfigError(
+            f"{name}={spec!r}: expected 'all', 'last', an int, a range 'a-b' or a list of ints"
+        )
+
+
+@dataclass
+class PatchBlock:
+    """One cross product of patch variants: sites x layers x (heads) x positions x directions.
+
+    Layers are patched one at a time (the study's sweep) unless ``together`` is true, which
+    makes one variant patching every listed layer at once (e.g. "layers 30+").
+    Heads (site ``head`` only) are always patched one at a time.
+    """
+
+    sites: list[str]
+    layers: str | int | list[int] = "all"
+    heads: str | int | list[int] = "all"
+    positions: list[str] = field(default_factory=lambda: ["newest"])
+    directions: list[str] = field(default_factory=lambda: ["corrupted_to_clean"])
+    together: bool = False
+
+    def __post_init__(self) -> None:
+        self.sites = _str_list("sites", self.sites, SITES)
+        self.positions = _str_list("positions", self.positions, POSITIONS)
+        self.directions = _str_list("directions", self.directions, DIRECTIONS)
+        _check_index_spec("layers", self.layers)
+        _check_index_spec("heads", self.heads)
+        if not isinstance(self.together, bool):
+            raise SweepConfigError(f"together={self.together!r}: expected true or false")
+
+
+def _known(cls: type, raw: Any, where: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise SweepConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise SweepConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}")
+    return raw
+
+
+@dataclass
+class SweepConfig:
+    """Models, patches and evaluation settings of one sweep (one results folder).
+
+    ``corrupted`` maps a short label (used in variant names) to a full model dir or a LoRA
+    adapter dir; a plain path or list of paths is labelled by folder name.
+    """
+
+    clean: str
+    corrupted: dict[str, str] | list[str] | str
+    output_dir: str
+    tasks: list[str] = field(default_factory=lambda: ["corrupt_suite"])
+    patches: list[PatchBlock] = field(default_factory=list)
+    limit: int | float | None = None
+    batch_size: int = 8
+    gen_kwargs: dict[str, Any] | None = None
+    bootstrap_iters: int = 100000
+    device: str = "auto"
+    dtype: str = "auto"
+    task_dir: str | None = None
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("clean", "output_dir"):
+            if not isinstance(getattr(self, key), str) or not getattr(self, key):
+                raise SweepConfigError(f"{key}={getattr(self, key)!r}: expected a non-empty path")
+        self.corrupted = _labelled(self.corrupted)
+        if isinstance(self.tasks, str):
+            self.tasks = [self.tasks]
+        if not self.tasks or not all(isinstance(t, str) and t for t in self.tasks):
+            raise SweepConfigError(f"tasks={self.tasks!r}: expected a non-empty list of task names")
+        self.patches = [
+            p if isinstance(p, PatchBlock) else PatchBlock(**_known(PatchBlock, p, f"patches[{i}]"))
+            for i, p in enumerate(self.patches or [])
+        ]
+        if self.limit is not None and (isinstance(self.limit, bool) or self.limit <= 0):
+            raise SweepConfigError(f"limit={self.limit!r}: expected a positive number or null")
+        if type(self.batch_size) is not int or self.batch_size < 1:
+            raise SweepConfigError(f"batch_size={self.batch_size!r}: expected an integer >= 1")
+        if self.gen_kwargs is not None and not isinstance(self.gen_kwargs, dict):
+            raise SweepConfigError(f"gen_kwargs={self.gen_kwargs!r}: expected a mapping")
+        if type(self.bootstrap_iters) is not int or self.bootstrap_iters < 0:
+            raise SweepConfigError(f"bootstrap_iters={self.bootstrap_iters!r}: expected int >= 0")
+        if self.name is None:
+            self.name = Path(self.output_dir).name
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> SweepConfig:
+        """Load and check a sweep file; every problem is one line naming the file."""
+        path = Path(path)
+        if not path.is_file():
+            raise SweepConfigError(f"{path}: no such sweep config")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise SweepConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        try:
+            return cls(**_known(cls, raw, str(path)))
+        except TypeError as err:  # a missing required key
+            raise SweepConfigError(f"{path}: {err}") from None
+        except SweepConfigError as err:
+            raise SweepConfigError(f"{path}: {err}") from None
+
+
+def _labelled(value: Any) -> dict[str, str]:
+    """``{label: path}`` from a mapping, a path or a list of paths (label = folder name)."""
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list):
+        value = {_INVALID.sub("_", Path(p).name) if isinstance(p, str) else p: p for p in value}
+    if not isinstance(value, dict) or not value:
+        raise SweepConfigError(f"corrupted={value!r}: expected a path, a list or a label: path map")
+    for label, path in value.items():
+        if not isinstance(label, str) or not _LABEL.match(label):
+            raise SweepConfigError(f"corrupted label {label!r}: use letters, digits, '_' and '.'")
+        if label == "clean":
+            raise SweepConfigError("corrupted label 'clean' is reserved for the clean baseline")
+        if not isinstance(path, str) or not path:
+            raise SweepConfigError(f"corrupted[{label}]={path!r}: expected a non-empty path")
+    return dict(value)

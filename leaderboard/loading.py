@@ -1,0 +1,94 @@
+"""Load each model of a sweep once, full model dirs and LoRA adapter dirs alike.
+
+A LoRA adapter is merged into a fresh copy of its base: every variant then sees a plain
+``Qwen3ForCausalLM`` (the patching engine locates sites by module path, which a PEFT wrapper
+would change), and merging never touches the clean model object even when it is the base.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+log = logging.getLogger(__name__)
+
+
+class ModelLoadError(ValueError):
+    """A model path that cannot be used; one line naming it."""
+
+
+def adapter_base(path: str) -> str | None:
+    """The base model of a PEFT adapter dir, or None for a full model dir."""
+    cfg = Path(path) / "adapter_config.json"
+    if not cfg.is_file():
+        return None
+    base = json.loads(cfg.read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ModelLoadError(f"{cfg}: no base_model_name_or_path")
+    return base
+
+
+def model_shape(path: str) -> tuple[int, int]:
+    """(decoder layers, attention heads) from the config alone, without loading weights."""
+    try:
+        cfg = AutoConfig.from_pretrained(adapter_base(path) or path)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"{path}: not a model dir ({str(err).splitlines()[0]})") from None
+    return cfg.num_hidden_layers, cfg.num_attention_heads
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto``: the GPU when there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_model(path: str, device: torch.device, dtype: str = "auto") -> PreTrainedModel:
+    """A full model dir, or an adapter dir merged into a fresh copy of its base.
+
+    A ``max_new_tokens`` in the model's generation config is cleared: transformers lets it win
+    over the ``max_length`` that lm-eval derives from a task's ``max_gen_toks``, which would make
+    ``gen_kwargs: {max_gen_toks: N}`` silently ineffective.
+    """
+    base = adapter_base(path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base or path, dtype=dtype)
+        if base:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, path).merge_and_unload()
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"{path}: cannot load ({str(err).splitlines()[0]})") from None
+    if model.generation_config.max_new_tokens is not None:
+        log.info("%s: clearing generation_config.max_new_tokens=%s so that lm-eval's max_gen_toks "
+                 "applies", path, model.generation_config.max_new_tokens)
+        model.generation_config.max_new_tokens = None
+    return model.to(device).eval()
+
+
+class ModelCache:
+    """Loads each path at most once per sweep, and only when a pending variant needs it."""
+
+    def __init__(self, device: torch.device, dtype: str) -> None:
+        self.device, self.dtype = device, dtype
+        self._models: dict[str, PreTrainedModel] = {}
+
+    def get(self, path: str) -> PreTrainedModel:
+        if path not in self._models:
+            self._models[path] = load_model(path, self.device, self.dtype)
+        return self._models[path]
+
+    def loads(self) -> int:
+        """How many models were loaded (tests check "once per sweep")."""
+        return len(self._models)
+
+
+def load_tokenizer(path: str) -> Any:
+    """The clean model's tokenizer: the pair shares it, and it carries the chat template."""
+    return AutoTokenizer.from_pretrained(path)

@@ -1,0 +1,262 @@
+"""Score every variant of a sweep through lm-eval, one folder of lm-eval files per variant.
+
+    python -m leaderboard.sweep --config configs/sweeps/tiny.yaml [--shard i/n | --shard auto]
+
+Each variant is an lm-eval model object (``hf``'s ``HFLM`` for baselines, ``patched_qwen`` for
+patches) built around models loaded once per process, scored by ``simple_evaluate`` with the
+chat template (thinking off) and our task folder only (lm-eval's built-in index costs ~14 s per
+call). Finished variants (results file with the same hash) are skipped, so a killed sweep is
+resumed by running the same command again.
+
+Scale-out: variants are independent. Plain background processes, one per GPU::
+
+    for i in 0 1 2 3; do CUDA_VISIBLE_DEVICES=$i python -m leaderboard.sweep \\
+        --config C.yaml --shard $i/4 > sweep.$i.log 2>&1 & done; wait
+
+or ``accelerate launch --num_processes 4 -m leaderboard.sweep --config C.yaml --shard auto``
+(``auto`` reads RANK / WORLD_SIZE / LOCAL_RANK). Every shard writes its own variant folders
+into the same output dir; ``python -m leaderboard.build`` merges them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from .config import SweepConfig, SweepConfigError
+from .loading import (
+    ModelCache,
+    ModelLoadError,
+    adapter_base,
+    load_tokenizer,
+    model_shape,
+    resolve_device,
+)
+from .store import SWEEP_KEY, discard_tmp, finished_hash, new_tracker, write_variant
+from .variants import (
+    Variant,
+    cli_model,
+    digest_prints,
+    expand,
+    fingerprint,
+    model_args,
+    shard,
+    variant_hash,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepPlan:
+    """Everything decided before any model loads: variants, their hashes, absolute paths."""
+
+    config: SweepConfig
+    clean: str
+    corrupted: dict[str, str]
+    adapter_base: dict[str, str]
+    task_dir: Path
+    n_layers: int
+    n_heads: int
+    variants: list[Variant]
+    hashes: dict[str, str]
+    manifests: dict[str, Any]
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.config.output_dir)
+
+    def meta(self, variant: Variant) -> dict[str, Any]:
+        """What the results file records beyond lm-eval's own keys (``SWEEP_KEY``)."""
+        return asdict(variant) | {
+            "sweep": self.config.name,
+            "config_hash": self.hashes[variant.name], "cli_model": cli_model(variant),
+            "clean": self.clean, "corrupted": self.corrupted.get(variant.label or ""),
+            "corrupted_base": self.adapter_base.get(variant.label or ""),
+            "n_layers": self.n_layers, "n_heads": self.n_heads,
+            "task_dir": str(self.task_dir), "data_manifests": self.manifests,
+        }
+
+
+@dataclass
+class SweepOutcome:
+    """Names of the variants this process ran, skipped as finished, and failed (with why)."""
+
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def _manifests(task_dir: Path) -> dict[str, Any]:
+    """Every data ``manifest.json`` under the task folder, with its hash and seed/preset."""
+    out = {}
+    for path in sorted(task_dir.rglob("manifest.json")):
+        entry: dict[str, Any] = {"sha256": fingerprint(path)[path.name]}
+        try:
+            raw = json.loads(path.read_text())
+            entry |= {k: raw.get(k) for k in ("preset", "seed", "generator_version")}
+        except ValueError:
+            entry["error"] = "not valid JSON"
+        out[str(path.relative_to(task_dir))] = entry
+    return out
+
+
+def plan_sweep(config: SweepConfig) -> SweepPlan:
+    """Resolve paths, read the model shape from its config and expand and hash the variants."""
+    from harness_ext.paths import TASKS_DIR
+
+    clean = str(Path(config.clean).resolve())
+    corrupted = {k: str(Path(p).resolve()) for k, p in config.corrupted.items()}  # type: ignore[union-attr]
+    bases = {k: b for k, p in corrupted.items() if (b := adapter_base(p))}
+    task_dir = Path(config.task_dir or TASKS_DIR).resolve()
+    if not task_dir.is_dir():
+        raise SweepConfigError(f"task_dir {task_dir}: no such folder")
+    n_layers, n_heads = model_shape(clean)
+    for label, path in corrupted.items():
+        if model_shape(path) != (n_layers, n_heads):
+            raise SweepConfigError(f"corrupted[{label}] {path}: shape {model_shape(path)} differs "
+                                   f"from the clean model's {(n_layers, n_heads)}")
+    prints = {"clean": digest_prints(fingerprint(Path(clean)))}
+    prints |= {k: digest_prints(fingerprint(Path(p)) | {"base": b or ""})
+               for k, p in corrupted.items() for b in [bases.get(k)]}
+    tasks_print = digest_prints(fingerprint(task_dir, recursive=True))
+    variants = expand(config, n_layers, n_heads)
+    hashes = {v.name: variant_hash(config, v, prints, tasks_print) for v in variants}
+    return SweepPlan(config, clean, corrupted, bases, task_dir, n_layers, n_heads, variants,
+                     hashes, _manifests(task_dir))
+
+
+def make_lm(plan: SweepPlan, variant: Variant, models: ModelCache, tokenizer: Any) -> Any:
+    """The lm-eval model object of one variant, around models loaded once per process."""
+    common = {"tokenizer": tokenizer, "batch_size": plan.config.batch_size,
+              "enable_thinking": False}
+    if variant.role == "patch":
+        from harness_ext.patched_lm import PatchedQwenLM
+
+        return PatchedQwenLM(
+            pretrained=models.get(plan.clean), corrupted=models.get(plan.corrupted[variant.label]),
+            site=variant.site, layers=list(variant.layers),
+            heads=None if variant.heads is None else list(variant.heads),
+            positions=variant.positions, direction=variant.direction, **common)
+    from lm_eval.models.huggingface import HFLM
+
+    path = plan.clean if variant.role == "clean" else plan.corrupted[variant.label]  # type: ignore[index]
+    return HFLM(pretrained=models.get(path), **common)
+
+
+def evaluate_variant(plan: SweepPlan, variant: Variant, lm: Any, task_manager: Any) -> Path:
+    """Score one variant with ``simple_evaluate`` and write its folder; returns the results file."""
+    from lm_eval import simple_evaluate
+
+    config = plan.config
+    tracker = new_tracker(plan.out_dir, variant.name)
+    args = model_args(variant, plan.clean, plan.corrupted, plan.adapter_base, config.batch_size)
+    results = simple_evaluate(
+        model=lm, model_args=args, tasks=config.tasks, limit=config.limit,
+        batch_size=config.batch_size, device=str(lm.device), gen_kwargs=config.gen_kwargs,
+        bootstrap_iters=config.bootstrap_iters, task_manager=task_manager,
+        apply_chat_template=True, log_samples=True, evaluation_tracker=tracker,
+    )
+    results[SWEEP_KEY] = plan.meta(variant)
+    return write_variant(plan.out_dir, variant.name, results, tracker)
+
+
+def run_sweep(config: SweepConfig, shard_index: int = 0, shard_count: int = 1,
+              device: str | None = None, progress: bool = True) -> SweepOutcome:
+    """Run this shard's unfinished variants; a failing variant is logged and the rest go on."""
+    from lm_eval.tasks import TaskManager
+
+    plan = plan_sweep(config)
+    mine = shard(plan.variants, shard_index, shard_count)
+    outcome = SweepOutcome()
+    pending = []
+    for variant in mine:
+        done = finished_hash(plan.out_dir / variant.name) == plan.hashes[variant.name]
+        (outcome.skipped.append(variant.name) if done else pending.append(variant))
+    log.warning("sweep %s: %d variants, %d in shard %d/%d, %d finished, %d to run",
+                config.name, len(plan.variants), len(mine), shard_index, shard_count,
+                len(outcome.skipped), len(pending))
+    if not pending:
+        return outcome
+    models = ModelCache(resolve_device(device or config.device), config.dtype)
+    tokenizer = load_tokenizer(plan.clean)
+    task_manager = TaskManager(include_defaults=False, include_path=str(plan.task_dir))
+    bar = tqdm(pending, desc=f"{config.name} [{shard_index}/{shard_count}]", unit="variant",
+               disable=not progress)
+    for variant in bar:
+        bar.set_postfix_str(variant.name, refresh=False)
+        try:
+            lm = make_lm(plan, variant, models, tokenizer)
+            evaluate_variant(plan, variant, lm, task_manager)
+            outcome.ran.append(variant.name)
+        except Exception as err:  # noqa: BLE001 - one broken variant must not stop a long sweep
+            discard_tmp(plan.out_dir, variant.name)
+            outcome.failed[variant.name] = f"{type(err).__name__}: {str(err).splitlines()[0]}"
+            log.error("variant %s failed: %s", variant.name, outcome.failed[variant.name])
+    return outcome
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``i/n`` or ``auto`` (RANK/WORLD_SIZE from torchrun or ``accelerate launch``)."""
+    if text == "auto":
+        return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard {text!r}: expected i/n or auto") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"--shard {text}: need 0 <= i < n")
+    return index, count
+
+
+def launcher_device() -> str | None:
+    """Under a launcher, this process's GPU (cuda:LOCAL_RANK). LOCAL_RANK is then removed:
+    ``simple_evaluate`` returns None on LOCAL_RANK != 0 (it assumes tensor parallelism), while
+    here every process runs its own independent variants."""
+    local = os.environ.pop("LOCAL_RANK", None)
+    if local is None:
+        return None
+    import torch
+
+    return f"cuda:{local}" if torch.cuda.is_available() else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m leaderboard.sweep", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="sweep YAML (see configs/sweeps/)")
+    parser.add_argument("--shard", default="0/1", help="i/n (this process runs variants i, i+n, "
+                        "...) or auto (from RANK/WORLD_SIZE)")
+    parser.add_argument("--device", help="override the config's device (cpu, cuda:1, ...)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        shard_index, shard_count = parse_shard(args.shard)
+    except argparse.ArgumentTypeError as err:
+        parser.error(str(err))
+    device = args.device or (launcher_device() if args.shard == "auto" else None)
+    start = time.time()
+    try:
+        config = SweepConfig.from_yaml(args.config)
+        outcome = run_sweep(config, shard_index, shard_count, device=device)
+    except (SweepConfigError, ModelLoadError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{len(outcome.ran)} ran, {len(outcome.skipped)} already finished, "
+          f"{len(outcome.failed)} failed in {time.time() - start:.0f} s -> {config.output_dir}")
+    for name, why in outcome.failed.items():
+        print(f"FAILED {name}: {why}", file=sys.stderr)
+    return 1 if outcome.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

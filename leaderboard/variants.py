@@ -1,0 +1,152 @@
+"""Expand a sweep config into variants: stable names, lm-eval model args and a content hash.
+
+A variant is one "model" on the leaderboard: a baseline (clean, or one corrupted model) or the
+clean model with one patch. Its name is its folder; its hash covers everything its scores
+depend on (models, patch, tasks and their data, evaluation settings), so a re-run skips exactly
+the variants whose inputs did not change, and editing one block of a sweep keeps the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import PatchBlock, SweepConfig, resolve_indices
+
+_SMALL_FILE = 1 << 20
+DIRECTION_SHORT = {"corrupted_to_clean": "into_clean", "clean_to_corrupted": "into_corrupted"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One scored model. ``role``: clean | corrupted | patch; ``label``: the corrupted model."""
+
+    name: str
+    role: str
+    label: str | None = None
+    site: str | None = None
+    layers: tuple[int, ...] = ()
+    heads: tuple[int, ...] | None = None
+    positions: str | None = None
+    direction: str | None = None
+
+
+def _patch_name(label: str, site: str, layers: tuple[int, ...], heads: tuple[int, ...] | None,
+                positions: str, direction: str) -> str:
+    parts = ["patch", label, site, "L" + "_".join(map(str, layers))]
+    if heads is not None:
+        parts.append("H" + "_".join(map(str, heads)))
+    return "-".join([*parts, positions, DIRECTION_SHORT[direction]])
+
+
+def _block_variants(block: PatchBlock, label: str, n_layers: int, n_heads: int) -> list[Variant]:
+    layers = resolve_indices("layers", block.layers, n_layers)
+    layer_sets = [tuple(layers)] if block.together else [(layer,) for layer in layers]
+    out = []
+    for direction in block.directions:
+        for positions in block.positions:
+            for site in block.sites:
+                head_sets: list[tuple[int, ...] | None] = [None]
+                if site == "head":
+                    head_sets = [(h,) for h in resolve_indices("heads", block.heads, n_heads)]
+                for layer_set in layer_sets:
+                    for heads in head_sets:
+                        name = _patch_name(label, site, layer_set, heads, positions, direction)
+                        out.append(Variant(name, "patch", label, site, layer_set, heads,
+                                           positions, direction))
+    return out
+
+
+def expand(config: SweepConfig, n_layers: int, n_heads: int) -> list[Variant]:
+    """Baselines first (clean, each corrupted), then every block's cross product, in config
+    order; a variant listed twice is kept once. The order is what ``--shard`` splits."""
+    variants = [Variant("clean", "clean")]
+    variants += [Variant(f"corrupted-{label}", "corrupted", label) for label in config.corrupted]
+    for block in config.patches:
+        for label in config.corrupted:
+            variants += _block_variants(block, label, n_layers, n_heads)
+    unique: dict[str, Variant] = {}
+    for variant in variants:
+        unique.setdefault(variant.name, variant)
+    return list(unique.values())
+
+
+def shard(variants: list[Variant], index: int, count: int) -> list[Variant]:
+    """Round-robin share ``index`` of ``count``: deterministic, and each shard gets a mix of
+    early and late layers (late-layer variants are not slower, but baselines come first)."""
+    if not 0 <= index < count:
+        raise ValueError(f"shard {index}/{count}: need 0 <= i < n")
+    return variants[index::count]
+
+
+def fingerprint(path: Path, recursive: bool = False) -> dict[str, str]:
+    """Per-file fingerprint of a model or task folder: content hash for small files (configs,
+    YAML, JSONL), size + mtime for weights (hashing 8 GB per sweep start would be slow)."""
+    files = sorted(path.rglob("*") if recursive else path.iterdir()) if path.is_dir() else [path]
+    out = {}
+    for file in files:
+        if not file.is_file() or file.name.startswith("."):
+            continue
+        stat = file.stat()
+        key = str(file.relative_to(path)) if path.is_dir() else file.name
+        if stat.st_size <= _SMALL_FILE:
+            out[key] = hashlib.sha256(file.read_bytes()).hexdigest()
+        else:
+            out[key] = f"size={stat.st_size},mtime_ns={stat.st_mtime_ns}"
+    return out
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def variant_hash(config: SweepConfig, variant: Variant, model_prints: dict[str, str],
+                 tasks_print: str) -> str:
+    """Hash of what this variant's scores depend on; ``model_prints`` maps ``clean`` and each
+    corrupted label to a model fingerprint digest (see ``fingerprint``)."""
+    models = {"clean": model_prints["clean"]} if variant.role != "corrupted" else {}
+    if variant.label is not None:
+        models[variant.label] = model_prints[variant.label]
+    return _digest({
+        "variant": asdict(variant),
+        "models": models,
+        "tasks": config.tasks,
+        "tasks_print": tasks_print,
+        "limit": config.limit,
+        "gen_kwargs": config.gen_kwargs,
+        "bootstrap_iters": config.bootstrap_iters,
+        "dtype": config.dtype,
+    })
+
+
+def digest_prints(prints: dict[str, str]) -> str:
+    """One short digest for a folder fingerprint."""
+    return _digest(prints)
+
+
+def model_args(variant: Variant, clean: str, corrupted: dict[str, str],
+               adapter_base: dict[str, str], batch_size: int) -> dict[str, Any]:
+    """The ``--model_args`` that reproduce this variant from the CLI (``hf`` for baselines, with
+    ``peft=`` for a LoRA adapter; ``patched_qwen`` for patches); recorded in the results file."""
+    args: dict[str, Any]
+    if variant.role == "clean":
+        args = {"pretrained": clean}
+    elif variant.role == "corrupted":
+        path = corrupted[variant.label]  # type: ignore[index]
+        base = adapter_base.get(variant.label)  # type: ignore[arg-type]
+        args = {"pretrained": base, "peft": path} if base else {"pretrained": path}
+    else:
+        args = {"pretrained": clean, "corrupted": corrupted[variant.label],  # type: ignore[index]
+                "site": variant.site, "layers": list(variant.layers)}
+        if variant.heads is not None:
+            args["heads"] = list(variant.heads)
+        args |= {"positions": variant.positions, "direction": variant.direction}
+    return args | {"enable_thinking": False, "batch_size": batch_size}
+
+
+def cli_model(variant: Variant) -> str:
+    """The lm-eval ``--model`` name of a variant."""
+    return "patched_qwen" if variant.role == "patch" else "hf"
