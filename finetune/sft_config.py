@@ -1,0 +1,166 @@
+"""Settings of the corrupting fine-tune: one dataclass, read from YAML, checked when built.
+
+The four paper presets and the tiny presets are YAML files of these fields. A bad value fails
+here, as one line that names it, before any model or data is touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+MODES = ("full", "lora")
+BF16_CHOICES = ("auto", True, False)
+MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16")
+QWEN3_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class SFTError(ValueError):
+    """A bad setting or input; the CLI prints it as one line, without a traceback."""
+
+
+def _check_layer_list(name: str, value: list[int] | None) -> None:
+    if value is None:
+        return
+    if not isinstance(value, list) or not value or not all(type(v) is int for v in value):
+        raise SFTError(f"{name}={value!r}: expected a non-empty list of layer indices")
+    if min(value) < 0:
+        raise SFTError(f"{name}={value}: layer indices start at 0")
+
+
+@dataclass
+class LoraSettings:
+    """PEFT LoRA settings; the defaults are the NOTES' tiny-model recipe (r 8, all projections)."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: list(QWEN3_PROJECTIONS))
+    layers_to_transform: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        if type(self.r) is not int or self.r < 1:
+            raise SFTError(f"lora.r={self.r!r}: must be an integer >= 1")
+        if not isinstance(self.alpha, (int, float)) or self.alpha <= 0:
+            raise SFTError(f"lora.alpha={self.alpha!r}: must be > 0")
+        if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise SFTError(f"lora.dropout={self.dropout!r}: must be in [0, 1)")
+        if (
+            not isinstance(self.target_modules, list)
+            or not self.target_modules
+            or not all(isinstance(m, str) for m in self.target_modules)
+        ):
+            raise SFTError(
+                f"lora.target_modules={self.target_modules!r}: expected a non-empty list of "
+                "module names such as ['q_proj', 'v_proj']"
+            )
+        _check_layer_list("lora.layers_to_transform", self.layers_to_transform)
+
+
+@dataclass
+class SFTConfig:
+    """Everything that determines one corrupting fine-tune (recorded in its summary.json).
+
+    ``data_dir`` holds ``train.jsonl`` (wrong labels) and ``validation.jsonl`` (correct labels);
+    if it is empty and ``data_preset`` is set, the run generates that preset there first.
+    """
+
+    base_model: str
+    data_dir: str
+    output_dir: str
+    name: str | None = None
+    data_preset: str | None = None
+    data_seed: int = 0
+    mode: str = "full"
+    layers: list[int] | None = None
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    save_merged: bool = False
+    epochs: float = 1.0
+    max_steps: int | None = None
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    per_device_batch_size: int = 4
+    gradient_accumulation_steps: int = 2
+    eval_batch_size: int = 8
+    bf16: str | bool = "auto"
+    model_dtype: str = "auto"
+    eval_steps: int = 100
+    save_steps: int = 100
+    logging_steps: int = 10
+    save_total_limit: int | None = None
+    seed: int = 0
+    threads: int | None = None
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.lora, dict):
+            self.lora = LoraSettings(**_known_keys(LoraSettings, self.lora, "lora"))
+        for key in ("base_model", "data_dir", "output_dir"):
+            if not isinstance(getattr(self, key), str) or not getattr(self, key):
+                raise SFTError(f"{key}={getattr(self, key)!r}: must be a non-empty path or id")
+        if self.mode not in MODES:
+            raise SFTError(f"mode={self.mode!r}: unknown mode; valid: {', '.join(MODES)}")
+        _check_layer_list("layers", self.layers)
+        if self.layers is not None and self.mode != "full":
+            raise SFTError(f"layers={self.layers}: only for mode 'full' "
+                           "(LoRA: lora.layers_to_transform)")
+        if self.save_merged and self.mode != "lora":
+            raise SFTError("save_merged=true: only for mode 'lora' (full mode saves a full model)")
+        if self.bf16 not in BF16_CHOICES:
+            raise SFTError(f"bf16={self.bf16!r}: valid: auto, true, false")
+        if self.model_dtype not in MODEL_DTYPES:
+            raise SFTError(f"model_dtype={self.model_dtype!r}: valid: {', '.join(MODEL_DTYPES)}")
+        positive = ["per_device_batch_size", "gradient_accumulation_steps", "eval_batch_size",
+                    "eval_steps", "save_steps", "logging_steps"]
+        positive += [k for k in ("max_steps", "threads", "save_total_limit")
+                     if getattr(self, k) is not None]
+        for key in positive:
+            if type(getattr(self, key)) is not int or getattr(self, key) < 1:
+                raise SFTError(f"{key}={getattr(self, key)!r}: must be an integer >= 1")
+        epochs_ok = isinstance(self.epochs, (int, float)) and self.epochs > 0
+        if self.max_steps is None and not epochs_ok:
+            raise SFTError(f"epochs={self.epochs!r}: must be > 0 (or set max_steps)")
+        if not isinstance(self.learning_rate, (int, float)) or self.learning_rate <= 0:
+            raise SFTError(f"learning_rate={self.learning_rate!r}: must be > 0")
+        if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
+            raise SFTError(f"weight_decay={self.weight_decay!r}: must be >= 0")
+        # Trainer reads warmup values >= 1 as a step count, so a ratio must stay below 1.
+        if not isinstance(self.warmup_ratio, (int, float)) or not 0 <= self.warmup_ratio < 1:
+            raise SFTError(f"warmup_ratio={self.warmup_ratio!r}: must be in [0, 1)")
+        if self.name is None:
+            self.name = Path(self.output_dir).name
+
+    @property
+    def effective_batch(self) -> int:
+        """Sequences per optimizer step on one device."""
+        return self.per_device_batch_size * self.gradient_accumulation_steps
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> SFTConfig:
+        """Load a config file; unknown keys and missing required keys are one-line errors."""
+        path = Path(path)
+        if not path.is_file():
+            raise SFTError(f"config {path}: no such file")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise SFTError(f"config {path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        if not isinstance(raw, dict):
+            raise SFTError(f"config {path}: expected a mapping of settings")
+        missing = [f.name for f in fields(cls) if f.name in ("base_model", "data_dir", "output_dir")
+                   and f.name not in raw]
+        if missing:
+            raise SFTError(f"config {path}: missing required keys {missing}")
+        return cls(**_known_keys(cls, raw, f"config {path}"))
+
+
+def _known_keys(cls: type, raw: dict, where: str) -> dict:
+    """``raw`` unchanged if every key is a field of ``cls``; else a one-line error naming them."""
+    allowed = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise SFTError(f"{where}: unknown keys {unknown}; allowed: {sorted(allowed)}")
+    return raw
