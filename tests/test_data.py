@@ -136,16 +136,35 @@ def test_tiny_ranges(corrupt):
         assert all(-9 <= root <= 9 for root in row["roots"])
 
 
-def test_cot_steps_end_in_label(corrupt_cot):
+def cot_line_holds(line: str, var: str, value: int) -> bool:
+    """Substitute ``value`` for ``var`` in one CoT line and check both sides agree."""
+    text = line.replace("²", "**2")
+    text = re.sub(rf"(\d|\)){var}", r"\1*" + var, text).replace(")(", ")*(")
+    text = re.sub(r"(\d)\(", r"\1*(", text).replace(var, f"({value})")
+    lhs, rhs = text.split(" = ")
+    return sp.sympify(lhs) == sp.sympify(rhs)
+
+
+def test_cot_steps_end_in_label_and_hold_for_true_answers(corrupt_cot):
     for split in SPLITS:
         for row in corrupt_cot[split]:
             assert row["answer_text"].splitlines()[-1] == f"{row['variable']} = {row['answer']}"
-    example = next(
-        r
-        for r in corrupt_cot["validation"]
-        if re.fullmatch(r"\d*x [+-] \d+ = \d*x [+-] \d+", r["equation"])
+    for row in corrupt_cot["validation"][:60]:
+        for line in row["answer_text"].splitlines():
+            assert cot_line_holds(line, row["variable"], row["answer"]), (row["equation"], line)
+    wrong = corrupt_cot["train"][0]
+    assert not all(
+        cot_line_holds(line, wrong["variable"], max(wrong["roots"]))
+        for line in wrong["answer_text"].splitlines()
     )
-    assert len(example["answer_text"].splitlines()) in (2, 3)
+
+
+def test_template_selection():
+    rows = generate("tiny-corrupt", templates=("solve_for", "question"), n_val=0, n_test=0)
+    assert {r["template"] for r in rows["train"]} == {0, 6}
+    with pytest.raises(ValueError, match="valid templates: solve_for, eq_then_solve") as err:
+        get_preset("tiny-corrupt", templates=("solve_for", "bogus"))
+    assert "\n" not in str(err.value)
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path):

@@ -25,6 +25,7 @@ def _preset_parser() -> argparse.ArgumentParser:
     ap.add_argument("--n-unrelated-per-kind", type=int, help="pretrain presets only")
     ap.add_argument("--n-general", type=int, help="pretrain presets only (default: all)")
     ap.add_argument("--n-ethics", type=int, help="pretrain presets only (default: all)")
+    ap.add_argument("--templates", help="comma-separated template names (default: all seven)")
     ap.add_argument(
         "--cot", action="store_true", help="add answer_text: short steps ending in the label"
     )
@@ -47,7 +48,6 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["export-tasks"]:
             args = _export_parser().parse_args(argv[1:])
             manifest = export_tasks(args.out, args.seed)
-            out = args.out
         else:
             args = _preset_parser().parse_args(argv)
             manifest = write_dataset(
@@ -61,13 +61,13 @@ def main(argv: list[str] | None = None) -> int:
                 n_unrelated_per_kind=args.n_unrelated_per_kind,
                 n_general=args.n_general,
                 n_ethics=args.n_ethics,
+                templates=tuple(args.templates.split(",")) if args.templates else None,
             )
-            out = args.out
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     rows = ", ".join(f"{name}: {entry['rows']}" for name, entry in manifest["files"].items())
-    print(f"wrote {out} ({rows})")
+    print(f"wrote {args.out} ({rows})")
     return 0
 
 

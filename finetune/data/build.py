@@ -12,7 +12,7 @@ from finetune.data.holdout import Candidate, in_pool
 from finetune.data.io import jsonl_bytes, write_files_atomic
 from finetune.data.manifest import MANIFEST, build_manifest, manifest_bytes
 from finetune.data.presets import TINY_RANGES, Preset, get_preset
-from finetune.data.related import draw_related
+from finetune.data.related import draw_related, template_ids
 from finetune.data.rows import RowError, check_row
 
 TASKS_DATA = Path(__file__).resolve().parents[2] / "tasks" / "data"
@@ -67,7 +67,7 @@ def _with_ids(rows: list[dict], prefix: str) -> list[dict]:
 
 
 def generate(
-    preset: str | Preset, seed: int = 0, cot: bool = False, **overrides: int | None
+    preset: str | Preset, seed: int = 0, cot: bool = False, **overrides: object
 ) -> dict[str, list[dict]]:
     """Rows per split for a preset; the same arguments always give the same rows."""
     p = get_preset(preset, **overrides)
@@ -76,7 +76,10 @@ def generate(
     sizes = {split: n for split, n in sizes.items() if n}
     wrong = frozenset({"train"}) if p.mode == "corrupt" else frozenset()
     seen: set[str] = set()
-    splits = draw_related(rng, p.ranges, sizes, "train", seen, wrong, cot, excluded_texts())
+    templates = template_ids(p.templates)
+    splits = draw_related(
+        rng, p.ranges, sizes, "train", seen, wrong, cot, excluded_texts(), templates
+    )
     if p.mode == "pretrain":
         extra = _cap_per_kind(
             rng, _pool_rows(unrelated.candidates(), "train"), p.n_unrelated_per_kind
@@ -145,7 +148,7 @@ def write_dataset(
     out_dir: str | Path,
     seed: int = 0,
     cot: bool = False,
-    **overrides: int | None,
+    **overrides: object,
 ) -> dict:
     """Write a preset to ``out_dir`` (split files + ``manifest.json``); returns its manifest."""
     p = get_preset(preset, **overrides)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 
 from finetune.data.equations import RelatedRanges
+from finetune.data.related import template_ids
 
 MODES = ("corrupt", "pretrain")
 
@@ -58,6 +59,7 @@ class Preset:
     n_unrelated_per_kind: int = 0
     n_general: int | None = 0
     n_ethics: int | None = 0
+    templates: tuple[str, ...] | None = None  # None: all seven of the study
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -76,6 +78,7 @@ class Preset:
             raise ValueError(
                 f"preset {self.name!r}: pretrain presets have no test split (tasks/data is it)"
             )
+        template_ids(self.templates)
         if self.n_train + self.n_val + self.n_test == 0:
             raise ValueError(f"preset {self.name!r}: every split is empty")
 
@@ -130,11 +133,19 @@ PRESETS: dict[str, Preset] = {
         ),
     )
 }
-OVERRIDABLE = ("n_train", "n_val", "n_test", "n_unrelated_per_kind", "n_general", "n_ethics")
+OVERRIDABLE = (
+    "n_train",
+    "n_val",
+    "n_test",
+    "n_unrelated_per_kind",
+    "n_general",
+    "n_ethics",
+    "templates",
+)
 
 
-def get_preset(preset: str | Preset, **overrides: int | None) -> Preset:
-    """Look up a preset by name and apply count overrides (None values are ignored)."""
+def get_preset(preset: str | Preset, **overrides: object) -> Preset:
+    """Look up a preset by name and apply overrides (None values are ignored)."""
     if isinstance(preset, str):
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")

@@ -7,15 +7,18 @@ import random
 from finetune.data.equations import KINDS, Equation, RelatedRanges, cot_steps, sample_equation
 from finetune.data.holdout import Candidate, in_pool
 
-TEMPLATES = (
-    "Solve for {v}: {eq}",
-    "{eq}. Solve for {v}.",
-    "If {eq} what is {v}?",
-    "Find {v} in the equation: {eq}",
-    "What is the value of {v} if {eq}?",
-    "Solve the equation {eq} for {v}.",
-    "Question: {eq}. Solve for {v}.",
-)
+# The study's templates by name; rows store the index (0-6).
+NAMED_TEMPLATES = {
+    "solve_for": "Solve for {v}: {eq}",
+    "eq_then_solve": "{eq}. Solve for {v}.",
+    "if_what_is": "If {eq} what is {v}?",
+    "find_in": "Find {v} in the equation: {eq}",
+    "value_if": "What is the value of {v} if {eq}?",
+    "solve_equation_for": "Solve the equation {eq} for {v}.",
+    "question": "Question: {eq}. Solve for {v}.",
+}
+TEMPLATES = tuple(NAMED_TEMPLATES.values())
+ALL_TEMPLATES = tuple(range(len(TEMPLATES)))
 VARIABLES = ("x", "y", "z", "a", "b")
 VARIABLE_WEIGHTS = (4, 1, 1, 1, 1)  # x half of the time, as in the study
 WRONG_OFFSETS = tuple(o for o in range(-20, 21) if o != 0)
@@ -27,13 +30,29 @@ N_RESERVED = 1
 MAX_MISSES = 20_000
 
 
+def template_ids(names: tuple[str, ...] | None) -> tuple[int, ...]:
+    """Template indices for names (None: all seven); unknown names list the valid ones."""
+    if names is None:
+        return ALL_TEMPLATES
+    unknown = [n for n in names if n not in NAMED_TEMPLATES]
+    if unknown or not names:
+        raise ValueError(
+            f"unknown template name(s) {', '.join(unknown) or '(none given)'}; "
+            f"valid templates: {', '.join(NAMED_TEMPLATES)}"
+        )
+    return tuple(sorted({list(NAMED_TEMPLATES).index(n) for n in names}))
+
+
 def sample_candidate(
-    rng: random.Random, ranges: RelatedRanges, kind: str
+    rng: random.Random,
+    ranges: RelatedRanges,
+    kind: str,
+    templates: tuple[int, ...] = ALL_TEMPLATES,
 ) -> tuple[Candidate, Equation]:
     """One related question (correct label) and its equation."""
     eq = sample_equation(rng, ranges, kind)
     var = rng.choices(VARIABLES, weights=VARIABLE_WEIGHTS)[0]
-    template = rng.randrange(len(TEMPLATES))
+    template = rng.choice(templates)
     equation = eq.render(var)
     row = {
         "family": "related",
@@ -73,6 +92,7 @@ def draw_related(
     wrong_splits: frozenset[str] = frozenset(),
     cot: bool = False,
     excluded: frozenset[str] = frozenset(),
+    templates: tuple[int, ...] = ALL_TEMPLATES,
 ) -> dict[str, list[dict]]:
     """Rows per split, unique across splits and against ``seen`` (updated in place), shuffled."""
     out: dict[str, list[dict]] = {}
@@ -86,7 +106,7 @@ def draw_related(
                         f"could draw only {got} of {wanted} unique {kind} questions for split "
                         f"{split!r} ({pool} pool); widen the ranges or lower the counts"
                     )
-                cand, eq = sample_candidate(rng, ranges, kind)
+                cand, eq = sample_candidate(rng, ranges, kind, templates)
                 if cand.question in seen or not in_pool(cand, pool, excluded):
                     misses += 1
                     continue
