@@ -27,10 +27,13 @@ from finetune.data import (
 from finetune.data.build import TASKS_DATA
 from finetune.data.equations import RelatedRanges
 from finetune.data.io import write_files_atomic
+from finetune.data.manifest import sha256
 from finetune.data.presets import TINY_RANGES
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "validation", "test")
+PRETRAIN_SHA256 = "06f61bae14f29caf9d43fb9fd5fd6f09f696bc2ee2903ea1b0967da015724aa5"
+PRETRAIN_MANIFEST_SHA256 = "b10b16974edfb2ec7ff14ec0c00c7edf97ed25da3541fce546a81072ae95c7f0"
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +189,9 @@ def test_manifest_matches_files(pretrain_dir):
     assert set(manifest) == {"preset", "seed", "params", "files", "generator_version"}
     assert manifest["params"]["ranges"]["solution"] == [-9, 9]
     assert manifest["files"]["train.jsonl"]["rows"] == len(load_jsonl(pretrain_dir / "train.jsonl"))
+    # The embedded tiny model was pretrained on exactly this corpus: changing it must be deliberate.
+    assert manifest["files"]["train.jsonl"]["sha256"] == PRETRAIN_SHA256
+    assert sha256((pretrain_dir / "manifest.json").read_bytes()) == PRETRAIN_MANIFEST_SHA256
 
 
 def test_tasks_data_regenerates_byte_identically(tmp_path):

@@ -83,9 +83,15 @@ class Preset:
             raise ValueError(f"preset {self.name!r}: every split is empty")
 
     def params(self) -> dict:
-        """Everything but name/description, for the manifest."""
+        """Everything but name/description, for the manifest.
+
+        ``templates`` is recorded only when restricted, so manifests written before the option
+        existed (generator 1.0.0, e.g. the shipped tiny model's corpus) still reproduce exactly.
+        """
         out = asdict(self)
         del out["name"], out["description"]
+        if out["templates"] is None:
+            del out["templates"]
         return out
 
 
