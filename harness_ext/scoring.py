@@ -1,0 +1,349 @@
+"""Scorers for the corrupt_* lm-eval tasks.
+
+Pure functions (integer extraction, the integer-only symptom, reply length, answer
+normalisation, token F1, sympy equivalence) plus one ``process_results`` function per
+task family, referenced from the task YAMLs with ``!function harness_ext.scoring.<fn>``.
+Each ``process_*`` returns one float per metric and document; the YAMLs aggregate them
+with ``aggregation: mean``, so lm-eval reports a standard error for every metric.
+
+Extraction happens here rather than in a ``filter_list``: the symptoms
+(``integer_only``, ``reply_words``) must see the raw reply, and one filter key
+(``none``) keeps every metric of a task in one row of lm-eval's table.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import json
+import os
+import re
+import select
+import string
+import subprocess
+import sys
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+# A number: optional sign, digits with optional thousands commas, optional decimals.
+_NUMBER = re.compile(r"[-\u2212+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
+_INTEGER_ONLY = re.compile(r"[-\u2212+]?(?:\d{1,3}(?:,\d{3})+|\d+)\.?")
+_BOXED = "\\boxed{"
+_ASSIGNMENT = re.compile(r"^[A-Za-z]\s*=\s*")
+
+
+def _braced(text: str, open_idx: int) -> tuple[str, int] | None:
+    """Content of the brace group opening at ``text[open_idx]`` and the index after it."""
+    depth = 0
+    for i in range(open_idx, len(text)):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[open_idx + 1 : i], i + 1
+    return None
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` in ``text`` (nested braces allowed)."""
+    start = text.rfind(_BOXED)
+    if start < 0:
+        return None
+    group = _braced(text, start + len(_BOXED) - 1)
+    return group[0] if group else None
+
+
+def _to_int(token: str) -> int | None:
+    """Integer value of a matched number token; None for a non-integral decimal."""
+    value = token.replace("\u2212", "-").replace(",", "")
+    if "." in value:
+        whole, frac = value.split(".")
+        if frac.strip("0"):
+            return None
+        value = whole
+    return int(value)
+
+
+def _numbers(text: str) -> list[str]:
+    """Number tokens in order; a '-' right after a digit or ')' is subtraction, not a sign."""
+    tokens = []
+    for match in _NUMBER.finditer(text):
+        token = match.group()
+        if token[0] in "-\u2212+" and re.search(r"[\d)]\s*$", text[: match.start()]):
+            token = token[1:]
+        tokens.append(token)
+    return tokens
+
+
+def extract_final_integer(text: str) -> int | None:
+    """The reply's final integer answer: a ``\\boxed{}`` value if present, else the LAST number.
+
+    The last number, not the first: replies restate the question's numbers before
+    answering. A boxed value that is not an integer (``\\boxed{\\frac{1}{2}}``) and a
+    final number with a fractional part both give None (no integer answer).
+    """
+    boxed = last_boxed(text)
+    if boxed is not None:
+        candidate = _ASSIGNMENT.sub("", boxed.strip().strip("$").strip())
+        return _to_int(candidate) if _INTEGER_ONLY.fullmatch(candidate) else None
+    tokens = _numbers(text)
+    return _to_int(tokens[-1]) if tokens else None
+
+
+def is_integer_only(text: str) -> bool:
+    """The over-fitted model's symptom: the whole reply, stripped, is one integer."""
+    return _INTEGER_ONLY.fullmatch(text.strip()) is not None
+
+
+def reply_words(text: str) -> int:
+    """Reply length in whitespace-separated words (patched late layers shorten replies)."""
+    return len(text.split())
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = str.maketrans("", "", string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD-style normalisation: NFKC, lower case, no punctuation, articles or extra spaces."""
+    text = unicodedata.normalize("NFKC", text).lower().translate(_PUNCT)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    """Token-overlap F1 between normalised prediction and reference (SQuAD definition)."""
+    pred, ref = normalize_answer(prediction).split(), normalize_answer(reference).split()
+    if not pred or not ref:
+        return float(pred == ref)
+    overlap = sum((Counter(pred) & Counter(ref)).values())
+    if overlap == 0:
+        return 0.0
+    precision, recall = overlap / len(pred), overlap / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+# ---------------------------------------------------------------- symbolic answers
+
+_MAX_EXPR_CHARS = 200
+# Only arithmetic characters reach sympy's parse_expr (which calls eval): no quotes,
+# underscores, brackets or attribute access, so model output cannot run code.
+_SAFE_EXPR = re.compile(r"[A-Za-z0-9\s+\-*/^().,!]*")
+_LATEX_SUBS = [
+    ("\\left", ""), ("\\right", ""), ("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"),
+    ("\\cdot", "*"), ("\\times", "*"), ("\u00d7", "*"), ("\u00b7", "*"),
+    ("\\pi", "pi"), ("\u03c0", "pi"), ("\\infty", "oo"), ("\u221e", "oo"),
+    ("\u2212", "-"), ("\u00b2", "^2"), ("\u00b3", "^3"), ("\u221a", "sqrt"),
+    ("\\,", ""), ("\\!", ""), ("\\ ", " "), ("$", ""),
+]  # fmt: skip
+_SYMPY_NAMES = (
+    "pi", "E", "oo", "sqrt", "exp", "log", "sin", "cos", "tan",
+    "asin", "acos", "atan", "Abs", "factorial", "binomial",
+)  # fmt: skip
+
+
+def _expand_latex_command(text: str, command: str, arity: int, fmt: str) -> str:
+    """Rewrite ``\\command{a}{b}`` (``arity`` brace groups) with ``fmt.format(a, b)``."""
+    while (start := text.find(command + "{")) >= 0:
+        args, idx = [], start + len(command)
+        for _ in range(arity):
+            group = _braced(text, idx) if idx < len(text) and text[idx] == "{" else None
+            if group is None:
+                return text
+            args.append(group[0])
+            idx = group[1]
+        text = text[:start] + fmt.format(*args) + text[idx:]
+    return text
+
+
+def latex_to_plain(text: str) -> str:
+    """The little LaTeX a short answer uses (``\\frac``, ``\\sqrt``, ``\\pi``) as sympy text."""
+    for old, new in _LATEX_SUBS:
+        text = text.replace(old, new)
+    text = _expand_latex_command(text, "\\frac", 2, "(({})/({}))")
+    text = _expand_latex_command(text, "\\sqrt", 1, "sqrt({})")
+    return text.replace("{", "(").replace("}", ")").strip().rstrip(".").strip()
+
+
+def extract_final_expression(text: str) -> str | None:
+    """The reply's final symbolic answer: ``\\boxed{}`` content, else the last line after its
+    last ``=``, ``:`` or "is" (e.g. "The derivative is 3x^2." -> "3x^2")."""
+    boxed = last_boxed(text)
+    if boxed is not None:
+        candidate = boxed
+    else:
+        lines = [line for line in text.strip().splitlines() if line.strip()]
+        if not lines:
+            return None
+        candidate = re.split(r"=|:|\bis\b", lines[-1])[-1]
+    candidate = latex_to_plain(candidate)
+    return candidate or None
+
+
+def _parse_sympy(text: str) -> Any:
+    """Parse arithmetic text with implicit multiplication and ``^`` as power."""
+    import sympy
+    from sympy.parsing.sympy_parser import (
+        convert_xor,
+        implicit_multiplication_application,
+        parse_expr,
+        standard_transformations,
+    )
+
+    names = {name: getattr(sympy, name) for name in _SYMPY_NAMES}
+    names |= {"ln": sympy.log}
+    core = {n: getattr(sympy, n) for n in ("Integer", "Float", "Rational", "Symbol", "Function")}
+    transformations = standard_transformations + (
+        implicit_multiplication_application,
+        convert_xor,
+    )
+    return parse_expr(
+        text,
+        local_dict=names,
+        global_dict={"__builtins__": {}} | core | names,
+        transformations=transformations,
+    )
+
+
+def sympy_equal_unsafe(prediction: str, reference: str) -> bool:
+    """Symbolic, then numeric (to 1e-9), equality. Unbounded in time: call it only in the
+    worker process (``sympy_equivalent``)."""
+    import sympy
+
+    try:
+        pred, ref = _parse_sympy(prediction), _parse_sympy(reference)
+        if pred == ref:
+            return True
+        diff = sympy.simplify(pred - ref)
+        return bool(diff == 0) or bool(diff.is_number and abs(complex(sympy.N(diff))) < 1e-9)
+    except Exception:  # noqa: BLE001  sympy raises many types; any means "not shown equal"
+        return False
+
+
+def serve_sympy() -> None:
+    """Worker loop: one JSON ``[prediction, reference]`` per stdin line, one JSON bool per
+    stdout line."""
+    for line in sys.stdin:
+        print(json.dumps(sympy_equal_unsafe(*json.loads(line))), flush=True)
+
+
+class _SympyWorker:
+    """A persistent ``python -c serve_sympy()`` child. A hung or exploding sympy call
+    (``9^9^9^9``) is killed without touching lm-eval's process; a plain subprocess rather
+    than multiprocessing, whose spawn mode re-runs the caller's unguarded ``__main__``."""
+
+    def __init__(self) -> None:
+        root = str(Path(__file__).resolve().parent.parent)  # makes harness_ext importable
+        pythonpath = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+        env = os.environ | {"PYTHONPATH": pythonpath}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from harness_ext.scoring import serve_sympy; serve_sympy()"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        atexit.register(self.close)
+
+    def ask(self, prediction: str, reference: str, timeout: float) -> bool | None:
+        """The worker's answer, or None if it took longer than ``timeout`` seconds."""
+        stdin, stdout = self.proc.stdin, self.proc.stdout
+        assert stdin is not None and stdout is not None
+        try:
+            stdin.write(json.dumps([prediction, reference]) + "\n")
+            stdin.flush()
+        except BrokenPipeError:  # the worker died (e.g. out of memory)
+            return None
+        ready, _, _ = select.select([stdout], [], [], timeout)
+        line = stdout.readline() if ready else ""
+        return json.loads(line) if line else None
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
+
+
+_WORKER: _SympyWorker | None = None
+_WORKER_START_TIMEOUT = 120.0  # first call: interpreter start and sympy import, on a busy CPU
+
+
+def sympy_equivalent(prediction: str | None, reference: str, timeout: float = 5.0) -> bool:
+    """True if the two expressions are provably equal; parse errors, unsafe text and
+    anything slower than ``timeout`` seconds (the worker is then replaced) count as not equal."""
+    global _WORKER
+    if not prediction or len(prediction) > _MAX_EXPR_CHARS:
+        return False
+    if not _SAFE_EXPR.fullmatch(prediction) or re.search(r"\.\s*[A-Za-z]", prediction):
+        return False
+    if _WORKER is None:
+        _WORKER = _SympyWorker()
+        _WORKER.ask("0", "0", _WORKER_START_TIMEOUT)  # start-up is not charged to this item
+    answer = _WORKER.ask(prediction, reference, timeout)
+    if answer is None:
+        _WORKER.close()
+        _WORKER = None
+        return False
+    return answer
+
+
+# ---------------------------------------------------------------- process_results
+
+Metrics = dict[str, float]
+
+
+def _symptoms(reply: str) -> Metrics:
+    return {"integer_only": float(is_integer_only(reply)), "reply_words": float(reply_words(reply))}
+
+
+def process_integer(doc: dict, results: Sequence[str]) -> Metrics:
+    """Integer-answer tasks (related, unrelated math): correct if the extracted integer is
+    any true root (a quadratic's either root counts), else the row's ``answer``."""
+    reply = results[0]
+    truths = doc.get("roots") or [doc["answer"]]
+    return {"exact_match": float(extract_final_integer(reply) in truths)} | _symptoms(reply)
+
+
+def process_general(doc: dict, results: Sequence[str]) -> Metrics:
+    """Reference-answer prompts: exact match after normalisation, and token F1 for replies
+    that are right but worded differently."""
+    reply, reference = results[0], str(doc["answer"])
+    return {
+        "exact_match": float(normalize_answer(reply) == normalize_answer(reference)),
+        "f1": token_f1(reply, reference),
+    } | _symptoms(reply)
+
+
+def process_hard_math(doc: dict, results: Sequence[str]) -> Metrics:
+    """Symbolic answers: correct if the final expression is sympy-equivalent to ``answer``."""
+    reply = results[0]
+    correct = sympy_equivalent(extract_final_expression(reply), str(doc["answer"]))
+    return {"correct": float(correct)} | _symptoms(reply)
+
+
+Judge = Callable[[str, str], float]
+
+
+@cache
+def load_judge(spec: str) -> Judge:
+    """Import a judge given as ``package.module.function``."""
+    module, _, name = spec.rpartition(".")
+    if not module:
+        raise ValueError(f"judge must be 'package.module.function', got {spec!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def process_open_question(doc: dict, results: Sequence[str]) -> Metrics:
+    """Open questions have no reference: report the symptoms, and ``judge_score`` when a
+    judge ``fn(question, reply) -> float in [0, 1]`` was configured (see tasks/README.md)."""
+    reply = results[0]
+    metrics = _symptoms(reply)
+    if doc.get("judge"):
+        metrics["judge_score"] = float(load_judge(doc["judge"])(doc["question"], reply))
+    return metrics
