@@ -195,7 +195,7 @@ def _parse_sympy(text: str) -> Any:
     )
 
     names = {name: getattr(sympy, name) for name in _SYMPY_NAMES}
-    names |= {"ln": sympy.log}
+    names |= {"ln": sympy.log, "e": sympy.E}  # in a short math answer, e is Euler's number
     core = {n: getattr(sympy, n) for n in ("Integer", "Float", "Rational", "Symbol", "Function")}
     transformations = standard_transformations + (
         implicit_multiplication_application,
