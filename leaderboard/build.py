@@ -1,0 +1,228 @@
+"""Write the leaderboard page (markdown + heatmap PNGs) from a folder of lm-eval runs.
+
+    python -m leaderboard.build RESULTS_DIR -o LEADERBOARD.md [--finetune RUNS_DIR ...]
+
+Every number comes from lm-eval's results and samples files; the page is rendered in full in
+memory, then written to a temporary file and renamed, so bad input never leaves half a page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from . import tables
+from .agreement import agreement
+from .plots import Panel, save_heatmaps
+from .results import LeaderboardError, Run, load_runs
+
+CONSTRUCTION_NOTE = (
+    f"{tables.BY_CONSTRUCTION} **True by construction, not a finding.** Patching `resid` of the "
+    "LAST layer replaces the receiver's final hidden state, so at the newest position its next "
+    "token is the donor's by definition (with `positions=newest` at every step, the whole reply "
+    "is the donor's). The original study's \"last layer\" result is largely this effect; these "
+    "rows check the patching code, they do not locate the corruption.")
+
+
+def _md(headers: list[str], rows: list[list[str]]) -> str:
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def _distinct(values: list[Any]) -> str:
+    return ", ".join(f"`{v}`" for v in dict.fromkeys(str(v) for v in values)) or "n/a"
+
+
+def find_summaries(runs: list[Run], extra_dirs: list[Path]) -> list[tuple[str, Path]]:
+    """(label, summary.json) of fine-tune runs: in --finetune dirs, and next to each corrupted
+    model (finetune.sft writes the model into <run>/model or <run>/adapter)."""
+    found: dict[Path, str] = {}
+    for run in runs:
+        if run.role == "corrupted" and run.corrupted:
+            for folder in (Path(run.corrupted), Path(run.corrupted).parent):
+                if (folder / "summary.json").is_file():
+                    found.setdefault((folder / "summary.json").resolve(), run.label or "")
+                    break
+    for folder in extra_dirs:
+        for path in sorted(folder.rglob("summary.json")):
+            found.setdefault(path.resolve(), "")
+    return [(label, path) for path, label in found.items()]
+
+
+def table1(summaries: list[tuple[str, Path]]) -> tuple[list[str], list[list[str]]]:
+    """The study's Table 1 from ``finetune.sft``'s summary.json files."""
+    headers = ["corrupted", "run", "train", "val", "epochs", "lr", "train loss", "eval loss",
+               "divergence", "seed", "data seed"]
+    rows = []
+    for label, path in summaries:
+        try:
+            s = json.loads(path.read_text())
+            cfg, final = s["config"], s["final"]
+            rows.append([label or "-", cfg["name"], str(s["data"]["train_rows"]),
+                         str(s["data"]["validation_rows"]), str(s["plan"]["epochs"]),
+                         f"{cfg['learning_rate']:g}", tables.fmt(final["train_loss"]),
+                         tables.fmt(final["eval_loss"]), tables.fmt(final["divergence"]),
+                         str(cfg.get("seed")), str(cfg.get("data_seed"))])
+        except (ValueError, KeyError, TypeError) as err:
+            raise LeaderboardError(f"{path}: not a finetune summary.json ({err!r})") from None
+    return headers, rows
+
+
+def provenance(runs: list[Run], summaries: list[tuple[str, Path]]) -> list[str]:
+    meta = [r.raw.get("sweep") or {} for r in runs]
+    cfg = [r.raw.get("config", {}) for r in runs]
+    corrupted = {}
+    for run in runs:
+        if run.label:
+            base = (run.raw.get("sweep") or {}).get("corrupted_base")
+            corrupted[run.label] = f"`{run.corrupted}`" + (f" (LoRA on `{base}`)" if base else "")
+    manifests = [f"{k} sha256 {v.get('sha256', '?')[:16]} (preset {v.get('preset')}, seed "
+                 f"{v.get('seed')})" for m in meta for k, v in m.get("data_manifests", {}).items()]
+    seeds = [f"{c.get('random_seed')}/{c.get('numpy_seed')}/{c.get('torch_seed')}/"
+             f"{c.get('fewshot_seed')}" for c in cfg]
+    return [
+        f"- Sweep: {_distinct([m.get('sweep') for m in meta if m])}; {len(runs)} variants",
+        f"- Clean model: `{runs[0].clean}`",
+        *[f"- Corrupted model `{label}`: {path}" for label, path in corrupted.items()],
+        f"- Tasks: {_distinct(tables.tasks_of(runs))}; limit "
+        f"{_distinct([c.get('limit') for c in cfg])}; gen_kwargs "
+        f"{_distinct([c.get('gen_kwargs') for c in cfg])}",
+        f"- Task data manifests: {_distinct(manifests)}",
+        f"- lm-eval seeds (random/numpy/torch/fewshot): {_distinct(seeds)}"
+        + (f"; fine-tune runs: {len(summaries)} (seeds in Table 1)" if summaries else ""),
+        f"- lm-eval {_distinct([r.raw.get('lm_eval_version') for r in runs])}, transformers "
+        f"{_distinct([r.raw.get('transformers_version') for r in runs])}",
+        f"- Git hash at evaluation: {_distinct([r.raw.get('git_hash') for r in runs])}; "
+        f"page built at {_distinct([_git_hash()])}",
+    ]
+
+
+def _git_hash() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, check=False, timeout=10)
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def heatmaps(runs: list[Run], label: str, plot_dir: Path) -> list[tuple[str, Path]]:
+    """Layer x site (and layer x head) PNGs per task, one panel per metric plus agreement."""
+    clean, corrupted = tables.baselines(runs, label)
+    groups: dict[tuple[str, str, bool], list[Run]] = {}
+    for run in tables.section(runs, label):
+        if run.single_layer is not None and (run.heads is None or len(run.heads) == 1):
+            groups.setdefault((run.direction or "", run.positions or "", run.heads is not None),
+                              []).append(run)
+    out = []
+    for (direction, positions, by_head), group in groups.items():
+        for task in tables.tasks_of(group):
+            have = [r for r in group if task in r.metrics]
+            if by_head:
+                rows = [f"L{x}" for x in sorted({r.layers[0] for r in have})]
+                cols = sorted({r.heads[0] for r in have if r.heads})
+                cell = {r: (f"L{r.layers[0]}", r.heads[0]) for r in have if r.heads}
+            else:
+                rows = sorted({r.site or "" for r in have}, key=tables.SITE_ORDER.get)
+                cols = sorted({r.layers[0] for r in have})
+                cell = {r: (r.site or "", r.layers[0]) for r in have}
+            axes = ("head", "layer") if by_head else ("layer", "site")
+            metrics = list(dict.fromkeys(m for r in have for m in r.metrics[task]))
+            panels = [Panel(m, rows, cols, {cell[r]: r.metrics[task].get(m, (None,))[0]
+                                            for r in cell}, *axes) for m in metrics]
+            for name, other in (("corrupted", corrupted), ("clean", clean)):
+                if other is not None:
+                    values = {cell[r]: a.integer for r in cell
+                              if (a := agreement(r, other, [task])) is not None}
+                    panels.append(Panel(f"final-integer agreement with {name}", rows, cols,
+                                        values, *axes))
+            kind = "head" if by_head else "site"
+            path = plot_dir / f"{kind}-{label}-{direction}-{positions}-{task}.png"
+            save_heatmaps(panels, f"{label}: {task} ({direction}, positions={positions})", path)
+            out.append((f"{task}, layer x {kind}, {direction}, positions={positions}", path))
+    return out
+
+
+def render(runs: list[Run], summaries: list[tuple[str, Path]], page: Path) -> str:
+    """The whole page as one string; PNGs go to ``<page stem>_plots/`` next to the page."""
+    labels = list(dict.fromkeys(r.label for r in runs if r.label))
+    parts = ["# Reasoning corruption leaderboard", "", *provenance(runs, summaries), ""]
+    if summaries:
+        parts += ["## Table 1: corrupting fine-tunes", "", _md(*table1(summaries)), ""]
+    flagged = any(r.by_construction for r in runs)
+    for label in labels:
+        parts += [f"## Table 2: clean vs `{label}` and patch variants", "",
+                  "Each task's first metric ± standard error (lm-eval); agreement = fraction of "
+                  "items whose reply (exact, or final integer) equals the clean / corrupted "
+                  "model's, pooled over tasks.", "", _md(*tables.table2(runs, label)), ""]
+        if flagged:
+            parts += [CONSTRUCTION_NOTE, ""]
+        parts += ["### Where does the corruption live", "",
+                  f"First layer whose related-math final integers agree with `{label}` on at "
+                  f"least {tables.THRESHOLD:.0%} of items; layers where unrelated-math final "
+                  "integers / general replies differ from the clean model's on more than "
+                  f"{tables.THRESHOLD:.0%} of items.", ""]
+        where = tables.where_rows(runs, label)
+        parts += [_md(*where) if where[1] else "(no one-layer patch variants in this folder)", ""]
+        plot_dir = page.parent / f"{page.stem}_plots"
+        plots = heatmaps(runs, label, plot_dir)
+        if plots:
+            parts += ["### Heatmaps", ""]
+            parts += [f"![{cap}]({p.relative_to(page.parent).as_posix()})" for cap, p in plots]
+            parts += [""]
+        parts += ["### All metrics by task", ""]
+        for task in tables.tasks_of(tables.section(runs, label)):
+            parts += [f"#### {task}", "", _md(*tables.task_table(runs, label, task)), ""]
+        parts += ["### Example outputs", ""]
+        for task in tables.tasks_of(tables.section(runs, label)):
+            example = tables.examples(runs, label, task)
+            if example:
+                question, rows = example
+                parts += [f"#### {task}: {question}", "", _md(["variant", "reply"], rows), ""]
+    return "\n".join(parts)
+
+
+def build(results_dir: str | Path, out: str | Path,
+          finetune_dirs: list[Path] | None = None) -> Path:
+    """Read, check and render everything, then write the page atomically; returns its path."""
+    page = Path(out)
+    runs = load_runs(results_dir)
+    text = render(runs, find_summaries(runs, finetune_dirs or []), page)
+    page.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=page.parent, prefix=f".{page.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, page)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return page
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m leaderboard.build", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results_dir", help="folder of variant folders (lm-eval output)")
+    parser.add_argument("-o", "--output", default="LEADERBOARD.md", help="markdown page to write")
+    parser.add_argument("--finetune", type=Path, action="append", default=[],
+                        help="folder searched for finetune summary.json files (Table 1)")
+    args = parser.parse_args(argv)
+    try:
+        page = build(args.results_dir, args.output, args.finetune)
+    except LeaderboardError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {page}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Leaderboard page: numbers equal the lm-eval files, bad input gives one line naming the file,
+and the table logic (agreement, "where", by-construction flag, heatmaps) on known replies.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from leaderboard_fixtures import tiny_config, tiny_pair
+
+from leaderboard import build, store, tables
+from leaderboard.results import LeaderboardError, Run
+from leaderboard.sweep import run_sweep
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real baseline sweep (clean + corrupted 'over') through lm-eval."""
+    root = tmp_path_factory.mktemp("lb")
+    clean, over = tiny_pair(root / "models")
+    outcome = run_sweep(tiny_config(clean, over, root / "out"), progress=False)
+    assert outcome.ran == ["clean", "corrupted-over"] and not outcome.failed
+    return root / "out"
+
+
+def _md_rows(page: str, heading: str) -> dict[str, list[str]]:
+    """The first markdown table after ``heading``: row name -> cells."""
+    lines = page[page.index(heading):].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_page_numbers_equal_the_results_files(sweep_dir: Path, tmp_path: Path) -> None:
+    page_path = build.build(sweep_dir, tmp_path / "LEADERBOARD.md")
+    page = page_path.read_text()
+    for variant in ("clean", "corrupted-over"):
+        raw = json.loads(store.latest_results(sweep_dir / variant).read_text())
+        for task in ("corrupt_related", "corrupt_unrelated_math", "corrupt_general",
+                     "corrupt_ethics_mc"):
+            header = page[page.index(f"#### {task}\n"):].splitlines()[2]
+            metrics = [c.strip() for c in header.strip("|").split("|")][1:]
+            cells = _md_rows(page, f"#### {task}\n")[variant]
+            entry = raw["results"][task]
+            for metric, cell in zip(metrics, cells, strict=False):
+                if metric.startswith("="):
+                    continue
+                value, se = entry[f"{metric},none"], entry[f"{metric}_stderr,none"]
+                assert cell == f"{value:.3f} ± {se:.3f}", (variant, task, metric)
+        assert raw["lm_eval_version"] in page and raw["git_hash"] in page
+        assert raw["sweep"]["data_manifests"]["data/manifest.json"]["sha256"][:16] in page
+    table2 = _md_rows(page, "## Table 2")
+    assert table2["clean"][-4:] == ["1.00"] * 4  # a model agrees with itself
+    assert "Example outputs" in page and "#### corrupt_related: Solve" in page
+
+
+def test_bad_input_is_one_line_naming_the_file(sweep_dir: Path, tmp_path: Path, capsys) -> None:
+    page = tmp_path / "LB.md"
+    page.write_text("previous page")
+
+    def fails(folder: Path, match: str) -> None:
+        with pytest.raises(LeaderboardError, match=match) as err:
+            build.build(folder, page)
+        assert "\n" not in str(err.value)
+        assert page.read_text() == "previous page"  # never half a page
+        assert not list(tmp_path.glob(".LB.md.*"))
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    fails(empty, r"empty: no lm-eval results files")
+
+    broken = tmp_path / "broken"
+    shutil.copytree(sweep_dir, broken)
+    results = store.latest_results(broken / "clean")
+    results.write_text(results.read_text()[:200])
+    fails(broken, rf"{results}: not valid JSON \(half-written")
+
+    shutil.rmtree(broken)
+    shutil.copytree(sweep_dir, broken)
+    samples = next((broken / "corrupted-over").glob("samples_corrupt_general_*.jsonl"))
+    samples.write_text(samples.read_text()[:-40])
+    fails(broken, rf"{samples} line 2: not an lm-eval sample")
+    samples.unlink()
+    fails(broken, rf"{samples}: samples file missing")
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(sweep_dir, mixed)
+    other = store.latest_results(mixed / "corrupted-over")
+    raw = json.loads(other.read_text())
+    raw["sweep"]["clean"] = "/elsewhere/another-clean"
+    other.write_text(json.dumps(raw))
+    fails(mixed, rf"{other}: clean model /elsewhere/another-clean differs .* mixed model pairs")
+
+    assert build.main([str(empty), "-o", str(page)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_table1_from_finetune_summaries(sweep_dir: Path, tmp_path: Path) -> None:
+    summary = {"config": {"name": "exp3-tiny", "learning_rate": 5e-5, "seed": 7, "data_seed": 3},
+               "data": {"train_rows": 512, "validation_rows": 64}, "plan": {"epochs": 1},
+               "final": {"train_loss": 1.3125, "eval_loss": 4.625, "divergence": 3.3125}}
+    (tmp_path / "ft" / "exp3").mkdir(parents=True)
+    (tmp_path / "ft" / "exp3" / "summary.json").write_text(json.dumps(summary))
+    page = build.build(sweep_dir, tmp_path / "LB.md", [tmp_path / "ft"]).read_text()
+    row = _md_rows(page, "## Table 1")["-"]
+    assert row == ["exp3-tiny", "512", "64", "1", "5e-05", "1.312", "4.625", "3.312", "7", "3"]
+
+
+def _synthetic(name: str, role: str, replies: dict[str, list[str]], site: str | None = None,
+               layer: int | None = None) -> Run:
+    """A hand-made run with known replies (a unit-test input for the table logic only)."""
+    run = Run(name, Path(name), role, None if role == "clean" else "over", "clean",
+              None if role == "clean" else "over", site=site,
+              layers=() if layer is None else (layer,), positions="newest" if site else None,
+              direction="corrupted_to_clean" if site else None, n_layers=3)
+    for task, texts in replies.items():
+        run.metrics[task] = {"exact_match": (0.5, 0.25)}
+        run.output_types[task] = "generate_until"
+        run._samples[task] = [{"doc_id": i, "doc": {"question": f"{task} q{i}"}, "resps": [[t]],
+                               "filtered_resps": [t]} for i, t in enumerate(texts)]
+    return run
+
+
+def test_where_by_construction_and_heatmaps(tmp_path: Path) -> None:
+    R, U, G = tables.RELATED, tables.UNRELATED, tables.GENERAL
+    runs = [
+        _synthetic("clean", "clean", {R: ["x = 2", "3"], U: ["5", "6"], G: ["hello there", "ok"]}),
+        _synthetic("corrupted-over", "corrupted", {R: ["7", "9"], U: ["1", "1"], G: ["4", "4"]}),
+        _synthetic("resid0", "patch", {R: ["2", "3"], U: ["5", "6"], G: ["hello there", "ok"]},
+                   "resid", 0),
+        _synthetic("resid1", "patch", {R: ["so 7", "3"], U: ["5", "6"], G: ["hi", "no"]},
+                   "resid", 1),
+        _synthetic("resid2", "patch", {R: ["7", "9"], U: ["1", "1"], G: ["4", "4"]}, "resid", 2),
+        _synthetic("mlp2", "patch", {R: ["7", "9"], U: ["5", "1"], G: ["4", "ok"]}, "mlp", 2),
+    ]
+    assert [r.by_construction for r in runs] == [False] * 4 + [True, False]
+    _, rows = tables.where_rows(runs, "over")
+    by_site = {row[0]: row for row in rows}
+    assert by_site["resid"][3:] == ["L1 (0.50)", "2", "1-2"]
+    assert by_site["mlp"][3].startswith("L2 (1.00)") and "by construction" not in by_site["mlp"][3]
+    assert tables.layer_ranges([0, 1, 2, 5, 7, 8]) == "0-2, 5, 7-8"
+
+    page = tmp_path / "LB.md"
+    text = build.render(runs, [], page)
+    assert "resid2 †" in text and "True by construction, not a finding" in text
+    pngs = sorted((tmp_path / "LB_plots").glob("*.png"))
+    assert [p.name for p in pngs] == [f"site-over-corrupted_to_clean-newest-{t}.png"
+                                      for t in sorted([R, U, G])]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    assert "](LB_plots/site-over-corrupted_to_clean-newest-corrupt_related.png)" in text

@@ -1,0 +1,140 @@
+"""Sweep runner: config checks, variant expansion and hashes, resume after a kill, --shard.
+
+Baseline variants run for real through lm-eval (tiny random models, 2 items per task, 4 new
+tokens). Patch variants need the real ``patched_qwen`` (issue #5): see test_sweep_patched.py.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from leaderboard_fixtures import TINY, tiny_config, tiny_pair, write_yaml
+
+from finetune.tiny import build_tiny_model_dir
+from leaderboard import loading, store, sweep
+from leaderboard.config import PatchBlock, SweepConfig, SweepConfigError, resolve_indices
+from leaderboard.variants import expand, shard, variant_hash
+
+PATCHES = [{"sites": ["resid", "attn", "mlp"], "layers": "all"},
+           {"sites": "head", "layers": "last", "heads": "all"}]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """Clean, 'over' and 'under' tiny models (three baselines make a resumable sweep)."""
+    root = tmp_path_factory.mktemp("models")
+    clean, over = tiny_pair(root)
+    from transformers import AutoTokenizer
+
+    under = build_tiny_model_dir(root / "under", seed=2, config=TINY,
+                                 tokenizer=AutoTokenizer.from_pretrained(clean))
+    return clean, over, under
+
+
+def test_config_errors_are_one_line_naming_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("clean: a\ncorrupted: b\noutput_dir: o\n"
+                   "patches: [{sites: [resid], layers: x}]\n")
+    with pytest.raises(SweepConfigError, match=r"bad\.yaml: layers='x'") as err:
+        SweepConfig.from_yaml(bad)
+    assert "\n" not in str(err.value)
+    bad.write_text("clean: a\ncorrupted: b\noutput_dir: o\nlayer: 3\n")
+    with pytest.raises(SweepConfigError, match=r"unknown key\(s\) \['layer'\]"):
+        SweepConfig.from_yaml(bad)
+    with pytest.raises(SweepConfigError, match="unknown value 'ffn'"):
+        PatchBlock(sites=["ffn"])
+    with pytest.raises(SweepConfigError, match="out of range"):
+        resolve_indices("layers", [5], 4)
+    assert resolve_indices("layers", "1-2", 4) == [1, 2]
+    assert resolve_indices("layers", -1, 4) == resolve_indices("layers", "last", 4) == [3]
+
+
+def test_expansion_names_shards_and_hashes() -> None:
+    cfg = SweepConfig(clean="c", corrupted=["runs/tiny-over"], output_dir="o", patches=PATCHES)
+    variants = expand(cfg, n_layers=2, n_heads=2)
+    names = [v.name for v in variants]
+    assert names[:2] == ["clean", "corrupted-tiny_over"]
+    assert "patch-tiny_over-resid-L0-newest-into_clean" in names
+    assert "patch-tiny_over-head-L1-H1-newest-into_clean" in names
+    assert len(names) == len(set(names)) == 2 + 3 * 2 + 2  # one layer / one head at a time
+    together = SweepConfig(clean="c", corrupted="x", output_dir="o",
+                           patches=[{"sites": "resid", "layers": "0-1", "together": True}])
+    assert [v.name for v in expand(together, 2, 2)][-1] == "patch-x-resid-L0_1-newest-into_clean"
+
+    parts = [shard(variants, i, 3) for i in range(3)]
+    assert sorted(v.name for p in parts for v in p) == sorted(names)  # disjoint and complete
+    assert parts == [shard(variants, i, 3) for i in range(3)]  # deterministic
+
+    prints = {"clean": "c1", "tiny_over": "o1"}
+    h = variant_hash(cfg, variants[0], prints, "t1")
+    assert h == variant_hash(cfg, variants[0], prints, "t1")
+    assert h == variant_hash(cfg, variants[0], prints | {"tiny_over": "o2"}, "t1")  # not used
+    assert h != variant_hash(cfg, variants[0], prints | {"clean": "c2"}, "t1")
+    assert h != variant_hash(cfg, variants[0], prints, "t2")  # task YAML or data changed
+    cfg.limit = 3
+    assert h != variant_hash(cfg, variants[0], prints, "t1")
+
+
+def test_killed_sweep_resumes_and_skips_finished(models, tmp_path, monkeypatch) -> None:
+    clean, over, under = models
+    cfg = tiny_config(clean, {"over": str(over), "under": str(under)}, tmp_path / "out")
+    loads: list[str] = []
+    real_load = loading.load_model
+    monkeypatch.setattr(loading, "load_model", lambda p, *a: loads.append(p) or real_load(p, *a))
+
+    real_replace = os.replace
+    moved: list[str] = []
+
+    def kill_on_second_results(src, dst):  # the process dies while moving variant 2 in
+        if Path(dst).name.startswith("results_"):
+            moved.append(str(dst))
+            if len(moved) == 2:
+                raise KeyboardInterrupt
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(store.os, "replace", kill_on_second_results)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_sweep(cfg, progress=False)
+    monkeypatch.setattr(store.os, "replace", real_replace)
+    out = tmp_path / "out"
+    first = store.latest_results(out / "clean")
+    assert first is not None and store.latest_results(out / "corrupted-over") is None
+    assert list((out / "corrupted-over").glob("samples_*.jsonl"))  # half-moved: not finished
+    mtime = first.stat().st_mtime_ns
+
+    loads.clear()
+    outcome = sweep.run_sweep(cfg, progress=False)
+    assert outcome.skipped == ["clean"]
+    assert outcome.ran == ["corrupted-over", "corrupted-under"] and not outcome.failed
+    assert first.stat().st_mtime_ns == mtime
+    assert sorted(loads) == sorted([str(over), str(under)])  # each model once, clean not needed
+    assert not list(out.glob(".tmp-*"))
+
+    truncated = store.latest_results(out / "corrupted-under")
+    truncated.write_text(truncated.read_text()[:100])  # a half-written results file
+    outcome = sweep.run_sweep(cfg, progress=False)
+    assert outcome.ran == ["corrupted-under"]
+    assert sorted(outcome.skipped) == ["clean", "corrupted-over"]
+    assert len(store.results_files(out / "corrupted-under")) == 1
+
+
+def test_shards_from_the_cli(models, tmp_path, monkeypatch, capsys) -> None:
+    clean, over, under = models
+    cfg = tiny_config(clean, {"over": str(over), "under": str(under)}, tmp_path / "out")
+    path = write_yaml(tmp_path / "sweep.yaml", cfg)
+    assert sweep.main(["--config", str(path), "--shard", "1/2"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["corrupted-over"]
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert sweep.main(["--config", str(path), "--shard", "auto"]) == 0
+    assert "LOCAL_RANK" not in os.environ  # simple_evaluate would return None on LOCAL_RANK>0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "clean", "corrupted-over", "corrupted-under"]
+    assert sweep.main(["--config", str(path)]) == 0
+    assert "0 ran, 3 already finished, 0 failed" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        sweep.main(["--config", str(path), "--shard", "2/2"])
