@@ -103,11 +103,11 @@ def _run(hook: Callable[[], None]) -> None:
 
 
 class _HookedLoader:
-    """Delegates to the real loader and runs a hook once the module has executed."""
+    """Delegates to the real loader and reports back once the module has executed."""
 
-    def __init__(self, loader: Any, hook: Callable[[], None]) -> None:
+    def __init__(self, loader: Any, on_loaded: Callable[[], None]) -> None:
         self._loader = loader
-        self._hook = hook
+        self._on_loaded = on_loaded
 
     def create_module(self, spec: Any) -> ModuleType | None:
         return self._loader.create_module(spec)
@@ -118,22 +118,26 @@ class _HookedLoader:
         if module.__spec__ is not None:
             module.__spec__.loader = self._loader
         self._loader.exec_module(module)
-        _run(self._hook)
+        self._on_loaded()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._loader, name)
 
 
 class _PostImportFinder:
-    """Finds nothing itself: wraps the loader the other finders return for a watched module."""
+    """Finds nothing itself: wraps the loader the other finders return for a watched module.
+
+    A hook is used up when its module executes, not when it is found, so that a bare
+    ``importlib.util.find_spec`` probe does not consume it; with no hook left the finder leaves
+    ``sys.meta_path``.
+    """
 
     def __init__(self, hooks: dict[str, Callable[[], None]]) -> None:
         self._hooks = hooks
         self._busy: set[str] = set()
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
-        hook = self._hooks.get(fullname)
-        if hook is None or fullname in self._busy:
+        if fullname not in self._hooks or fullname in self._busy:
             return None
         self._busy.add(fullname)
         try:
@@ -145,19 +149,22 @@ class _PostImportFinder:
                         break
         finally:
             self._busy.discard(fullname)
-        if spec is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        del self._hooks[fullname]
+        if spec is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = _HookedLoader(spec.loader, lambda: self._loaded(fullname))
+        return spec
+
+    def _loaded(self, fullname: str) -> None:
+        hook = self._hooks.pop(fullname, None)
         if not self._hooks and self in sys.meta_path:
             sys.meta_path.remove(self)
-        spec.loader = _HookedLoader(spec.loader, hook)
-        return spec
+        if hook is not None:
+            _run(hook)
 
 
 def install() -> None:
     """Run the hooks of lm-eval modules already imported and watch for the others."""
     try:
-        pending = {}
+        pending: dict[str, Callable[[], None]] = {}
         for name, hook in HOOKS.items():
             if name in sys.modules:
                 _run(hook)
