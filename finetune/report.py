@@ -74,11 +74,12 @@ class NoiseFloor:
 
 
 def entropy_nats(values: list[int]) -> float:
-    """Miller-Madow corrected plug-in entropy in nats (the plug-in alone reads low on few rows)."""
+    """Plug-in entropy in nats with the Miller-Madow correction (the plug-in alone reads low on
+    few rows), capped at ln(number of distinct values), which no distribution on them exceeds."""
     counts = Counter(values)
     n = len(values)
     plug_in = -sum(c / n * math.log(c / n) for c in counts.values())
-    return plug_in + (len(counts) - 1) / (2 * n)
+    return min(plug_in + (len(counts) - 1) / (2 * n), math.log(len(counts)))
 
 
 def noise_floor(rows: list[dict], label_tokens: list[int]) -> NoiseFloor:

@@ -38,6 +38,7 @@ from finetune.sft_plan import (
     SPLITS,
     TrainingPlan,
     check_manifest,
+    data_preset,
     plan_steps,
     read_split,
     training_arguments,
@@ -47,13 +48,11 @@ from finetune.sft_plan import (
 def prepare_data(cfg: SFTConfig) -> tuple[Path, dict | None]:
     """The data directory and its manifest, generating ``data_preset`` there if it is empty."""
     data = Path(cfg.data_dir)
-    if not (data / "train.jsonl").is_file() and cfg.data_preset is not None:
+    preset = data_preset(cfg)
+    if not (data / "train.jsonl").is_file() and preset is not None:
         from finetune.data import write_dataset
 
-        try:
-            write_dataset(cfg.data_preset, data, seed=cfg.data_seed)
-        except ValueError as err:
-            raise SFTError(f"data_preset: {err}") from None
+        write_dataset(preset, data, seed=cfg.data_seed)
     for split in SPLITS:
         if not (data / split).is_file():
             raise SFTError(f"data_dir {data}: no {split}")

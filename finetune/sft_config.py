@@ -6,6 +6,7 @@ here, as one line that names it, before any model or data is touched.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -120,16 +121,12 @@ class SFTConfig:
         for key in positive:
             if type(getattr(self, key)) is not int or getattr(self, key) < 1:
                 raise SFTError(f"{key}={getattr(self, key)!r}: must be an integer >= 1")
-        epochs_ok = isinstance(self.epochs, (int, float)) and self.epochs > 0
-        if self.max_steps is None and not epochs_ok:
-            raise SFTError(f"epochs={self.epochs!r}: must be > 0 (or set max_steps)")
-        if not isinstance(self.learning_rate, (int, float)) or self.learning_rate <= 0:
-            raise SFTError(f"learning_rate={self.learning_rate!r}: must be > 0")
-        if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
-            raise SFTError(f"weight_decay={self.weight_decay!r}: must be >= 0")
+        if self.max_steps is None:
+            _check_number("epochs", self.epochs, "> 0 (or set max_steps)", lambda v: v > 0)
+        _check_number("learning_rate", self.learning_rate, "> 0", lambda v: v > 0)
+        _check_number("weight_decay", self.weight_decay, ">= 0", lambda v: v >= 0)
         # Trainer reads warmup values >= 1 as a step count, so a ratio must stay below 1.
-        if not isinstance(self.warmup_ratio, (int, float)) or not 0 <= self.warmup_ratio < 1:
-            raise SFTError(f"warmup_ratio={self.warmup_ratio!r}: must be in [0, 1)")
+        _check_number("warmup_ratio", self.warmup_ratio, "in [0, 1)", lambda v: 0 <= v < 1)
         if self.name is None:
             self.name = Path(self.output_dir).name
 
@@ -155,6 +152,23 @@ class SFTConfig:
         if missing:
             raise SFTError(f"config {path}: missing required keys {missing}")
         return cls(**_known_keys(cls, raw, f"config {path}"))
+
+
+def _check_number(key: str, value: object, rule: str, ok: Callable[[float], bool]) -> None:
+    """A number obeying ``rule``; YAML 1.1 reads ``5e-5`` as text, so say how to write it."""
+    if isinstance(value, str):
+        hint = " (YAML reads 5e-5 as text: write 5.0e-5)" if _is_float(value) else ""
+        raise SFTError(f"{key}={value!r}: must be a number {rule}{hint}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+        raise SFTError(f"{key}={value!r}: must be a number {rule}")
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _known_keys(cls: type, raw: dict, where: str) -> dict:

@@ -26,6 +26,8 @@ def base_is_local(name: str) -> bool:
     """
     path = Path(name).expanduser()
     if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise SFTError(f"base_model {name}: no config.json (not an HF model directory)")
         return True
     if path.exists() or name.startswith((".", "/", "~")) or len(path.parts) > 2 or (
         len(path.parts) == 2 and Path(path.parts[0]).is_dir()
@@ -36,12 +38,13 @@ def base_is_local(name: str) -> bool:
 
 def model_config(cfg: SFTConfig):
     """The base's ``config.json`` without downloading (None for a hub id not in the local cache)."""
+    local = base_is_local(cfg.base_model)
     try:
         return AutoConfig.from_pretrained(cfg.base_model, local_files_only=True)
-    except OSError:
-        if base_is_local(cfg.base_model):
-            raise SFTError(f"base_model {cfg.base_model}: no config.json "
-                           "(not an HF model directory)") from None
+    except (OSError, ValueError) as err:
+        if local:
+            raise SFTError(f"base_model {cfg.base_model}: unreadable config.json "
+                           f"({str(err).splitlines()[0]})") from None
         return None
 
 
