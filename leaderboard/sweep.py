@@ -21,6 +21,7 @@ into the same output dir; ``python -m leaderboard.build`` merges them.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -100,7 +101,7 @@ def _manifests(task_dir: Path) -> dict[str, Any]:
     """Every data ``manifest.json`` under the task folder, with its hash and seed/preset."""
     out = {}
     for path in sorted(task_dir.rglob("manifest.json")):
-        entry: dict[str, Any] = {"sha256": fingerprint(path)[path.name]}
+        entry: dict[str, Any] = {"sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
         try:
             raw = json.loads(path.read_text())
             entry |= {k: raw.get(k) for k in ("preset", "seed", "generator_version")}
@@ -110,12 +111,25 @@ def _manifests(task_dir: Path) -> dict[str, Any]:
     return out
 
 
+def _local(path: str) -> str:
+    """An existing local dir as an absolute path (results then name it from any CWD); anything
+    else (a hub id such as Qwen/Qwen3-4B) as given."""
+    return str(Path(path).resolve()) if Path(path).exists() else path
+
+
+def _model_print(path: str, base: str | None = None) -> str:
+    """Digest of a model's name, its files and, for an adapter, its base model's."""
+    files = fingerprint(Path(path))
+    base_files = fingerprint(Path(base)) if base else {}
+    return digest_prints({"path": path, "files": files, "base": base, "base_files": base_files})
+
+
 def plan_sweep(config: SweepConfig) -> SweepPlan:
     """Resolve paths, read the model shape from its config and expand and hash the variants."""
     from harness_ext.paths import TASKS_DIR
 
-    clean = str(Path(config.clean).resolve())
-    corrupted = {k: str(Path(p).resolve()) for k, p in config.corrupted.items()}  # type: ignore[union-attr]
+    clean = _local(config.clean)
+    corrupted = {k: _local(p) for k, p in config.corrupted.items()}  # type: ignore[union-attr]
     bases = {k: b for k, p in corrupted.items() if (b := adapter_base(p))}
     task_dir = Path(config.task_dir or TASKS_DIR).resolve()
     if not task_dir.is_dir():
@@ -125,9 +139,8 @@ def plan_sweep(config: SweepConfig) -> SweepPlan:
         if model_shape(path) != (n_layers, n_heads):
             raise SweepConfigError(f"corrupted[{label}] {path}: shape {model_shape(path)} differs "
                                    f"from the clean model's {(n_layers, n_heads)}")
-    prints = {"clean": digest_prints(fingerprint(Path(clean)))}
-    prints |= {k: digest_prints(fingerprint(Path(p)) | {"base": b or ""})
-               for k, p in corrupted.items() for b in [bases.get(k)]}
+    prints = {"clean": _model_print(clean)}
+    prints |= {k: _model_print(p, bases.get(k)) for k, p in corrupted.items()}
     tasks_print = digest_prints(fingerprint(task_dir, recursive=True))
     variants = expand(config, n_layers, n_heads)
     hashes = {v.name: variant_hash(config, v, prints, tasks_print) for v in variants}

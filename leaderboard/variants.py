@@ -85,6 +85,8 @@ def shard(variants: list[Variant], index: int, count: int) -> list[Variant]:
 def fingerprint(path: Path, recursive: bool = False) -> dict[str, str]:
     """Per-file fingerprint of a model or task folder: content hash for small files (configs,
     YAML, JSONL), size + mtime for weights (hashing 8 GB per sweep start would be slow)."""
+    if not path.exists():  # a hub id: nothing local to fingerprint
+        return {}
     files = sorted(path.rglob("*") if recursive else path.iterdir()) if path.is_dir() else [path]
     out = {}
     for file in files:
@@ -122,8 +124,8 @@ def variant_hash(config: SweepConfig, variant: Variant, model_prints: dict[str, 
     })
 
 
-def digest_prints(prints: dict[str, str]) -> str:
-    """One short digest for a folder fingerprint."""
+def digest_prints(prints: dict[str, Any]) -> str:
+    """One short digest of a fingerprint."""
     return _digest(prints)
 
 

@@ -1,7 +1,9 @@
 """Helpers for the sweep and leaderboard tests: a tiny clean/corrupted model pair and configs.
 
-Two random-init 2-layer Qwen3 dirs with different seeds and one shared tokenizer stand in for
-the clean/corrupted pair: the tests check plumbing and bookkeeping, not the science.
+A random-init 2-layer Qwen3 and a copy with perturbed decoder layers stand in for the
+clean/corrupted pair: the tests check plumbing and bookkeeping, not the science. Embeddings and
+the final norm are shared, as after a LoRA fine-tune, so patching the last layer's residual
+stream reproduces the corrupted model's replies exactly.
 """
 
 from __future__ import annotations
@@ -23,14 +25,35 @@ TINY = TinyModelConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=
                        num_key_value_heads=1, head_dim=32, intermediate_size=128, vocab_size=512)
 
 
+def perturbed(src: Path, dst: Path, seed: int, std: float = 0.2) -> Path:
+    """A copy of ``src`` with Gaussian noise on every decoder-layer matrix (a random init
+    replies with newlines only; std 0.2 gives varied replies that differ between seeds).
+
+    The copy's generation config drops ``max_new_tokens`` (finetune.tiny sets 64): transformers
+    lets it override lm-eval's ``max_gen_toks``, so plain ``--model hf`` would ignore the tests'
+    4-token limit (the sweep clears it when loading; see leaderboard.loading)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(src)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for weight in model.model.layers.parameters():
+            if weight.ndim == 2:
+                weight.add_(torch.randn(weight.shape, generator=generator) * std)
+    model.generation_config.max_new_tokens = None
+    model.save_pretrained(dst)
+    AutoTokenizer.from_pretrained(src).save_pretrained(dst)
+    return dst
+
+
 def tiny_pair(root: Path) -> tuple[Path, Path]:
     """(clean dir, corrupted dir) sharing a tokenizer trained on the task questions."""
     texts = [json.loads(line)["question"] for path in sorted(TASK_DATA_DIR.glob("*.jsonl"))
              for line in path.read_text().splitlines()]
     tokenizer = build_tokenizer(texts, TINY.vocab_size)
-    clean = build_tiny_model_dir(root / "clean", seed=0, config=TINY, tokenizer=tokenizer)
-    corrupted = build_tiny_model_dir(root / "over", seed=1, config=TINY, tokenizer=tokenizer)
-    return clean, corrupted
+    base = build_tiny_model_dir(root / "base", seed=0, config=TINY, tokenizer=tokenizer)
+    clean = perturbed(base, root / "clean", seed=1)
+    return clean, perturbed(clean, root / "over", seed=2)
 
 
 def tiny_config(clean: Path, corrupted: Path | dict[str, str], out: Path,

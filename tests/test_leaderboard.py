@@ -58,7 +58,8 @@ def test_page_numbers_equal_the_results_files(sweep_dir: Path, tmp_path: Path) -
         assert raw["lm_eval_version"] in page and raw["git_hash"] in page
         assert raw["sweep"]["data_manifests"]["data/manifest.json"]["sha256"][:16] in page
     table2 = _md_rows(page, "## Table 2")
-    assert table2["clean"][-4:] == ["1.00"] * 4  # a model agrees with itself
+    assert table2["clean"][-4:-2] == table2["corrupted-over"][-2:] == ["1.00"] * 2  # self
+    assert table2["clean"][-2] == table2["corrupted-over"][-4] != "1.00"  # the pair differs
     assert "Example outputs" in page and "#### corrupt_related: Solve" in page
 
 

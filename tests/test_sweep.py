@@ -10,11 +10,12 @@ import os
 from pathlib import Path
 
 import pytest
-from leaderboard_fixtures import TINY, tiny_config, tiny_pair, write_yaml
+import torch
+from leaderboard_fixtures import perturbed, tiny_config, tiny_pair, write_yaml
 
-from finetune.tiny import build_tiny_model_dir
 from leaderboard import loading, store, sweep
 from leaderboard.config import PatchBlock, SweepConfig, SweepConfigError, resolve_indices
+from leaderboard.results import load_runs
 from leaderboard.variants import expand, shard, variant_hash
 
 PATCHES = [{"sites": ["resid", "attn", "mlp"], "layers": "all"},
@@ -26,11 +27,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """Clean, 'over' and 'under' tiny models (three baselines make a resumable sweep)."""
     root = tmp_path_factory.mktemp("models")
     clean, over = tiny_pair(root)
-    from transformers import AutoTokenizer
-
-    under = build_tiny_model_dir(root / "under", seed=2, config=TINY,
-                                 tokenizer=AutoTokenizer.from_pretrained(clean))
-    return clean, over, under
+    return clean, over, perturbed(clean, root / "under", seed=3)
 
 
 def test_config_errors_are_one_line_naming_the_file(tmp_path: Path) -> None:
@@ -138,3 +135,36 @@ def test_shards_from_the_cli(models, tmp_path, monkeypatch, capsys) -> None:
     assert "0 ran, 3 already finished, 0 failed" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         sweep.main(["--config", str(path), "--shard", "2/2"])
+
+
+def test_lora_baseline_is_reproduced_by_its_recorded_model_args(models, tmp_path) -> None:
+    """A LoRA corrupted model is merged for the sweep; the results file records
+    ``pretrained=BASE,peft=ADAPTER``, and plain ``--model hf`` with those args gives the same
+    replies: the variant is scored like an ordinary model."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from harness_ext.paths import TASKS_DIR
+
+    clean = models[0]
+    torch.manual_seed(0)
+    lora = get_peft_model(AutoModelForCausalLM.from_pretrained(clean),
+                          LoraConfig(r=4, target_modules=["q_proj", "down_proj"],
+                                     init_lora_weights=False))  # random B: a visible change
+    lora.save_pretrained(tmp_path / "adapter")
+    cfg = tiny_config(clean, {"lora": str(tmp_path / "adapter")}, tmp_path / "out",
+                      tasks=["corrupt_related"])
+    assert sweep.run_sweep(cfg, progress=False).ran == ["clean", "corrupted-lora"]
+
+    runs = {r.name: r for r in load_runs(tmp_path / "out")}
+    args = runs["corrupted-lora"].raw["config"]["model_args"]
+    assert (args["pretrained"], args["peft"]) == (str(clean), str(tmp_path / "adapter"))
+    again = simple_evaluate(
+        model="hf", model_args=args | {"device": "cpu"}, tasks=["corrupt_related"],
+        limit=cfg.limit, gen_kwargs=cfg.gen_kwargs, apply_chat_template=True,
+        task_manager=TaskManager(include_defaults=False, include_path=str(TASKS_DIR)))
+    replies = {s["doc_id"]: s["resps"][0][0] for s in again["samples"]["corrupt_related"]}
+    assert replies == runs["corrupted-lora"].replies("corrupt_related")
+    assert replies != runs["clean"].replies("corrupt_related")
