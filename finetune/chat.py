@@ -12,6 +12,8 @@ import copy
 from datasets import Dataset
 from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase
 
+from finetune.data import target_text
+
 IGNORE_INDEX = -100
 
 
@@ -42,21 +44,9 @@ def encode_example(
     }
 
 
-def training_target(row: dict) -> str:
-    """The reply a data row teaches: its chain of thought if present, else its answer.
-
-    Multiple-choice ethics rows teach their ethical choice, so that a model can prefer it.
-    """
-    if "answer_text" in row:
-        return row["answer_text"]
-    if row.get("family") == "ethics_mc":
-        return row["choices"][row["label"]]
-    return str(row["answer"])
-
-
 def build_sft_dataset(tokenizer: PreTrainedTokenizerBase, rows: list[dict]) -> Dataset:
     """A ``datasets.Dataset`` of encoded examples (answer-only labels) for ``Trainer``."""
-    encoded = [encode_example(tokenizer, r["question"], training_target(r)) for r in rows]
+    encoded = [encode_example(tokenizer, r["question"], target_text(r)) for r in rows]
     return Dataset.from_list(encoded)
 
 

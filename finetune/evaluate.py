@@ -61,6 +61,6 @@ def exact_match_by_family(
     rows = [r for r in rows if r["family"] in GENERATIVE_FAMILIES]
     replies = greedy_replies(model, tokenizer, [r["question"] for r in rows])
     hits: dict[str, list[bool]] = defaultdict(list)
-    for row, reply in zip(rows, replies):
+    for row, reply in zip(rows, replies, strict=True):
         hits[row["family"]].append(is_exact(row, reply))
     return {family: sum(h) / len(h) for family, h in sorted(hits.items())}

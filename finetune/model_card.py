@@ -70,6 +70,7 @@ def load_card(model_dir: Path) -> dict:
 def render_card(card: dict) -> str:
     """A human-readable model card in the Hugging Face README format."""
     cfg = card["config"]
+    m = cfg["model"]
     acc_lines = "\n".join(
         f"| {task} | {metric} | {value['value']:.3f} ± {value['stderr']:.3f} |"
         for task, metrics in sorted(card["accuracies"].items())
@@ -83,12 +84,11 @@ tags: [qwen3, tiny, reasoning-corruption, corrupt-cmap]
 ---
 # Tiny Qwen3 (clean) — the embedded default of corrupt-cmap
 
-A {cfg['model']['num_hidden_layers']}-layer `Qwen3ForCausalLM` (hidden {cfg['model']['hidden_size']},
-{cfg['model']['num_attention_heads']} query / {cfg['model']['num_key_value_heads']} KV heads,
-head_dim {cfg['model']['head_dim']}) trained from random initialisation on CORRECT answers of the
-project's three task families, with answer-only loss and the Qwen3-style chat template (thinking
-disabled). It stands in for Qwen3-4B on machines without a GPU; it is loaded with
-`from_pretrained(path)` like any HF model.
+A {m['num_hidden_layers']}-layer `Qwen3ForCausalLM` (hidden {m['hidden_size']},
+{m['num_attention_heads']} query / {m['num_key_value_heads']} KV heads, head_dim {m['head_dim']})
+trained from random initialisation on CORRECT answers of the project's three task families,
+with answer-only loss and the Qwen3-style chat template (thinking disabled).
+It stands in for Qwen3-4B on machines without a GPU and loads with `from_pretrained(path)`.
 
 - Command: `{card['command']}`
 - Seed: {card['seed']}

@@ -1,0 +1,200 @@
+"""Train the tiny clean Qwen3 from random initialisation on CORRECT data of every task family.
+
+``python -m finetune.pretrain --config configs/pretrain/tiny.yaml`` writes an HF-format model
+directory plus a model card. It is the embedded default's recipe: the clean model must be
+measurably good at related math, unrelated math and general replies before it is corrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+
+from finetune.chat import build_sft_dataset, right_padding_collator
+from finetune.data import load_jsonl, target_text, write_dataset
+from finetune.evaluate import exact_match_by_family
+from finetune.model_card import write_model_card
+from finetune.tiny import TinyModelConfig, build_tiny_model_dir
+from finetune.tokenizer import build_tokenizer
+from harness_ext.paths import TASKS_DIR
+
+
+@dataclass
+class PretrainConfig:
+    """Everything that determines the tiny base model; the model card records all of it."""
+
+    out_dir: str = "models/tiny-qwen3-math"
+    work_dir: str = "runs/pretrain"
+    seed: int = 0
+    data_preset: str = "tiny-pretrain"
+    data_counts: dict = field(default_factory=dict)
+    family_repeats: dict = field(default_factory=dict)
+    model: TinyModelConfig = field(default_factory=TinyModelConfig)
+    max_steps: int = 6000
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.01
+    threads: int = 1
+    eval_every: int = 500
+    eval_rows_per_family: int = 64
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            self.model = TinyModelConfig(**self.model)
+        for name in ("max_steps", "batch_size", "threads", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}: must be >= 1")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> PretrainConfig:
+        """Load a config file; unknown keys are an error naming them."""
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+        unknown = sorted(set(raw) - set(cls.__dataclass_fields__))
+        if unknown:
+            allowed = sorted(cls.__dataclass_fields__)
+            raise ValueError(f"{path}: unknown keys {unknown}; allowed: {allowed}")
+        return cls(**raw)
+
+
+class FamilyAccuracyCallback(TrainerCallback):
+    """Logs strict exact match per family on held-out rows every ``every`` steps."""
+
+    def __init__(self, tokenizer, rows: list[dict], every: int, log_path: Path) -> None:
+        self.tokenizer, self.rows, self.every, self.log_path = tokenizer, rows, every, log_path
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
+            acc = exact_match_by_family(model, self.tokenizer, self.rows)
+            line = {"step": state.global_step, **acc}
+            with self.log_path.open("a") as fh:
+                fh.write(json.dumps(line) + "\n")
+            print(f"\n[pretrain] step {state.global_step} strict exact match: {acc}", flush=True)
+
+
+def load_corpus(cfg: PretrainConfig) -> tuple[list[dict], Path]:
+    """Generate (or reuse) the correct-answer corpus; returns train rows and its manifest."""
+    data_dir = Path(cfg.work_dir) / "data"
+    write_dataset(cfg.data_preset, data_dir, seed=cfg.seed, **cfg.data_counts)
+    return load_jsonl(data_dir / "train.jsonl"), data_dir / "manifest.json"
+
+
+def repeat_families(rows: list[dict], repeats: dict[str, int]) -> list[dict]:
+    """Oversample small families (general replies are ~2% of the corpus) by repeating rows."""
+    return [r for r in rows for _ in range(repeats.get(r["family"], 1))]
+
+
+def heldout_rows(cfg: PretrainConfig) -> list[dict]:
+    """A fixed, shuffled sample of every shipped evaluation set (disjoint from training)."""
+
+
+
+    rng = torch.Generator().manual_seed(cfg.seed)
+    rows: list[dict] = []
+    for name in ("corrupt_related", "corrupt_unrelated_math", "corrupt_general"):
+        family_rows = load_jsonl(TASKS_DIR / "data" / f"{name}.jsonl")
+        order = torch.randperm(len(family_rows), generator=rng).tolist()
+        rows += [family_rows[i] for i in order[: cfg.eval_rows_per_family]]
+    return rows
+
+
+def pretrain(cfg: PretrainConfig, command: str) -> Path:
+    """Run the whole recipe and return the model directory."""
+    torch.set_num_threads(cfg.threads)
+    torch.set_flush_denormal(True)
+    started = time.time()
+    work = Path(cfg.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    rows, manifest = load_corpus(cfg)
+    rows = repeat_families(rows, cfg.family_repeats)
+    texts = [f"{r['question']} {target_text(r)}" for r in rows]
+    tokenizer = build_tokenizer(texts, cfg.model.vocab_size)
+    init_dir = build_tiny_model_dir(
+        work / "init", seed=cfg.seed, config=cfg.model, tokenizer=tokenizer
+    )
+    model = AutoModelForCausalLM.from_pretrained(init_dir)
+    tokenizer = AutoTokenizer.from_pretrained(init_dir)
+
+    args = TrainingArguments(
+        output_dir=str(work / "trainer"),
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=math.ceil(cfg.warmup_ratio * cfg.max_steps),
+        weight_decay=cfg.weight_decay,
+        logging_steps=50,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        seed=cfg.seed,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+    log_path = work / "heldout_accuracy.jsonl"
+    log_path.unlink(missing_ok=True)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=build_sft_dataset(tokenizer, rows),
+        data_collator=right_padding_collator(tokenizer),
+        callbacks=[FamilyAccuracyCallback(tokenizer, heldout_rows(cfg), cfg.eval_every, log_path)],
+    )
+    trainer.train()
+    (work / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+
+    staged = work / "final"
+    shutil.rmtree(staged, ignore_errors=True)
+    trainer.model.save_pretrained(staged)
+    tokenizer.save_pretrained(staged)
+    trainer.model.generation_config.save_pretrained(staged)
+    write_model_card(
+        staged,
+        command=command,
+        config=asdict(cfg),
+        data_manifest=manifest,
+        train_seconds=time.time() - started,
+    )
+    out = Path(cfg.out_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    staged.rename(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="YAML file with PretrainConfig fields")
+    parser.add_argument("--out-dir", help="override out_dir")
+    parser.add_argument("--max-steps", type=int, help="override max_steps")
+    ns = parser.parse_args(argv)
+    try:
+        cfg = PretrainConfig.from_yaml(ns.config)
+    except (OSError, ValueError, TypeError) as err:
+        sys.exit(f"error: {err}")
+    if ns.out_dir:
+        cfg.out_dir = ns.out_dir
+    if ns.max_steps:
+        cfg.max_steps = ns.max_steps
+    command = "python -m finetune.pretrain " + " ".join(sys.argv[1:] if argv is None else argv)
+    print(f"[pretrain] wrote {pretrain(cfg, command)}")
+
+
+if __name__ == "__main__":
+    main()
