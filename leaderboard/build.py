@@ -28,8 +28,10 @@ CONSTRUCTION_NOTE = (
     f"{tables.BY_CONSTRUCTION} **True by construction, not a finding.** Patching `resid` of the "
     "LAST layer replaces the receiver's final hidden state, so at the newest position its next "
     "token is the donor's by definition (with `positions=newest` at every step, the whole reply "
-    "is the donor's). The original study's \"last layer\" result is largely this effect; these "
-    "rows check the patching code, they do not locate the corruption.")
+    "is the donor's), up to the final norm and unembedding, which a LoRA on the projections "
+    "leaves untouched and a full fine-tune changes little. The original study's \"last layer\" "
+    "result is largely this effect; these rows check the patching code, they do not locate the "
+    "corruption.")
 
 
 def _md(headers: list[str], rows: list[list[str]]) -> str:
