@@ -193,8 +193,10 @@ def run_sweep(config: SweepConfig, shard_index: int = 0, shard_count: int = 1,
     outcome = SweepOutcome()
     pending = []
     for variant in mine:
-        done = finished_hash(plan.out_dir / variant.name) == plan.hashes[variant.name]
-        (outcome.skipped.append(variant.name) if done else pending.append(variant))
+        if finished_hash(plan.out_dir / variant.name) == plan.hashes[variant.name]:
+            outcome.skipped.append(variant.name)
+        else:
+            pending.append(variant)
     log.warning("sweep %s: %d variants, %d in shard %d/%d, %d finished, %d to run",
                 config.name, len(plan.variants), len(mine), shard_index, shard_count,
                 len(outcome.skipped), len(pending))
