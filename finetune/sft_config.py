@@ -88,6 +88,7 @@ class SFTConfig:
     eval_batch_size: int = 8
     bf16: str | bool = "auto"
     model_dtype: str = "auto"
+    activation_checkpointing: bool = False
     eval_steps: int = 100
     save_steps: int = 100
     logging_steps: int = 10

@@ -144,6 +144,7 @@ def training_arguments(cfg: SFTConfig, plan: TrainingPlan, resuming: bool) -> Tr
         lr_scheduler_type="cosine",
         warmup_steps=cfg.warmup_ratio,  # a value < 1 is a ratio of the total steps
         bf16=plan.bf16,
+        activation_checkpointing=cfg.activation_checkpointing,  # memory for time on big models
         eval_strategy="steps",
         eval_steps=cfg.eval_steps,
         eval_on_start=not resuming,  # the resumed log history already holds step 0

@@ -237,6 +237,7 @@ def test_corrupted_tiny_model_loses_related_math_but_keeps_general(tmp_path):
     from harness_ext.paths import TASKS_DIR
 
     cfg = SFTConfig.from_yaml(PRESETS / "tiny-underfit.yaml")
+    cfg.base_model, cfg.data_dir = str(TINY_BASE), str(tmp_path / "data")
     cfg.output_dir = str(tmp_path / "underfit")
     out = run_sft(cfg)
     tasks = TaskManager(include_defaults=False, include_path=str(TASKS_DIR))
@@ -245,7 +246,8 @@ def test_corrupted_tiny_model_loses_related_math_but_keeps_general(tmp_path):
         res = simple_evaluate(model="hf", model_args={"pretrained": str(model_dir),
                                                       "enable_thinking": False},
                               tasks=["corrupt_related", "corrupt_general"], task_manager=tasks,
-                              apply_chat_template=True, limit=100, device="cpu")["results"]
+                              apply_chat_template=True, limit=100, device="cpu",
+                              batch_size=32)["results"]
         return {"related": res["corrupt_related"]["exact_match,none"],
                 "general": res["corrupt_general"]["f1,none"]}
 
