@@ -184,6 +184,8 @@ def dry_run(cfg: SFTConfig) -> tuple[TrainingPlan, list[str]]:
         lora = cfg.lora
         mode = f"lora r={lora.r} alpha={lora.alpha} on {','.join(lora.target_modules)}"
         mode += f", layers {lora.layers_to_transform}" if lora.layers_to_transform else ""
+    dtype = "the checkpoint's dtype" if cfg.model_dtype == "auto" else cfg.model_dtype
+    bf16_note = " (no bf16-capable GPU here)" if cfg.bf16 == "auto" and not plan.bf16 else ""
     lines = [
         f"base model: {model_line}",
         f"data: {plan.train_rows} train / {plan.validation_rows} validation rows from {source}",
@@ -193,7 +195,7 @@ def dry_run(cfg: SFTConfig) -> tuple[TrainingPlan, list[str]]:
         f"effective batch {plan.effective_batch} = {cfg.per_device_batch_size} per device x "
         f"{cfg.gradient_accumulation_steps} accumulation x 1 device",
         f"AdamW lr {cfg.learning_rate:g}, weight decay {cfg.weight_decay:g}; bf16 {cfg.bf16} -> "
-        f"{'on' if plan.bf16 else 'off (no bf16-capable GPU here; float32)'}",
+        f"{'on' if plan.bf16 else 'off'}{bf16_note}; weights load in {dtype}",
         f"eval every {cfg.eval_steps} steps ({plan.evaluations} evaluations incl. step 0), "
         f"checkpoint every {cfg.save_steps} steps ({plan.checkpoints} checkpoints)",
         f"output: {cfg.output_dir}",
