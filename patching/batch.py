@@ -32,13 +32,18 @@ class Prompts:
 def prepare(input_ids: Tensor, attention_mask: Tensor | None, device: torch.device) -> Prompts:
     """Check shapes and left padding before any work; return the batch on `device`."""
     if not isinstance(input_ids, Tensor) or input_ids.dim() != 2 or input_ids.shape[1] == 0:
-        shape = tuple(input_ids.shape) if isinstance(input_ids, Tensor) else type(input_ids).__name__
-        raise PatchingError(f"input_ids must be a [batch, length] LongTensor with length >= 1, got {shape}")
+        shape = (
+            tuple(input_ids.shape) if isinstance(input_ids, Tensor) else type(input_ids).__name__
+        )
+        raise PatchingError(
+            f"input_ids must be a [batch, length] LongTensor with length >= 1, got {shape}"
+        )
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     if attention_mask.shape != input_ids.shape:
         raise PatchingError(
-            f"attention_mask shape {tuple(attention_mask.shape)} differs from input_ids shape {tuple(input_ids.shape)}"
+            f"attention_mask shape {tuple(attention_mask.shape)} differs from "
+            f"input_ids shape {tuple(input_ids.shape)}"
         )
     mask = attention_mask.to(device=device, dtype=torch.bool)
     not_left_padded = (mask[:, :-1] & ~mask[:, 1:]).any(dim=1) | ~mask[:, -1]

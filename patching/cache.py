@@ -30,12 +30,16 @@ class _SlotLayer(CacheLayerMixin):
     def lazy_initialization(self, key_states: Tensor, value_states: Tensor) -> None:
         """Nothing to do: the store is allocated up front."""
 
-    def update(self, key_states: Tensor, value_states: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor]:
+    def update(
+        self, key_states: Tensor, value_states: Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[Tensor, Tensor]:
+        # This block's batch is the cache rows [lo, lo + batch) (see rows.RowPlan).
         kv, start = self.store.kv, self.store.length
-        end = start + key_states.shape[-2]
-        kv[0, self.index, :, :, start:end] = key_states
-        kv[1, self.index, :, :, start:end] = value_states
-        return kv[0, self.index, :, :, :end], kv[1, self.index, :, :, :end]
+        lo = self.store.starts[self.index]
+        rows, end = slice(lo, lo + key_states.shape[0]), start + key_states.shape[-2]
+        kv[0, self.index, rows, :, start:end] = key_states
+        kv[1, self.index, rows, :, start:end] = value_states
+        return kv[0, self.index, rows, :, :end], kv[1, self.index, rows, :, :end]
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
         return self.store.length + query_length, 0
@@ -50,22 +54,37 @@ class _SlotLayer(CacheLayerMixin):
 class SlotCache(Cache):
     """KV cache for `rows` sequences of up to `max_len` tokens; `advance` after each forward."""
 
-    def __init__(self, config: Any, num_layers: int, rows: int, max_len: int, dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(
+        self,
+        config: Any,
+        num_layers: int,
+        rows: int,
+        max_len: int,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> None:
         from .spec import head_dim
 
         shape = (2, num_layers, rows, config.num_key_value_heads, max_len, head_dim(config))
         self.kv = torch.empty(shape, dtype=dtype, device=device)
         self.length = 0
+        self.starts = [0] * num_layers  # first cache row of each block's batch
         super().__init__(layers=[_SlotLayer(self, i) for i in range(num_layers)])
 
     def advance(self, tokens: int) -> None:
         self.length += tokens
 
-    def select_rows(self, index: Tensor) -> None:
-        """Keep rows `index` (repeats allowed), in that order: a row split or a fan-out."""
-        kv = self.kv.new_empty(self.kv.shape[:2] + (len(index),) + self.kv.shape[3:])
-        kv[..., : self.length, :] = self.kv[:, :, index, :, : self.length]
+    def select_rows(self, index: Tensor, capacity: int | None = None) -> None:
+        """Rebuild with rows `index` (repeats allowed) first, room for `capacity` rows."""
+        shape = list(self.kv.shape)
+        shape[2] = max(len(index), capacity or 0)
+        kv = self.kv.new_empty(shape)
+        kv[:, :, : len(index), :, : self.length] = self.kv[:, :, index, :, : self.length]
         self.kv = kv
+
+    def copy_rows(self, src: Tensor, dst: int) -> None:
+        """Copy rows `src` into rows dst, dst+1, ...: new groups start as their parents."""
+        self.kv[:, :, dst : dst + len(src), :, : self.length] = self.kv[:, :, src, :, : self.length]
 
     def copy_slot(self, dst: Rows, src: Rows, first_layer: int, slot: int) -> None:
         """Overwrite slot `slot` of rows `dst` with rows `src`, in layers >= first_layer."""

@@ -66,7 +66,11 @@ def site_hooks(lm: nn.Module, table: SiteTable, keys: Iterable[Key], edit: Edit)
 
 @contextmanager
 def capturing(
-    lm: nn.Module, table: SiteTable, keys: Iterable[Key], store: dict[Key, Tensor], stop: bool = False
+    lm: nn.Module,
+    table: SiteTable,
+    keys: Iterable[Key],
+    store: dict[Key, Tensor],
+    stop: bool = False,
 ) -> Iterator[None]:
     """Store each listed site's activation in `store`; with `stop`, raise StopForward
     once all are stored (the caller catches it) so the donor skips the layers above."""

@@ -8,9 +8,10 @@ memory of one model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -71,5 +72,8 @@ def as_runner(model: Any) -> Runner:
     if hasattr(model, "get_base_model") and hasattr(model, "disable_adapter"):
         model = model.get_base_model()
     if not isinstance(model, nn.Module) or not hasattr(model, "config"):
-        raise TypeError(f"expected a transformers causal LM, a PeftModel or an AdapterSide, got {type(model).__name__}")
+        raise TypeError(
+            "expected a transformers causal LM, a PeftModel or an AdapterSide, "
+            f"got {type(model).__name__}"
+        )
     return Runner(model, table_for(model.config.model_type), context)

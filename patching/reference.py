@@ -46,18 +46,34 @@ def patched_logits(receiver: Runner, donor: Runner, x: Tensor, spec: PatchSpec) 
 
 
 def _rows(input_ids: Tensor, attention_mask: Tensor | None) -> list[Tensor]:
-    mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-    return [row[m] for row, m in zip(input_ids, mask)]
+    mask = (
+        torch.ones_like(input_ids, dtype=torch.bool)
+        if attention_mask is None
+        else attention_mask.bool()
+    )
+    return [row[m] for row, m in zip(input_ids, mask, strict=True)]
 
 
 @torch.inference_mode()
 def naive_generate(
-    receiver: Any, donor: Any, input_ids: Tensor, spec: PatchSpec, attention_mask: Tensor | None = None,
-    max_new_tokens: int = 64, eos_token_id: int | Sequence[int] | None = None, pad_token_id: int | None = None,
+    receiver: Any,
+    donor: Any,
+    input_ids: Tensor,
+    spec: PatchSpec,
+    attention_mask: Tensor | None = None,
+    max_new_tokens: int = 64,
+    eos_token_id: int | Sequence[int] | None = None,
+    pad_token_id: int | None = None,
 ) -> Tensor:
     """Same contract as `patched_generate`, computed one prompt and one token at a time."""
     r, d = as_runner(receiver), as_runner(donor)
-    eos = [] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+    eos = (
+        []
+        if eos_token_id is None
+        else [eos_token_id]
+        if isinstance(eos_token_id, int)
+        else list(eos_token_id)
+    )
     pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
     generated = []
     for x in _rows(input_ids, attention_mask):
@@ -73,14 +89,18 @@ def naive_generate(
 
 @torch.inference_mode()
 def naive_logprobs(
-    receiver: Any, donor: Any, input_ids: Tensor, spec: PatchSpec, continuation_lengths: Sequence[int],
+    receiver: Any,
+    donor: Any,
+    input_ids: Tensor,
+    spec: PatchSpec,
+    continuation_lengths: Sequence[int],
     attention_mask: Tensor | None = None,
 ) -> list[Tensor]:
     """Per row, log p(x_t) for each continuation token: run both models on x[:t] with
     the spec applied (for "newest": at position t-1 only), read position t-1."""
     r, d = as_runner(receiver), as_runner(donor)
     out = []
-    for x, c in zip(_rows(input_ids, attention_mask), continuation_lengths):
+    for x, c in zip(_rows(input_ids, attention_mask), continuation_lengths, strict=True):
         scores = []
         for t in range(len(x) - c, len(x)):
             logits = patched_logits(r, d, x[:t], spec)[-1]

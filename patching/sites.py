@@ -28,6 +28,7 @@ class SiteTable:
     decoder: str  # the decoder stack: embeddings, blocks and final norm, no lm_head
     layers: str  # the ModuleList of decoder blocks
     sites: dict[str, tuple[str, Read]]  # site -> (path inside a block, how to read it)
+    row_kwargs: tuple[str, ...]  # block keyword arguments with one entry per batch row
 
 
 # transformers 5.x Qwen3: a block returns the residual stream as a plain tensor, the
@@ -42,6 +43,7 @@ QWEN3 = SiteTable(
         "mlp": ("mlp", "output"),
         "head": ("self_attn.o_proj", "input[0]"),
     },
+    row_kwargs=("attention_mask", "position_embeddings", "position_ids"),
 )
 
 TABLES: dict[str, SiteTable] = {"qwen3": QWEN3}

@@ -63,7 +63,9 @@ class PatchSpec:
                 raise PatchingError("site 'head' needs heads=[...] (head indices to patch)")
             object.__setattr__(self, "heads", _int_tuple("heads", self.heads))
         elif self.heads is not None:
-            raise PatchingError(f"heads={self.heads!r} is only allowed with site 'head', not {self.site!r}")
+            raise PatchingError(
+                f"heads={self.heads!r} is only allowed with site 'head', not {self.site!r}"
+            )
 
     def check(self, config: Any) -> None:
         """Raise if a layer or head does not exist in a model with this config."""
@@ -71,13 +73,15 @@ class PatchSpec:
         for layer in self.layers:
             if layer >= n_layers:
                 raise PatchingError(
-                    f"layer {layer} is out of range for a {n_layers}-layer model (0..{n_layers - 1})"
+                    f"layer {layer} is out of range for a {n_layers}-layer model "
+                    f"(0..{n_layers - 1})"
                 )
         n_heads = config.num_attention_heads
         for head in self.heads or ():
             if head >= n_heads:
                 raise PatchingError(
-                    f"head {head} is out of range for a model with {n_heads} attention heads (0..{n_heads - 1})"
+                    f"head {head} is out of range for a model with {n_heads} attention heads "
+                    f"(0..{n_heads - 1})"
                 )
 
 
@@ -110,5 +114,6 @@ def check_pair(receiver_config: Any, donor_config: Any) -> None:
         layer_types = set(getattr(config, "layer_types", None) or ["full_attention"])
         if layer_types != {"full_attention"}:
             raise PatchingError(
-                f"{role} uses attention layer types {sorted(layer_types)}; only full_attention is supported"
+                f"{role} uses attention layer types {sorted(layer_types)}; "
+                "only full_attention is supported"
             )

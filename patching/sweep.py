@@ -32,7 +32,7 @@ def resolve(receiver: Any, donor: Any, specs: Sequence[PatchSpec]) -> tuple[Runn
         raise PatchingError("specs is empty; pass at least one PatchSpec")
     for spec in specs:
         if not isinstance(spec, PatchSpec):
-            raise PatchingError(f"expected a PatchSpec, got {type(spec).__name__}: {spec!r}")
+            raise PatchingError(f"specs must hold PatchSpec objects, got a {type(spec).__name__}")
         spec.check(r.config)
     return r, d
 
@@ -41,7 +41,9 @@ def _token_ids(value: int | Sequence[int] | None, name: str, vocab: int) -> list
     ids = [] if value is None else [value] if isinstance(value, int) else list(value)
     for i in ids:
         if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < vocab:
-            raise PatchingError(f"{name} {i!r} is not a token id of a {vocab}-token vocabulary (0..{vocab - 1})")
+            raise PatchingError(
+                f"{name} {i!r} is not a token id of a {vocab}-token vocabulary (0..{vocab - 1})"
+            )
     return ids
 
 
@@ -63,7 +65,11 @@ def sweep_generate(
     the same prompt gives alone. `progress` shows a tqdm bar over decode steps.
     """
     r, d = resolve(receiver, donor, list(specs))
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+    if (
+        isinstance(max_new_tokens, bool)
+        or not isinstance(max_new_tokens, int)
+        or max_new_tokens < 0
+    ):
         raise PatchingError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
     vocab = r.config.vocab_size
     eos = _token_ids(eos_token_id, "eos_token_id", vocab)
@@ -90,5 +96,13 @@ def patched_generate(
 
     Returns [batch, prompt + new]; see the module docstring for eos padding.
     """
-    return sweep_generate(receiver, donor, input_ids, [spec], attention_mask, max_new_tokens,
-                          eos_token_id, pad_token_id)[0]
+    return sweep_generate(
+        receiver,
+        donor,
+        input_ids,
+        [spec],
+        attention_mask,
+        max_new_tokens,
+        eos_token_id,
+        pad_token_id,
+    )[0]

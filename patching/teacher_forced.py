@@ -22,8 +22,8 @@ import torch
 from torch import Tensor
 
 from .batch import causal_mask, prepare
-from .engine import build_plans, decoder_forward, keys_of, patch_edit
 from .hooks import Key, capturing, patching
+from .plans import build_plans, decoder_forward, keys_of, patch_edit
 from .spec import PatchingError, PatchSpec
 from .sweep import resolve
 
@@ -79,20 +79,35 @@ def patched_logprobs(
     real = prompts.mask.sum(dim=1).tolist()
     if len(lengths) != B:
         raise PatchingError(f"continuation_lengths has {len(lengths)} entries for a batch of {B}")
-    for b, (c, m) in enumerate(zip(lengths, real)):
+    for b, (c, m) in enumerate(zip(lengths, real, strict=True)):
         if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= m - 1:
-            raise PatchingError(f"continuation_lengths[{b}] = {c!r} must be an int in 1..{m - 1} (row {b} has {m} tokens)")
+            raise PatchingError(
+                f"continuation_lengths[{b}] = {c!r} must be an int in 1..{m - 1} "
+                f"(row {b} has {m} tokens)"
+            )
     C = max(lengths)
     ids, pos, valid = prompts.ids[:, :-1], prompts.positions[:, :-1], prompts.mask[:, :-1]
     acts: dict[Key, Tensor] = {}
     dev = d.device
-    decoder_forward(d, ids.to(dev), pos.to(dev), causal_mask(valid).to(dev), None,
-                    capturing(d.lm, d.table, keys_of(spec), acts, stop=True))
-    plans = build_plans([(spec, torch.arange(B, device=r.device), torch.arange(B, device=r.device))],
-                        r.config, r.device)
+    decoder_forward(
+        d,
+        ids.to(dev),
+        pos.to(dev),
+        causal_mask(valid).to(dev),
+        None,
+        capturing(d.lm, d.table, keys_of(spec), acts, stop=True),
+    )
+    rows = torch.arange(B, device=r.device)
+    plans = build_plans([(spec, rows, rows, rows)], r.config, [0] * r.config.num_hidden_layers)
     if spec.positions == "all":
-        hidden = decoder_forward(r, ids, pos, causal_mask(valid), None,
-                                 patching(r.lm, r.table, plans, patch_edit(plans, acts)))[:, -C:]
+        hidden = decoder_forward(
+            r,
+            ids,
+            pos,
+            causal_mask(valid),
+            None,
+            patching(r.lm, r.table, plans, patch_edit(plans, acts)),
+        )[:, -C:]
     else:
         acts = {key: act[:, -C:] for key, act in acts.items()}
         edit = patch_edit(plans, acts)
@@ -102,13 +117,23 @@ def patched_logprobs(
             edit(key, act[:, copies:])  # writes through the view
             return act
 
-        hidden = decoder_forward(r, torch.cat([ids, ids[:, -C:]], dim=1), torch.cat([pos, pos[:, -C:]], dim=1),
-                                 _copies_mask(valid, C), None,
-                                 patching(r.lm, r.table, plans, edit_copies))[:, copies:]
+        hidden = decoder_forward(
+            r,
+            torch.cat([ids, ids[:, -C:]], dim=1),
+            torch.cat([pos, pos[:, -C:]], dim=1),
+            _copies_mask(valid, C),
+            None,
+            patching(r.lm, r.table, plans, edit_copies),
+        )[:, copies:]
     logits = r.logits(hidden)
-    logprobs = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+    logprobs = torch.log_softmax(
+        logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1
+    )
     targets = prompts.ids[:, -C:]
     scores = logprobs.gather(-1, targets[..., None])[..., 0]
     greedy = logits.argmax(dim=-1) == targets
-    outside = torch.arange(C, device=r.device)[None, :] < (C - torch.tensor(lengths, device=r.device))[:, None]
+    outside = (
+        torch.arange(C, device=r.device)[None, :]
+        < (C - torch.tensor(lengths, device=r.device))[:, None]
+    )
     return ContinuationScores(scores.masked_fill(outside, 0.0), greedy | outside)

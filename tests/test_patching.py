@@ -1,0 +1,330 @@
+"""The patching engine against the naive definition, on tiny random Qwen3 pairs in float64.
+
+The pair shares embeddings, final norm and block 0; blocks 1-2 of the donor are
+re-drawn, so patching block 0 must change nothing and patching the last block's
+residual stream everywhere must turn the receiver into the donor.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformers import Qwen3Config, Qwen3ForCausalLM
+
+from patching import (
+    PatchSpec,
+    adapter_pair,
+    every_layer,
+    patched_generate,
+    patched_logprobs,
+    sweep_generate,
+)
+from patching.hooks import capturing, patching
+from patching.models import as_runner
+from patching.plans import build_plans, patch_edit
+from patching.reference import naive_generate, naive_logprobs
+
+torch.set_num_threads(1)
+SITES = ["resid", "attn", "mlp", "head"]
+NEW = 6
+
+
+def tiny(seed: int, layers: int = 3, **overrides) -> Qwen3ForCausalLM:
+    torch.manual_seed(seed)
+    config = Qwen3Config(
+        vocab_size=97,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        tie_word_embeddings=True,
+        initializer_range=0.2,
+        max_position_embeddings=128,
+        eos_token_id=None,
+        pad_token_id=None,
+        bos_token_id=None,
+    )
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return Qwen3ForCausalLM(config).double().eval()
+
+
+@pytest.fixture(scope="module")
+def pair() -> tuple[Qwen3ForCausalLM, Qwen3ForCausalLM]:
+    receiver = tiny(0)
+    donor = copy.deepcopy(receiver)
+    other = tiny(1)
+    for i in (1, 2):
+        donor.model.layers[i].load_state_dict(other.model.layers[i].state_dict())
+    return receiver, donor
+
+
+@pytest.fixture(scope="module")
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """Three left-padded prompts of 5, 3 and 1 tokens."""
+    ids = torch.tensor([[11, 12, 13, 14, 15], [0, 0, 21, 22, 23], [0, 0, 0, 0, 31]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1], [0, 0, 0, 0, 1]])
+    return ids, mask
+
+
+def scored(batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prompts followed by three more tokens each (continuations to score)."""
+    ids, mask = batch
+    return torch.cat([ids, ids[:, :3] + 40], dim=1), torch.cat(
+        [mask, torch.ones_like(mask[:, :3])], dim=1
+    )
+
+
+def spec_for(site: str, positions: str, layers=(1, 2)) -> PatchSpec:
+    return PatchSpec(site, list(layers), [1, 3] if site == "head" else None, positions)
+
+
+def own_generation(model, ids, mask, new=NEW, **kw) -> torch.Tensor:
+    return model.generate(ids, attention_mask=mask, max_new_tokens=new, do_sample=False, **kw)
+
+
+@pytest.mark.parametrize("positions", ["newest", "all"])
+@pytest.mark.parametrize("site", SITES)
+def test_matches_naive_definition(pair, batch, site, positions):
+    receiver, donor = pair
+    spec = spec_for(site, positions)
+    got = patched_generate(receiver, donor, batch[0], spec, batch[1], max_new_tokens=NEW)
+    assert torch.equal(
+        got, naive_generate(receiver, donor, batch[0], spec, batch[1], max_new_tokens=NEW)
+    )
+    assert not torch.equal(got, own_generation(receiver, *batch)), "the patch changed nothing"
+
+
+@pytest.mark.parametrize("positions", ["newest", "all"])
+def test_left_padded_batch_equals_each_prompt_alone(pair, batch, positions):
+    receiver, donor = pair
+    ids, mask = batch
+    spec = spec_for("attn", positions, layers=[2])
+    together = patched_generate(receiver, donor, ids, spec, mask, max_new_tokens=NEW)
+    for row, m, out in zip(ids, mask.bool(), together, strict=True):
+        alone = patched_generate(receiver, donor, row[m][None], spec, max_new_tokens=NEW)
+        assert torch.equal(alone[0], out[len(m) - int(m.sum()) :])
+
+
+@pytest.mark.parametrize("positions", ["newest", "all"])
+@pytest.mark.parametrize("site", SITES)
+def test_patching_identical_layer_changes_nothing(pair, batch, site, positions):
+    receiver, donor = pair
+    spec = spec_for(site, positions, layers=[0])
+    got = patched_generate(receiver, donor, batch[0], spec, batch[1], max_new_tokens=NEW)
+    assert torch.equal(got, own_generation(receiver, *batch))
+
+
+def test_last_layer_resid_at_all_positions_is_the_donor(pair, batch):
+    receiver, donor = pair
+    spec = PatchSpec("resid", [2], positions="all")
+    got = patched_generate(receiver, donor, batch[0], spec, batch[1], max_new_tokens=NEW)
+    assert torch.equal(got, own_generation(donor, *batch))
+    assert not torch.equal(got, own_generation(receiver, *batch))
+
+
+@pytest.mark.parametrize("site", SITES)
+def test_every_site_patch_writes_the_donor_activation(pair, batch, site):
+    """Guard against the original study's no-op head patch: after the patch hook,
+    the site must hold the donor's values (only in the patched heads) and the
+    logits must move."""
+    receiver, donor = pair
+    r, d = as_runner(receiver), as_runner(donor)
+    ids = batch[0][:1]
+    spec = spec_for(site, "all", layers=[1])
+    key = (site, 1)
+    donor_acts, own, seen = {}, {}, {}
+    with capturing(d.lm, d.table, [key], donor_acts):
+        donor(ids)
+    with capturing(r.lm, r.table, [key], own):
+        clean = receiver(ids).logits
+    rows = torch.arange(1)
+    plans = build_plans([(spec, rows, rows, rows)], r.config, [0, 0, 0])
+    with (
+        patching(r.lm, r.table, plans, patch_edit(plans, donor_acts)),
+        capturing(r.lm, r.table, [key], seen),
+    ):
+        patched = receiver(ids).logits
+    after, want, before = seen[key], donor_acts[key], own[key]
+    assert not torch.equal(want, before)
+    if site == "head":
+        cols = torch.zeros(after.shape[-1], dtype=torch.bool)
+        for h in (1, 3):
+            cols[h * 16 : (h + 1) * 16] = True
+        assert torch.equal(after[..., cols], want[..., cols])
+        assert torch.equal(after[..., ~cols], before[..., ~cols])
+    else:
+        assert torch.equal(after, want)
+    assert not torch.allclose(patched, clean)
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def hook_counts(*models) -> list[int]:
+    return [
+        len(m._forward_hooks) + len(m._forward_pre_hooks)
+        for model in models
+        for m in model.modules()
+    ]
+
+
+@pytest.mark.parametrize("who", ["receiver", "donor"])
+def test_hooks_removed_when_generation_raises(pair, batch, who):
+    receiver, donor = pair
+    before = hook_counts(receiver, donor)
+    calls = []
+
+    def explode(module, args, output):
+        calls.append(1)
+        if len(calls) == 3:
+            raise Boom
+
+    target = receiver if who == "receiver" else donor
+    handle = target.model.layers[0].mlp.register_forward_hook(explode)
+    try:
+        with pytest.raises(Boom):
+            specs = every_layer("head", 3, heads=[0])
+            sweep_generate(receiver, donor, batch[0], specs, batch[1], max_new_tokens=NEW)
+    finally:
+        handle.remove()
+    assert hook_counts(receiver, donor) == before
+
+
+def test_eos_stops_a_row_and_pads_it(pair, batch):
+    receiver, donor = pair
+    spec = spec_for("mlp", "newest")
+    free = patched_generate(receiver, donor, batch[0], spec, batch[1], max_new_tokens=NEW)
+    eos = int(free[0, 5 + 1])  # row 0's second new token
+    got = patched_generate(
+        receiver, donor, batch[0], spec, batch[1], max_new_tokens=NEW, eos_token_id=eos
+    )
+    assert torch.equal(
+        got,
+        naive_generate(
+            receiver, donor, batch[0], spec, batch[1], max_new_tokens=NEW, eos_token_id=eos
+        ),
+    )
+    row = got[0, 5:].tolist()
+    first = row.index(eos)
+    assert first <= 1 and set(row[first:]) == {eos}  # padded with the eos id by default
+    padded = patched_generate(
+        receiver,
+        donor,
+        batch[0],
+        spec,
+        batch[1],
+        max_new_tokens=NEW,
+        eos_token_id=eos,
+        pad_token_id=0,
+    )
+    assert padded[0, 5 + first] == eos and set(padded[0, 6 + first :].tolist()) <= {0}
+    # When every row has ended the batch is cut, as `generate` does.
+    ends = sorted({int(free[b, 5]) for b in range(3)})
+    short = patched_generate(
+        receiver, donor, batch[0], spec, batch[1], max_new_tokens=NEW, eos_token_id=ends
+    )
+    assert short.shape == (3, 6)
+    assert torch.equal(
+        patched_generate(receiver, donor, batch[0], spec, batch[1], max_new_tokens=0), batch[0]
+    )
+
+
+def test_sweep_equals_one_call_per_spec(pair, batch):
+    receiver, donor = pair
+    specs = (
+        every_layer("resid", 3)
+        + every_layer("head", 3, "all", heads=[2])
+        + [
+            PatchSpec("attn", [0, 2], positions="all"),
+            PatchSpec("mlp", [1, 2]),
+            PatchSpec("head", [1], [0, 1, 2, 3]),
+        ]
+    )
+    free = sweep_generate(receiver, donor, batch[0], specs, batch[1], max_new_tokens=NEW)
+    eos = int(free[0][1, 5 + 2])
+    outs = sweep_generate(
+        receiver, donor, batch[0], specs, batch[1], max_new_tokens=NEW, eos_token_id=eos
+    )
+    for spec, out in zip(specs, outs, strict=True):
+        assert torch.equal(
+            out,
+            patched_generate(
+                receiver, donor, batch[0], spec, batch[1], max_new_tokens=NEW, eos_token_id=eos
+            ),
+        ), spec
+    assert len({tuple(o[:, 5:].flatten().tolist()) for o in free}) > 5, "specs should disagree"
+
+
+@pytest.mark.parametrize("positions", ["newest", "all"])
+@pytest.mark.parametrize("site", SITES)
+def test_teacher_forced_scores_match_naive_definition(pair, batch, site, positions):
+    receiver, donor = pair
+    ids, mask = scored(batch)
+    lengths = [4, 3, 2]
+    spec = spec_for(site, positions)
+    got = patched_logprobs(receiver, donor, ids, spec, lengths, mask)
+    want = naive_logprobs(receiver, donor, ids, spec, lengths, mask)
+    plain = naive_logprobs(receiver, receiver, ids, spec, lengths, mask)
+    for row, (w, p, c) in enumerate(zip(want, plain, lengths, strict=True)):
+        torch.testing.assert_close(got.logprobs[row, -c:], w, rtol=0, atol=1e-10)
+        assert torch.all(got.logprobs[row, :-c] == 0) and not torch.allclose(w, p)
+    assert got.total().shape == (3,) and got.all_greedy().dtype == torch.bool
+
+
+def test_adapter_pair_runs_both_sides_from_one_base(pair, batch):
+    peft = pytest.importorskip("peft")
+    receiver, _ = pair
+    torch.manual_seed(2)
+    config = peft.LoraConfig(
+        r=4,
+        lora_alpha=8,
+        init_lora_weights=False,
+        target_modules=[
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ],
+    )
+    model = peft.get_peft_model(copy.deepcopy(receiver), config)
+    merged = copy.deepcopy(model).merge_and_unload()
+    base, adapted = adapter_pair(model)
+    assert as_runner(base).lm is as_runner(adapted).lm  # one copy of the weights
+    before = hook_counts(model)
+    for positions in ("newest", "all"):
+        spec = spec_for("head", positions)
+        got = patched_generate(base, adapted, batch[0], spec, batch[1], max_new_tokens=NEW)
+        assert torch.equal(
+            got, patched_generate(receiver, merged, batch[0], spec, batch[1], max_new_tokens=NEW)
+        )
+        back = patched_generate(adapted, base, batch[0], spec, batch[1], max_new_tokens=NEW)
+        assert torch.equal(
+            back, naive_generate(merged, receiver, batch[0], spec, batch[1], max_new_tokens=NEW)
+        )
+        scores = patched_logprobs(
+            base, adapted, *scored(batch)[:1], spec, [3, 2, 1], scored(batch)[1]
+        )
+        ref = naive_logprobs(
+            receiver, merged, *scored(batch)[:1], spec, [3, 2, 1], scored(batch)[1]
+        )
+        torch.testing.assert_close(scores.logprobs[0], ref[0], rtol=0, atol=1e-10)
+    sweep = sweep_generate(
+        base, adapted, batch[0], every_layer("mlp", 3), batch[1], max_new_tokens=NEW
+    )
+    one = patched_generate(
+        receiver, merged, batch[0], PatchSpec("mlp", [2]), batch[1], max_new_tokens=NEW
+    )
+    assert torch.equal(sweep[2], one)
+    assert hook_counts(model) == before
+    assert not torch.equal(
+        own_generation(model, *batch), own_generation(receiver, *batch)
+    )  # adapter back on
