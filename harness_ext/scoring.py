@@ -134,6 +134,7 @@ _MAX_EXPR_CHARS = 200
 # underscores, brackets or attribute access, so model output cannot run code.
 _SAFE_EXPR = re.compile(r"[A-Za-z0-9\s+\-*/^().,!]*")
 _LATEX_SUBS = [
+    ("\\(", ""), ("\\)", ""), ("\\[", ""), ("\\]", ""),
     ("\\left", ""), ("\\right", ""), ("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"),
     ("\\cdot", "*"), ("\\times", "*"), ("\u00d7", "*"), ("\u00b7", "*"),
     ("\\pi", "pi"), ("\u03c0", "pi"), ("\\infty", "oo"), ("\u221e", "oo"),
@@ -144,6 +145,7 @@ _SYMPY_NAMES = (
     "pi", "E", "oo", "sqrt", "exp", "log", "sin", "cos", "tan",
     "asin", "acos", "atan", "Abs", "factorial", "binomial",
 )  # fmt: skip
+_MATH_WORDS = frozenset(_SYMPY_NAMES) | {"ln"}
 
 
 def _expand_latex_command(text: str, command: str, arity: int, fmt: str) -> str:
@@ -161,27 +163,37 @@ def _expand_latex_command(text: str, command: str, arity: int, fmt: str) -> str:
 
 
 def latex_to_plain(text: str) -> str:
-    """The little LaTeX a short answer uses (``\\frac``, ``\\sqrt``, ``\\pi``) as sympy text."""
+    """The little LaTeX a short answer uses (``\\frac``, ``\\sqrt``, ``\\pi``) as sympy text,
+    without markdown emphasis or a closing full stop."""
     for old, new in _LATEX_SUBS:
         text = text.replace(old, new)
     text = _expand_latex_command(text, "\\frac", 2, "(({})/({}))")
     text = _expand_latex_command(text, "\\sqrt", 1, "sqrt({})")
-    return text.replace("{", "(").replace("}", ")").strip().rstrip(".").strip()
+    text = text.replace("{", "(").replace("}", ")").strip(" *\n")
+    return text.rstrip(".").rstrip(" *")
+
+
+def _is_math(candidate: str) -> bool:
+    """Safe arithmetic whose words are all single letters or known function names, which
+    tells "3x^2" or "sqrt(5)" from prose such as "because of the power rule"."""
+    words = re.findall(r"[A-Za-z]+", candidate)
+    return bool(candidate) and bool(_SAFE_EXPR.fullmatch(candidate)) and all(
+        len(word) == 1 or word in _MATH_WORDS for word in words
+    )
 
 
 def extract_final_expression(text: str) -> str | None:
-    """The reply's final symbolic answer: ``\\boxed{}`` content, else the last line after its
-    last ``=``, ``:`` or "is" (e.g. "The derivative is 3x^2." -> "3x^2")."""
+    """The reply's final symbolic answer: ``\\boxed{}`` content, else, on the last line that
+    holds math, the text after its last ``=``, ``:`` or "is" ("The derivative is 3x^2." ->
+    "3x^2"; a closing ``\\]`` or a line of prose after the answer is skipped)."""
     boxed = last_boxed(text)
     if boxed is not None:
-        candidate = boxed
-    else:
-        lines = [line for line in text.strip().splitlines() if line.strip()]
-        if not lines:
-            return None
-        candidate = re.split(r"=|:|\bis\b", lines[-1])[-1]
-    candidate = latex_to_plain(candidate)
-    return candidate or None
+        return latex_to_plain(boxed) or None
+    for line in reversed(text.splitlines()):
+        candidate = latex_to_plain(re.split(r"=|:|\bis\b", line)[-1])
+        if _is_math(candidate):
+            return candidate
+    return None
 
 
 def _parse_sympy(text: str) -> Any:
@@ -283,8 +295,12 @@ def sympy_equivalent(prediction: str | None, reference: str, timeout: float = 5.
     if not _SAFE_EXPR.fullmatch(prediction) or re.search(r"\.\s*[A-Za-z]", prediction):
         return False
     if _WORKER is None:
-        _WORKER = _SympyWorker()
-        _WORKER.ask("0", "0", _WORKER_START_TIMEOUT)  # start-up is not charged to this item
+        worker = _SympyWorker()
+        # Start-up is not charged to this item; a worker that cannot start scores nothing.
+        if worker.ask("0", "0", _WORKER_START_TIMEOUT) is None:
+            worker.close()
+            return False
+        _WORKER = worker
     answer = _WORKER.ask(prediction, reference, timeout)
     if answer is None:
         _WORKER.close()

@@ -89,6 +89,10 @@ def test_reply_words() -> None:
         ("The derivative is 3x^2.", "3x^2"),
         ("Area: $\\frac{\\pi}{4}$", "((pi)/(4))"),
         ("so \\boxed{\\sqrt{2}} ok", "sqrt(2)"),
+        ("It is:\n\\[\n\\frac{d}{dx}(x^3) = 3x^2\n\\]", "3x^2"),  # skips the closing \\]
+        ("The answer is 3x^2.\nThis follows from the power rule.", "3x^2"),  # skips prose
+        ("**Answer:** 9\u03c0.", "9pi"),
+        ("I am not sure.", None),
         ("", None),
     ],
 )
@@ -101,6 +105,7 @@ def test_sympy_equivalence() -> None:
     assert sympy_equivalent("3x^2", "3*x**2")
     assert sympy_equivalent("((pi)/(4))", "pi/4")
     assert sympy_equivalent("0.5", "1/2")
+    assert sympy_equivalent("2e^(2x)", "2*exp(2*x)")  # e is Euler's number
     assert not sympy_equivalent("2*x", "3*x")
 
 
