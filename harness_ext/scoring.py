@@ -177,8 +177,10 @@ def _is_math(candidate: str) -> bool:
     """Safe arithmetic whose words are all single letters or known function names, which
     tells "3x^2" or "sqrt(5)" from prose such as "because of the power rule"."""
     words = re.findall(r"[A-Za-z]+", candidate)
-    return bool(candidate) and bool(_SAFE_EXPR.fullmatch(candidate)) and all(
-        len(word) == 1 or word in _MATH_WORDS for word in words
+    return (
+        bool(candidate)
+        and bool(_SAFE_EXPR.fullmatch(candidate))
+        and all(len(word) == 1 or word in _MATH_WORDS for word in words)
     )
 
 
