@@ -58,12 +58,11 @@ def qwen3_config(cfg: TinyModelConfig, tokenizer: PreTrainedTokenizerFast) -> Qw
 
 
 def generation_config(tokenizer: PreTrainedTokenizerFast) -> GenerationConfig:
-    """Greedy by default, stopping at end-of-turn or end-of-text, as Qwen3's instruct models."""
+    """Greedy, stopping at end-of-turn or end-of-text; no length, so callers' limits apply."""
     return GenerationConfig(
         do_sample=False,
         eos_token_id=[tokenizer.eos_token_id, tokenizer.pad_token_id],
         pad_token_id=tokenizer.pad_token_id,
-        max_new_tokens=64,
     )
 
 
@@ -92,8 +91,9 @@ def build_tiny_model_dir(
     return out
 
 
-def sample_texts(n_per_family: int = 400, seed: int = 0) -> list[str]:
-    """Questions and answers of every data family, to train a tokenizer that fits them."""
-    from finetune.data import tokenizer_corpus
+def sample_texts(n_related: int = 400, seed: int = 0) -> list[str]:
+    """Questions and replies of every data family, to train a tokenizer that fits them."""
+    from finetune.data import generate, target_text
 
-    return tokenizer_corpus(n_per_family=n_per_family, seed=seed)
+    rows = generate("tiny-pretrain", seed, n_train=n_related, n_val=0)["train"]
+    return [f"{r['question']} {target_text(r)}" for r in rows]
