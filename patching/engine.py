@@ -154,13 +154,12 @@ class Lockstep:
     # -- passes ----------------------------------------------------------------------
     def _caches(self, receiver_rows: int) -> None:
         length = self.P + self.max_new - 1
-        dtype = lambda r: r.lm.get_input_embeddings().weight.dtype  # noqa: E731
         self.d_cache = SlotCache(
             self.donor.config,
             self.donor_layers,
             self.R,
             length,
-            dtype(self.donor),
+            self.donor.dtype,
             self.donor.device,
         )
         self.r_cache = SlotCache(
@@ -168,7 +167,7 @@ class Lockstep:
             self.layers,
             receiver_rows,
             length,
-            dtype(self.receiver),
+            self.receiver.dtype,
             self.device,
         )
 

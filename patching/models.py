@@ -55,6 +55,10 @@ class Runner:
         return self.lm.get_submodule(self.table.decoder)
 
     @property
+    def dtype(self) -> torch.dtype:
+        return self.lm.get_input_embeddings().weight.dtype
+
+    @property
     def device(self) -> torch.device:
         return next(self.lm.parameters()).device
 

@@ -111,6 +111,11 @@ def check_pair(receiver_config: Any, donor_config: Any) -> None:
         if r != d:
             raise PatchingError(f"donor and receiver differ in {name}: receiver {r}, donor {d}")
     for role, config in (("receiver", receiver_config), ("donor", donor_config)):
+        attention = getattr(config, "_attn_implementation", None) or "sdpa"
+        if attention not in ("sdpa", "eager"):
+            raise PatchingError(
+                f"{role} uses attn_implementation={attention!r}; load it with 'sdpa' or 'eager'"
+            )
         layer_types = set(getattr(config, "layer_types", None) or ["full_attention"])
         if layer_types != {"full_attention"}:
             raise PatchingError(

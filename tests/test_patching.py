@@ -328,3 +328,21 @@ def test_adapter_pair_runs_both_sides_from_one_base(pair, batch):
     assert not torch.equal(
         own_generation(model, *batch), own_generation(receiver, *batch)
     )  # adapter back on
+
+
+@pytest.mark.parametrize("positions", ["newest", "all"])
+def test_eager_attention_matches_naive_definition(pair, batch, positions):
+    """Eager attention takes an additive float mask, not sdpa's booleans."""
+    receiver, donor = (copy.deepcopy(m) for m in pair)
+    for model in (receiver, donor):
+        model.config._attn_implementation = "eager"
+    spec = spec_for("head", positions)
+    got = patched_generate(receiver, donor, batch[0], spec, batch[1], max_new_tokens=NEW)
+    assert torch.equal(
+        got, naive_generate(receiver, donor, batch[0], spec, batch[1], max_new_tokens=NEW)
+    )
+    lengths = [3, 2, 1]
+    scores = patched_logprobs(receiver, donor, *scored(batch)[:1], spec, lengths, scored(batch)[1])
+    ref = naive_logprobs(receiver, donor, *scored(batch)[:1], spec, lengths, scored(batch)[1])
+    for row, c in enumerate(lengths):
+        torch.testing.assert_close(scores.logprobs[row, -c:], ref[row], rtol=0, atol=1e-10)
