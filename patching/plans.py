@@ -96,7 +96,7 @@ def decoder_forward(
             out = runner.decoder(
                 input_ids=ids,
                 position_ids=positions,
-                attention_mask={"full_attention": mask},
+                attention_mask={"full_attention": attention_bias(runner, mask)},
                 past_key_values=cache,
                 use_cache=cache is not None,
             )
@@ -105,3 +105,11 @@ def decoder_forward(
     if cache is not None:
         cache.advance(ids.shape[1])
     return None if out is None else out.last_hidden_state
+
+
+def attention_bias(runner: Runner, mask: Tensor) -> Tensor:
+    """The boolean mask in the form the model's attention implementation expects."""
+    if runner.config._attn_implementation != "eager":
+        return mask  # sdpa takes booleans (check_pair allows only sdpa and eager)
+    bias = torch.zeros(mask.shape, dtype=runner.dtype, device=mask.device)
+    return bias.masked_fill_(~mask, torch.finfo(runner.dtype).min)
