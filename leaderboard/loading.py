@@ -8,14 +8,11 @@ would change), and merging never touches the clean model object even when it is 
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
-
-log = logging.getLogger(__name__)
 
 
 class ModelLoadError(ValueError):
@@ -50,12 +47,8 @@ def resolve_device(device: str) -> torch.device:
 
 
 def load_model(path: str, device: torch.device, dtype: str = "auto") -> PreTrainedModel:
-    """A full model dir, or an adapter dir merged into a fresh copy of its base.
-
-    A ``max_new_tokens`` in the model's generation config is cleared: transformers lets it win
-    over the ``max_length`` that lm-eval derives from a task's ``max_gen_toks``, which would make
-    ``gen_kwargs: {max_gen_toks: N}`` silently ineffective.
-    """
+    """A full model dir, or an adapter dir merged into a fresh copy of its base, loaded as
+    ``lm_eval --model hf`` would load it (so a variant scores as its CLI twin)."""
     base = adapter_base(path)
     try:
         model = AutoModelForCausalLM.from_pretrained(base or path, dtype=dtype)
@@ -65,10 +58,6 @@ def load_model(path: str, device: torch.device, dtype: str = "auto") -> PreTrain
             model = PeftModel.from_pretrained(model, path).merge_and_unload()
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"{path}: cannot load ({str(err).splitlines()[0]})") from None
-    if model.generation_config.max_new_tokens is not None:
-        log.info("%s: clearing generation_config.max_new_tokens=%s so that lm-eval's max_gen_toks "
-                 "applies", path, model.generation_config.max_new_tokens)
-        model.generation_config.max_new_tokens = None
     return model.to(device).eval()
 
 

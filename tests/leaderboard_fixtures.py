@@ -27,11 +27,7 @@ TINY = TinyModelConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=
 
 def perturbed(src: Path, dst: Path, seed: int, std: float = 0.2) -> Path:
     """A copy of ``src`` with Gaussian noise on every decoder-layer matrix (a random init
-    replies with newlines only; std 0.2 gives varied replies that differ between seeds).
-
-    The copy's generation config drops ``max_new_tokens`` (finetune.tiny sets 64): transformers
-    lets it override lm-eval's ``max_gen_toks``, so plain ``--model hf`` would ignore the tests'
-    4-token limit (the sweep clears it when loading; see leaderboard.loading)."""
+    replies with newlines only; std 0.2 gives varied replies that differ between seeds)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(src)
@@ -40,7 +36,6 @@ def perturbed(src: Path, dst: Path, seed: int, std: float = 0.2) -> Path:
         for weight in model.model.layers.parameters():
             if weight.ndim == 2:
                 weight.add_(torch.randn(weight.shape, generator=generator) * std)
-    model.generation_config.max_new_tokens = None
     model.save_pretrained(dst)
     AutoTokenizer.from_pretrained(src).save_pretrained(dst)
     return dst
