@@ -67,6 +67,17 @@ def load_card(model_dir: Path) -> dict:
     return json.loads((Path(model_dir) / CARD_FILE).read_text())
 
 
+def refresh_card(model_dir: Path) -> dict:
+    """Re-score ``model_dir`` through lm-eval and re-hash its files, keeping the recipe."""
+    from harness_ext.evaluate import score_model_dir
+
+    card = load_card(model_dir)
+    card["accuracies"] = score_model_dir(model_dir)
+    card["files_sha256"] = file_hashes(model_dir)
+    save_card(model_dir, card)
+    return card
+
+
 def render_card(card: dict) -> str:
     """A human-readable model card in the Hugging Face README format."""
     cfg = card["config"]
@@ -111,3 +122,11 @@ It stands in for Qwen3-4B on machines without a GPU and loads with `from_pretrai
 
 Full configuration and the data manifest are in `card.json`.
 """
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m finetune.model_card MODEL_DIR  (re-score and re-hash its card)")
+    print(render_card(refresh_card(Path(sys.argv[1]))))

@@ -32,6 +32,7 @@ from finetune.evaluate import exact_match_by_family
 from finetune.model_card import write_model_card
 from finetune.tiny import TinyModelConfig, build_tiny_model_dir
 from finetune.tokenizer import build_tokenizer
+from harness_ext.evaluate import score_model_dir
 from harness_ext.paths import TASKS_DIR
 
 
@@ -164,12 +165,14 @@ def pretrain(cfg: PretrainConfig, command: str) -> Path:
     trainer.model.save_pretrained(staged)
     tokenizer.save_pretrained(staged)
     trainer.model.generation_config.save_pretrained(staged)
+    train_seconds = time.time() - started
     write_model_card(
         staged,
         command=command,
         config=asdict(cfg),
         data_manifest=manifest,
-        train_seconds=time.time() - started,
+        train_seconds=train_seconds,
+        accuracies=score_model_dir(staged),
     )
     out = Path(cfg.out_dir)
     if out.exists():
