@@ -1,28 +1,25 @@
 """KV-cached lockstep generation: the donor and the receiver advance one token together.
 
-Rows. Patched row r = s*B + b runs spec s on prompt b. The donor is unpatched, so
-its state depends on the token history alone: it runs once per distinct history
-(a "group"); every row starts in its prompt's group (the prompt prefill is shared
-by all specs) and a group splits when its rows pick different tokens. The
-receiver also runs each group once UNPATCHED (its "history" row): a row patching
-layer l first differs from it at block l, so it joins the batch there, copying
-the history row's block input (see rows.py), and donor rows leave after their
-deepest needed layer.
+Patched row r = s*B + b runs spec s on prompt b. The donor is unpatched, so its
+state depends on the token history alone: it runs once per distinct history (a
+"group", deepest needed layer first, rows leaving after theirs); every row starts
+in its prompt's group, so the prompt prefill is shared by all specs, and a group
+splits when its rows pick different tokens. The receiver also runs each group
+once UNPATCHED (its "history" row), and each patched row joins the batch at its
+first patch (layout.py, rows.py).
 
-Receiver cache rows: patched rows, those joining latest first, then history rows
-(new groups are appended). Block j runs the contiguous window of rows that have
-joined by j, plus the history rows while anything still needs them.
-
-- positions="all": a patched row keeps its own patched K/V from its first layer
-  on, the prompt prefill included.
-- positions="newest": a patched row's K/V are its history row's: after each step
-  its newest slot is overwritten with the history row's. The prompt's last token
-  is the first patched position, so the prefill is the history alone.
+- positions="all": a patched row keeps its own patched K/V from the block it joins
+  at on, the prompt prefill included.
+- positions="newest": a patched row attends to its history row's K/V: after each
+  step its newest slot is overwritten with the history row's (batch doubling,
+  minus the blocks before the patch). The prompt's last token is the first patched
+  position, so the prefill (all but that token) is the history alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 from torch import Tensor
@@ -30,26 +27,18 @@ from torch import Tensor
 from .batch import Prompts, causal_mask
 from .cache import SlotCache
 from .hooks import Key, capturing, patching
+from .layout import Layout
 from .models import Runner
-from .plans import build_plans, decoder_forward, keys_of, patch_edit
+from .plans import Plan, build_plans, decoder_forward, keys_of, patch_edit
 from .rows import RowPlan, row_windows
 from .spec import PatchSpec
 
 
-def _layout(entry: Tensor, rows: Tensor) -> Tensor:
-    """`rows` ordered by entry layer, latest first (ties keep their order)."""
-    return rows[torch.sort(-entry[rows], stable=True).indices]
-
-
-def _windows(
-    entry_sorted: Tensor, history: int, history_depth: int, layers: int
-) -> list[tuple[int, int]]:
-    """Block j runs the patched rows that joined by j, then the history rows if still needed."""
-    n = len(entry_sorted)
-    return [
-        (n - int((entry_sorted <= j).sum()), n + (history if j < history_depth else 0))
-        for j in range(layers)
-    ]
+def _site_plans_of(spec: PatchSpec) -> PatchSpec | None:
+    """The part of a spec that site hooks apply: resid at the first layer is the join."""
+    if spec.site != "resid":
+        return spec
+    return replace(spec, layers=spec.layers[1:]) if len(spec.layers) > 1 else None
 
 
 class Lockstep:
@@ -70,55 +59,75 @@ class Lockstep:
         self.device = dev = receiver.device
         self.B, self.P = B, P = prompts.ids.shape
         self.R = R = len(self.specs) * B
-        self.layers = receiver.config.num_hidden_layers
+        self.layers = N = receiver.config.num_hidden_layers
         self.keys = sorted({k for s in self.specs for k in keys_of(s)})
-        row = torch.arange(R, device=dev)
-        self.row_prompt = row % B
-        spec_of = row // B
-        self.entry = torch.tensor([min(s.layers) for s in self.specs], device=dev)[spec_of]
-        self.depth = torch.tensor([max(s.layers) for s in self.specs], device=dev)[spec_of]
-        self.is_all = torch.tensor([s.positions == "all" for s in self.specs], device=dev)[spec_of]
-        self.order = _layout(self.entry, row)  # cache row i holds patched row order[i]
-        self.cache_row = torch.empty_like(self.order)
-        self.cache_row[self.order] = row
-        newest = row[~self.is_all]
-        self.newest_rows, self.newest_cache = newest, self.cache_row[newest]
-        self.history_depth = self.layers if len(newest) else int(self.entry.max())
+        rows = torch.arange(R, device=dev)
+        self.row_prompt, self.spec_of = rows % B, rows // B
+        self.depth = torch.tensor([max(s.layers) for s in self.specs], device=dev)[self.spec_of]
+        is_all = torch.tensor([s.positions == "all" for s in self.specs], device=dev)
+        self.all_rows, self.newest_rows = rows[is_all[self.spec_of]], rows[~is_all[self.spec_of]]
+        history_fed = [
+            min(s.layers) for s in self.specs if s.positions == "all" and s.site != "resid"
+        ]
+        self.history_depth = N if len(self.newest_rows) else max(history_fed, default=0)
+        self.layout = Layout.build(rows, self.specs, self.spec_of, N, self.history_depth)
+        self.cache_row = torch.empty_like(rows)
+        self.cache_row[self.layout.rows] = rows
+        self.newest_cache = self.cache_row[self.newest_rows]
         self.group_of_row, self.group_prompt = self.row_prompt.clone(), torch.arange(B, device=dev)
         self.key_valid = torch.ones(B, P + max_new_tokens - 1, dtype=torch.bool, device=dev)
         self.key_valid[:, :P] = prompts.mask
         self.done = torch.zeros(R, dtype=torch.bool, device=dev)
-        self.donor_layers = int(self.depth.max()) + 1
+        self.acts: dict[Key, Tensor] = {}  # the donor's captures of the current pass
 
-    # -- row bookkeeping ---------------------------------------------------------------
+    # -- plans -----------------------------------------------------------------------
+    def _receiver_plan(
+        self, layout: Layout, cache_row: Tensor, input_row: Tensor, inputs: int, donor_row: Tensor
+    ) -> tuple[RowPlan, dict[Key, Plan], list[int]]:
+        """Row windows, joins and patch plans of one receiver pass.
+
+        input_row[i]: the history (input) row of patched cache row i; donor_row[r]: the
+        donor batch row patched row r reads.
+        """
+        windows = layout.windows(inputs)
+        n, starts = len(layout.rows), [lo for lo, _ in windows[:-1]]
+        joins = {}
+        for j in range(self.layers + 1):
+            fed, hist = layout.joining(j)
+            a = windows[j - 1][0] if j else n
+            if len(fed) or len(hist):
+                joins[j] = (donor_row[layout.rows[fed]], n + input_row[hist] - a)
+
+        def join(j: int, hidden: Tensor, a: int) -> Tensor:
+            fed, hist = joins[j]
+            parts = [self.acts[("resid", j - 1)][fed].to(hidden)] if len(fed) else []
+            return torch.cat([*parts, hidden[hist]]) if len(hist) else parts[0]
+
+        parts = []
+        for i, spec in enumerate(self.specs):
+            rows = layout.rows[self.spec_of[layout.rows] == i].sort().values
+            if (sited := _site_plans_of(spec)) is not None and len(rows):
+                parts.append((sited, rows, cache_row[rows], donor_row[rows]))
+        plans = build_plans(parts, self.receiver.config, starts)
+        source = torch.cat([input_row, torch.arange(inputs, device=self.device)])
+        return RowPlan((n, n + inputs), windows, source, join), plans, starts
+
     def _refresh(self) -> None:
-        """Recompute donor order, windows and plans after the groups changed."""
-        U, R = len(self.group_prompt), self.R
+        """Recompute the donor order and the receiver plans after the groups changed."""
+        U = len(self.group_prompt)
         depth = torch.zeros(U, dtype=torch.long, device=self.device)
         depth.scatter_reduce_(0, self.group_of_row, self.depth, "amax", include_self=False)
         self.d_order = torch.sort(-depth, stable=True).indices  # donor batch: deepest first
         self.d_pos = torch.empty_like(self.d_order)
         self.d_pos[self.d_order] = torch.arange(U, device=self.device)
-        self.d_plan = RowPlan((0, U), [(0, int((depth >= j).sum())) for j in range(self.layers)])
-        windows = _windows(self.entry[self.order], U, self.history_depth, self.layers)
-        source = torch.cat(
-            [R + self.group_of_row[self.order], R + torch.arange(U, device=self.device)]
-        )
-        self.r_plan = RowPlan((R, R + U), windows, source)
-        self.r_cache.starts = [lo for lo, _ in windows]
-        rows = torch.arange(R, device=self.device)
-        self.plans = build_plans(
-            [
-                (
-                    s,
-                    rows[i * self.B : (i + 1) * self.B],
-                    self.cache_row[i * self.B : (i + 1) * self.B],
-                    self.d_pos[self.group_of_row[i * self.B : (i + 1) * self.B]],
-                )
-                for i, s in enumerate(self.specs)
-            ],
-            self.receiver.config,
-            self.r_cache.starts,
+        kept = [(0, int((depth >= j).sum())) for j in range(self.layers)]
+        self.d_plan = RowPlan((0, U), kept + kept[-1:])
+        self.r_plan, self.plans, self.r_cache.starts = self._receiver_plan(
+            self.layout,
+            self.cache_row,
+            self.group_of_row[self.layout.rows],
+            U,
+            self.d_pos[self.group_of_row],
         )
 
     def _regroup(self, tokens: Tensor) -> None:
@@ -153,108 +162,72 @@ class Lockstep:
 
     # -- passes ----------------------------------------------------------------------
     def _caches(self, receiver_rows: int) -> None:
-        length = self.P + self.max_new - 1
+        length, d, r = self.P + self.max_new - 1, self.donor, self.receiver
         self.d_cache = SlotCache(
-            self.donor.config,
-            self.donor_layers,
-            self.R,
-            length,
-            self.donor.dtype,
-            self.donor.device,
+            d.config, int(self.depth.max()) + 1, self.R, length, d.dtype, d.device
         )
-        self.r_cache = SlotCache(
-            self.receiver.config,
-            self.layers,
-            receiver_rows,
-            length,
-            self.receiver.dtype,
-            self.device,
+        self.r_cache = SlotCache(r.config, self.layers, receiver_rows, length, r.dtype, self.device)
+
+    def _donor_pass(self, ids: Tensor, positions: Tensor, mask: Tensor, plan: RowPlan) -> None:
+        d = self.donor
+        decoder_forward(
+            d,
+            ids.to(d.device),
+            positions.to(d.device),
+            mask.to(d.device),
+            self.d_cache,
+            capturing(d.lm, d.table, self.keys, self.acts, stop=True),
+            row_windows(d.lm, d.table, plan),
+        )
+
+    def _receiver_pass(
+        self, ids: Tensor, positions: Tensor, mask: Tensor, plan: RowPlan, plans: dict[Key, Plan]
+    ) -> Tensor:
+        r = self.receiver
+        return decoder_forward(
+            r,
+            ids,
+            positions,
+            mask,
+            self.r_cache,
+            patching(r.lm, r.table, plans, patch_edit(plans, self.acts)),
+            row_windows(r.lm, r.table, plan),
         )
 
     def _prefill(self) -> None:
-        """All prompt tokens but the last: the donor and the history once per prompt, and
-        the "all" rows (patched) from their first layer on."""
+        """All prompt tokens but the last: the donor and the history once per prompt, and the
+        "all" rows (patched) from the block they join at."""
         B, R, n, dev = self.B, self.R, self.P - 1, self.device
-        rows = torch.arange(R, device=dev)
-        all_rows = _layout(self.entry, rows[self.is_all])
-        A = len(all_rows)
+        layout = Layout.build(
+            self.all_rows, self.specs, self.spec_of, self.layers, self.history_depth
+        )
+        A = len(layout.rows)
         self._caches(A + B)
-        ids, pos, valid = (
-            self.prompts.ids[:, :n],
-            self.prompts.positions[:, :n],
-            self.prompts.mask[:, :n],
-        )
-        mask = causal_mask(valid)
-        acts: dict[Key, Tensor] = {}
-        d_plan = RowPlan((0, B), [(0, B)] * self.layers)
-        decoder_forward(
-            self.donor,
-            *(t.to(self.donor.device) for t in (ids, pos, mask)),
-            self.d_cache,
-            capturing(self.donor.lm, self.donor.table, self.keys, acts, stop=True),
-            row_windows(self.donor.lm, self.donor.table, d_plan),
-        )
-        windows = _windows(self.entry[all_rows], B, self.history_depth, self.layers)
-        source = torch.cat([A + self.row_prompt[all_rows], A + torch.arange(B, device=dev)])
-        self.r_cache.starts = [lo for lo, _ in windows]
+        ids, pos = self.prompts.ids[:, :n], self.prompts.positions[:, :n]
+        mask = causal_mask(self.prompts.mask[:, :n])
+        self._donor_pass(ids, pos, mask, RowPlan((0, B), [(0, B)] * (self.layers + 1)))
         pre_row = torch.full((R,), -1, device=dev)
-        pre_row[all_rows] = torch.arange(A, device=dev)
-        plans = build_plans(
-            [
-                (s, rows[i * B : (i + 1) * B], pre_row[i * B : (i + 1) * B], self.row_prompt[:B])
-                for i, s in enumerate(self.specs)
-                if s.positions == "all"
-            ],
-            self.receiver.config,
-            self.r_cache.starts,
+        pre_row[layout.rows] = torch.arange(A, device=dev)
+        plan, plans, self.r_cache.starts = self._receiver_plan(
+            layout, pre_row, self.row_prompt[layout.rows], B, self.row_prompt
         )
-        decoder_forward(
-            self.receiver,
-            ids,
-            pos,
-            mask,
-            self.r_cache,
-            patching(self.receiver.lm, self.receiver.table, plans, patch_edit(plans, acts)),
-            row_windows(
-                self.receiver.lm, self.receiver.table, RowPlan((A, A + B), windows, source)
-            ),
-        )
+        self._receiver_pass(ids, pos, mask, plan, plans)
         # Decode layout: an "all" row keeps its rows; a "newest" row and a history row
         # start as the prompt's unpatched history.
-        start = torch.where(self.is_all, pre_row, A + self.row_prompt)[self.order]
+        start = torch.where(pre_row >= 0, pre_row, A + self.row_prompt)[self.layout.rows]
         self.r_cache.select_rows(torch.cat([start, A + torch.arange(B, device=dev)]), 2 * R)
 
     def _step(self, k: int) -> Tensor:
         """Feed token k (the prompt's last at k=0) to every group; return each row's next token."""
-        slot, R = self.P - 1 + k, self.R
-        acts: dict[Key, Tensor] = {}
+        slot, R, o = self.P - 1 + k, self.R, self.d_order
         g_pos = (self.prompts.last_position[self.group_prompt] + k)[:, None]
         g_mask = self.key_valid[self.group_prompt, : slot + 1][:, None, None]
-        o, dev = self.d_order, self.donor.device
-        decoder_forward(
-            self.donor,
-            self.group_token[o, None].to(dev),
-            g_pos[o].to(dev),
-            g_mask[o].to(dev),
-            self.d_cache,
-            capturing(self.donor.lm, self.donor.table, self.keys, acts, stop=True),
-            row_windows(self.donor.lm, self.donor.table, self.d_plan),
-        )
-        hidden = decoder_forward(
-            self.receiver,
-            self.group_token[:, None],
-            g_pos,
-            g_mask,
-            self.r_cache,
-            patching(
-                self.receiver.lm, self.receiver.table, self.plans, patch_edit(self.plans, acts)
-            ),
-            row_windows(self.receiver.lm, self.receiver.table, self.r_plan),
-        )
+        ids = self.group_token[:, None]
+        self._donor_pass(ids[o], g_pos[o], g_mask[o], self.d_plan)
+        hidden = self._receiver_pass(ids, g_pos, g_mask, self.r_plan, self.plans)
         if len(self.newest_rows):
-            self.r_cache.copy_slot(
-                self.newest_cache, R + self.group_of_row[self.newest_rows], 0, slot
-            )
+            history = R + self.group_of_row[self.newest_rows]
+            self.r_cache.copy_slot(self.newest_cache, history, 0, slot)
         return self.receiver.logits(hidden[:R, -1]).argmax(dim=-1)[self.cache_row]
 
     def run(self, progress: bool = False) -> list[Tensor]:

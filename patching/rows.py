@@ -1,16 +1,15 @@
 """Run each decoder block on a window of rows, so rows can join or leave mid-forward.
 
-Rows that patch layer l compute blocks < l exactly like the unpatched run of the
-same tokens, so they need not run them: they join at block l, copying their block
-input from that unpatched "history" row. Donor rows leave after their deepest
-needed layer. A block pre-hook reshapes the batch and its per-row arguments
-(mask, position ids, rotary embeddings: named in the site table); the model code
-is unchanged.
+See layout.py for why: patched rows join at their first patched block, donor rows
+leave after their deepest needed block. A pre-hook on each block reshapes the
+batch and its per-row arguments (mask, position ids, rotary embeddings: named in
+the site table); a hook on the last block lets rows join just before the final
+norm. The model code is unchanged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -21,20 +20,23 @@ from torch.utils.hooks import RemovableHandle
 
 from .sites import SiteTable
 
+Join = Callable[[int, Tensor, int], Tensor]  # (block j, incoming batch, its first row) -> inputs
+
 
 @dataclass
 class RowPlan:
-    """Cache rows per block: block j runs rows [lo, hi) = windows[j], in cache order.
+    """Block j runs cache rows [lo, hi) = windows[j] (j = layers: what reaches the final norm).
 
-    Windows only grow at the front (rows join) and shrink at the back (rows leave).
-    `first` are the rows of the model's input batch; `source[r]` is the row whose
-    block input row r copies when it joins (input rows map to themselves). None:
-    nobody joins and the input rows are 0..n-1.
+    Windows only grow at the front (rows join, their inputs from `join`) and shrink at
+    the back (rows leave). `first` are the rows of the model's input batch; source[r]
+    is the input row whose per-row arguments row r shares (None: input rows are
+    0..n-1 and nobody joins).
     """
 
     first: tuple[int, int]
     windows: list[tuple[int, int]]
     source: Tensor | None = None
+    join: Join | None = None
 
 
 def _every_row(value: Any, index: Tensor | None) -> Any:
@@ -53,32 +55,35 @@ def _window(value: Any, lo: int, hi: int) -> Any:
 @contextmanager
 def row_windows(lm: nn.Module, table: SiteTable, plan: RowPlan) -> Iterator[None]:
     """Install the per-block row reshaping for one forward pass."""
-    index = None if plan.source is None else plan.source - plan.first[0]
     every: dict[str, Any] = {}  # the model passes the same per-row arguments to every block
 
-    def hook_for(j: int):
+    def reshape(j: int, hidden: Tensor) -> Tensor:
+        a, _ = plan.windows[j - 1] if j else plan.first
+        c, d = plan.windows[j]
+        if c < a:
+            joined = plan.join(j, hidden, a)
+            return torch.cat([joined, hidden[: d - a]]) if d > a else joined
+        return hidden[: d - a] if d - a < hidden.shape[0] else hidden
+
+    def pre_hook(j: int):
         def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            a, _ = plan.windows[j - 1] if j else plan.first
             c, d = plan.windows[j]
-            hidden = args[0]
-            if c < a:  # rows joining here copy their history row's block input
-                joined = hidden[plan.source[c:a] - a]
-                hidden = torch.cat([joined, hidden[: d - a]]) if d > a else joined
-            elif d - a < hidden.shape[0]:  # rows leaving
-                hidden = hidden[: d - a]
             for name in table.row_kwargs:
                 if name in kwargs:
                     if name not in every:
-                        every[name] = _every_row(kwargs[name], index)
+                        every[name] = _every_row(kwargs[name], plan.source)
                     kwargs[name] = _window(every[name], c, d)
-            return (hidden, *args[1:]), kwargs
+            return (reshape(j, args[0]), *args[1:]), kwargs
 
         return hook
 
+    blocks = lm.get_submodule(table.layers)
     handles: list[RemovableHandle] = []
     try:
-        for j, block in enumerate(lm.get_submodule(table.layers)):
-            handles.append(block.register_forward_pre_hook(hook_for(j), with_kwargs=True))
+        for j, block in enumerate(blocks):
+            handles.append(block.register_forward_pre_hook(pre_hook(j), with_kwargs=True))
+        last = len(blocks)
+        handles.append(blocks[-1].register_forward_hook(lambda m, a, out: reshape(last, out)))
         yield
     finally:
         for handle in handles:

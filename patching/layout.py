@@ -1,0 +1,60 @@
+"""Where each patched row sits in the receiver's batch, and at which block it joins.
+
+A patched row computes exactly what its unpatched "history" row computes until
+its first patch, so it joins the batch there (rows.py): a row patching resid at
+l joins at block l + 1 with the donor's resid output as its input (block count =
+after the last block, straight into the final norm); any other row joins at its
+first patched block with its history row's block input. Cache rows 0..n-1 hold
+the patched rows, latest joiners first and, within one block, donor-fed rows
+first, so every block runs one contiguous window; history rows follow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .spec import PatchSpec
+
+
+def entry_of(spec: PatchSpec) -> int:
+    return min(spec.layers) + (spec.site == "resid")
+
+
+@dataclass(frozen=True)
+class Layout:
+    rows: Tensor  # [n] the patched row held by each cache row
+    entry: Tensor  # [n] the block each cache row joins at
+    from_donor: Tensor  # [n] bool: joins with the donor's resid output
+    layers: int
+    history_depth: int  # history rows run blocks < history_depth
+
+    @classmethod
+    def build(
+        cls, rows: Tensor, specs: list[PatchSpec], spec_of: Tensor, layers: int, history_depth: int
+    ) -> Layout:
+        """Lay out patched `rows` (spec_of[r] = index of row r's spec)."""
+        entry = torch.tensor([entry_of(s) for s in specs], device=rows.device)[spec_of[rows]]
+        fed = torch.tensor([s.site == "resid" for s in specs], device=rows.device)[spec_of[rows]]
+        order = torch.sort(-(2 * entry + fed), stable=True).indices
+        return cls(rows[order], entry[order], fed[order], layers, history_depth)
+
+    def windows(self, history: int) -> list[tuple[int, int]]:
+        """Cache rows [lo, hi) run by block j, for j = 0..layers (the last: the final norm).
+
+        A block never runs empty (the model cannot): until the first row joins, one
+        history row keeps it busy; its results there are never read.
+        """
+        n, out = len(self.rows), []
+        for j in range(self.layers + 1):
+            lo = n - int((self.entry <= j).sum())
+            hi = n + (history if j < self.history_depth else 0)
+            out.append((lo, max(hi, lo + 1)))
+        return out
+
+    def joining(self, j: int) -> tuple[Tensor, Tensor]:
+        """Cache rows joining at block j: (donor-fed, history-fed), each ascending."""
+        at = (self.entry == j).nonzero()[:, 0]
+        return at[self.from_donor[at]], at[~self.from_donor[at]]
