@@ -89,13 +89,15 @@ class Lockstep:
         input_row[i]: the history (input) row of patched cache row i; donor_row[r]: the
         donor batch row patched row r reads.
         """
-        windows = layout.windows(inputs)
-        n, starts = len(layout.rows), [lo for lo, _ in windows[:-1]]
+        windows, n = layout.windows(inputs), len(layout.rows)
+        starts = [w[0] if w else 0 for w in windows[:-1]]
+        source = torch.cat([input_row, torch.arange(inputs, device=self.device)])
+        plan = RowPlan((n, n + inputs), windows, source)
         joins = {}
         for j in range(self.layers + 1):
             fed, hist = layout.joining(j)
-            a = windows[j - 1][0] if j else n
             if len(fed) or len(hist):
+                a = plan.incoming(j)[0]
                 joins[j] = (donor_row[layout.rows[fed]], n + input_row[hist] - a)
 
         def join(j: int, hidden: Tensor, a: int) -> Tensor:
@@ -108,9 +110,8 @@ class Lockstep:
             rows = layout.rows[self.spec_of[layout.rows] == i].sort().values
             if (sited := _site_plans_of(spec)) is not None and len(rows):
                 parts.append((sited, rows, cache_row[rows], donor_row[rows]))
-        plans = build_plans(parts, self.receiver.config, starts)
-        source = torch.cat([input_row, torch.arange(inputs, device=self.device)])
-        return RowPlan((n, n + inputs), windows, source, join), plans, starts
+        plan.join = join
+        return plan, build_plans(parts, self.receiver.config, starts), starts
 
     def _refresh(self) -> None:
         """Recompute the donor order and the receiver plans after the groups changed."""

@@ -41,17 +41,16 @@ class Layout:
         order = torch.sort(-(2 * entry + fed), stable=True).indices
         return cls(rows[order], entry[order], fed[order], layers, history_depth)
 
-    def windows(self, history: int) -> list[tuple[int, int]]:
+    def windows(self, history: int) -> list[tuple[int, int] | None]:
         """Cache rows [lo, hi) run by block j, for j = 0..layers (the last: the final norm).
 
-        A block never runs empty (the model cannot): until the first row joins, one
-        history row keeps it busy; its results there are never read.
+        None: nothing to run yet (no row has joined, no history row is needed).
         """
         n, out = len(self.rows), []
         for j in range(self.layers + 1):
             lo = n - int((self.entry <= j).sum())
             hi = n + (history if j < self.history_depth else 0)
-            out.append((lo, max(hi, lo + 1)))
+            out.append((lo, hi) if hi > lo else None)
         return out
 
     def joining(self, j: int) -> tuple[Tensor, Tensor]:

@@ -1,10 +1,11 @@
 """Run each decoder block on a window of rows, so rows can join or leave mid-forward.
 
 See layout.py for why: patched rows join at their first patched block, donor rows
-leave after their deepest needed block. A pre-hook on each block reshapes the
-batch and its per-row arguments (mask, position ids, rotary embeddings: named in
-the site table); a hook on the last block lets rows join just before the final
-norm. The model code is unchanged.
+leave after their deepest needed block. A pre-hook on a block reshapes the batch
+and its per-row arguments (mask, position ids, rotary embeddings: named in the
+site table); a hook on the last block lets rows join just before the final norm;
+a block with no row to run is skipped (its forward is the identity for the pass).
+The model code is unchanged and everything is restored on exit.
 """
 
 from __future__ import annotations
@@ -20,23 +21,28 @@ from torch.utils.hooks import RemovableHandle
 
 from .sites import SiteTable
 
+Window = tuple[int, int] | None  # cache rows [lo, hi) a block runs; None: the block is skipped
 Join = Callable[[int, Tensor, int], Tensor]  # (block j, incoming batch, its first row) -> inputs
 
 
 @dataclass
 class RowPlan:
-    """Block j runs cache rows [lo, hi) = windows[j] (j = layers: what reaches the final norm).
+    """Block j runs cache rows windows[j] (j = layers: the rows reaching the final norm).
 
-    Windows only grow at the front (rows join, their inputs from `join`) and shrink at
-    the back (rows leave). `first` are the rows of the model's input batch; source[r]
-    is the input row whose per-row arguments row r shares (None: input rows are
-    0..n-1 and nobody joins).
+    Windows only grow at the front (rows join, their inputs from `join`) and shrink
+    at the back (rows leave). `first` are the rows of the model's input batch;
+    source[r] is the input row whose per-row arguments row r shares (None: input
+    rows are 0..n-1 and nobody joins).
     """
 
     first: tuple[int, int]
-    windows: list[tuple[int, int]]
+    windows: list[Window]
     source: Tensor | None = None
     join: Join | None = None
+
+    def incoming(self, j: int) -> tuple[int, int]:
+        """The rows block j receives: those of the last block run before it."""
+        return next((w for w in reversed(self.windows[:j]) if w is not None), self.first)
 
 
 def _every_row(value: Any, index: Tensor | None) -> Any:
@@ -52,14 +58,17 @@ def _window(value: Any, lo: int, hi: int) -> Any:
     return value[lo:hi] if isinstance(value, Tensor) else value
 
 
+def _identity(hidden_states: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+    return hidden_states
+
+
 @contextmanager
 def row_windows(lm: nn.Module, table: SiteTable, plan: RowPlan) -> Iterator[None]:
     """Install the per-block row reshaping for one forward pass."""
     every: dict[str, Any] = {}  # the model passes the same per-row arguments to every block
 
     def reshape(j: int, hidden: Tensor) -> Tensor:
-        a, _ = plan.windows[j - 1] if j else plan.first
-        c, d = plan.windows[j]
+        (a, _), (c, d) = plan.incoming(j), plan.windows[j]
         if c < a:
             joined = plan.join(j, hidden, a)
             return torch.cat([joined, hidden[: d - a]]) if d > a else joined
@@ -79,12 +88,22 @@ def row_windows(lm: nn.Module, table: SiteTable, plan: RowPlan) -> Iterator[None
 
     blocks = lm.get_submodule(table.layers)
     handles: list[RemovableHandle] = []
+    skipped: list[tuple[nn.Module, Any]] = []
     try:
         for j, block in enumerate(blocks):
-            handles.append(block.register_forward_pre_hook(pre_hook(j), with_kwargs=True))
+            if plan.windows[j] is None:
+                skipped.append((block, block.__dict__.get("forward")))
+                block.forward = _identity
+            elif plan.windows[j] != plan.first or plan.incoming(j) != plan.first:
+                handles.append(block.register_forward_pre_hook(pre_hook(j), with_kwargs=True))
         last = len(blocks)
-        handles.append(blocks[-1].register_forward_hook(lambda m, a, out: reshape(last, out)))
+        if plan.windows[last] not in (None, plan.incoming(last)):  # None: nothing is read
+            handles.append(blocks[-1].register_forward_hook(lambda m, a, out: reshape(last, out)))
         yield
     finally:
         for handle in handles:
             handle.remove()
+        for block, forward in skipped:
+            del block.forward
+            if forward is not None:
+                block.forward = forward

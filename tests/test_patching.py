@@ -167,15 +167,21 @@ class Boom(RuntimeError):
 
 
 def hook_counts(*models) -> list[int]:
+    """Hooks per module, and whether any module's forward is overridden on the instance."""
     return [
-        len(m._forward_hooks) + len(m._forward_pre_hooks)
+        len(m._forward_hooks) + len(m._forward_pre_hooks) + 100 * ("forward" in m.__dict__)
         for model in models
         for m in model.modules()
     ]
 
 
 @pytest.mark.parametrize("who", ["receiver", "donor"])
-def test_hooks_removed_when_generation_raises(pair, batch, who):
+@pytest.mark.parametrize(
+    "specs",
+    [every_layer("head", 3, heads=[0]), [PatchSpec("resid", [1], positions="all")]],
+    ids=["head-sweep", "resid-all-skips-blocks"],
+)
+def test_hooks_removed_when_generation_raises(pair, batch, who, specs):
     receiver, donor = pair
     before = hook_counts(receiver, donor)
     calls = []
@@ -185,11 +191,10 @@ def test_hooks_removed_when_generation_raises(pair, batch, who):
         if len(calls) == 3:
             raise Boom
 
-    target = receiver if who == "receiver" else donor
-    handle = target.model.layers[0].mlp.register_forward_hook(explode)
+    target = receiver.model.norm if who == "receiver" else donor.model.layers[0].mlp
+    handle = target.register_forward_hook(explode)
     try:
         with pytest.raises(Boom):
-            specs = every_layer("head", 3, heads=[0])
             sweep_generate(receiver, donor, batch[0], specs, batch[1], max_new_tokens=NEW)
     finally:
         handle.remove()
