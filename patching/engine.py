@@ -123,6 +123,11 @@ class Lockstep:
         self.d_pos[self.d_order] = torch.arange(U, device=self.device)
         kept = [(0, int((depth >= j).sum())) for j in range(self.layers)]
         self.d_plan = RowPlan((0, U), kept + kept[-1:])
+        # Per-group positions and key masks, in receiver and donor order (sliced each step).
+        self.g_pos0 = self.prompts.last_position[self.group_prompt][:, None]
+        self.g_valid = self.key_valid[self.group_prompt][:, None, None]
+        self.d_pos0, self.d_valid = self.g_pos0[self.d_order], self.g_valid[self.d_order]
+        self.newest_history = self.R + self.group_of_row[self.newest_rows]
         self.r_plan, self.plans, self.r_cache.starts = self._receiver_plan(
             self.layout,
             self.cache_row,
@@ -220,16 +225,15 @@ class Lockstep:
 
     def _step(self, k: int) -> Tensor:
         """Feed token k (the prompt's last at k=0) to every group; return each row's next token."""
-        slot, R, o = self.P - 1 + k, self.R, self.d_order
-        g_pos = (self.prompts.last_position[self.group_prompt] + k)[:, None]
-        g_mask = self.key_valid[self.group_prompt, : slot + 1][:, None, None]
-        ids = self.group_token[:, None]
-        self._donor_pass(ids[o], g_pos[o], g_mask[o], self.d_plan)
-        hidden = self._receiver_pass(ids, g_pos, g_mask, self.r_plan, self.plans)
+        slot, ids = self.P - 1 + k, self.group_token[:, None]
+        d_ids = self.group_token[self.d_order, None]
+        self._donor_pass(d_ids, self.d_pos0 + k, self.d_valid[..., : slot + 1], self.d_plan)
+        hidden = self._receiver_pass(
+            ids, self.g_pos0 + k, self.g_valid[..., : slot + 1], self.r_plan, self.plans
+        )
         if len(self.newest_rows):
-            history = R + self.group_of_row[self.newest_rows]
-            self.r_cache.copy_slot(self.newest_cache, history, 0, slot)
-        return self.receiver.logits(hidden[:R, -1]).argmax(dim=-1)[self.cache_row]
+            self.r_cache.copy_slot(self.newest_cache, self.newest_history, 0, slot)
+        return self.receiver.logits(hidden[: self.R, -1]).argmax(dim=-1)[self.cache_row]
 
     def run(self, progress: bool = False) -> list[Tensor]:
         """Generate; return one [B, P + new] tensor per spec, each cut where all its rows ended."""
@@ -245,14 +249,17 @@ class Lockstep:
         from tqdm.auto import tqdm
 
         for k in tqdm(range(self.max_new), disable=not progress, desc="patched decode"):
-            tokens = torch.where(self.done, self.pad, self._step(k))
+            tokens = self._step(k)
+            if len(self.eos):  # rows that ended emit padding; a spec ends with its last row
+                tokens = torch.where(self.done, self.pad, tokens)
+                self.done |= torch.isin(tokens, self.eos)
+                ended = self.done.view(-1, B).all(dim=1).tolist()
+                lengths = [
+                    k + 1 if e and n == self.max_new else n
+                    for e, n in zip(ended, lengths, strict=True)
+                ]
             steps.append(tokens)
-            self.done |= torch.isin(tokens, self.eos)
-            ended = self.done.view(-1, B).all(dim=1).tolist()
-            for s, over in enumerate(ended):
-                if over and lengths[s] == self.max_new:
-                    lengths[s] = k + 1
-            if all(ended):
+            if k + 1 == self.max_new or all(n <= k + 1 for n in lengths):
                 break
             self._regroup(tokens)
         new = torch.stack(steps, dim=1)
