@@ -100,7 +100,7 @@ class Lockstep:
                 a = plan.incoming(j)[0]
                 joins[j] = (donor_row[layout.rows[fed]], n + input_row[hist] - a)
 
-        def join(j: int, hidden: Tensor, a: int) -> Tensor:
+        def join(j: int, hidden: Tensor) -> Tensor:
             fed, hist = joins[j]
             parts = [self.acts[("resid", j - 1)][fed].to(hidden)] if len(fed) else []
             return torch.cat([*parts, hidden[hist]]) if len(hist) else parts[0]
@@ -109,7 +109,7 @@ class Lockstep:
         for i, spec in enumerate(self.specs):
             rows = layout.rows[self.spec_of[layout.rows] == i].sort().values
             if (sited := _site_plans_of(spec)) is not None and len(rows):
-                parts.append((sited, rows, cache_row[rows], donor_row[rows]))
+                parts.append((sited, cache_row[rows], donor_row[rows]))
         plan.join = join
         return plan, build_plans(parts, self.receiver.config, starts), starts
 

@@ -38,18 +38,17 @@ class Plan:
     """Where one (site, layer) is patched: batch rows, their donor rows, head columns."""
 
     rows: Rows  # positions in the block's batch
-    row_index: Tensor  # the patched rows r, to look their donor rows up after a regroup
     src: Rows  # positions in the donor's batch
     cols: Tensor | None  # [rows, 1, width] bool for site "head"; None = the whole site
 
 
 def build_plans(
-    parts: Sequence[tuple[PatchSpec, Tensor, Tensor, Tensor]], config: Any, starts: Sequence[int]
+    parts: Sequence[tuple[PatchSpec, Tensor, Tensor]], config: Any, starts: Sequence[int]
 ) -> dict[Key, Plan]:
-    """Plans from (spec, rows r, cache rows, donor rows); block j's batch starts at starts[j]."""
-    found: dict[Key, list[tuple[Tensor, Tensor, Tensor, Tensor | None]]] = {}
+    """Plans from (spec, cache rows, donor rows) parts; block j's batch starts at starts[j]."""
+    found: dict[Key, list[tuple[Tensor, Tensor, Tensor | None]]] = {}
     width = config.num_attention_heads * head_dim(config)
-    for spec, rows, cache_rows, src in parts:
+    for spec, rows, src in parts:
         cols = None
         if spec.site == "head":
             cols = torch.zeros(width, dtype=torch.bool, device=rows.device)
@@ -57,12 +56,12 @@ def build_plans(
                 cols[h * head_dim(config) : (h + 1) * head_dim(config)] = True
             cols = cols.expand(len(rows), 1, width)
         for key in keys_of(spec):
-            found.setdefault(key, []).append((rows, cache_rows - starts[key[1]], src, cols))
+            found.setdefault(key, []).append((rows - starts[key[1]], src, cols))
     plans = {}
     for key, parts_k in found.items():
-        cat = [torch.cat([p[i] for p in parts_k]) for i in range(3)]
-        cols = None if parts_k[0][3] is None else torch.cat([p[3] for p in parts_k])
-        plans[key] = Plan(compact(cat[1]), cat[0], compact(cat[2]), cols)
+        rows, src = (torch.cat([p[i] for p in parts_k]) for i in range(2))
+        cols = None if parts_k[0][2] is None else torch.cat([p[2] for p in parts_k])
+        plans[key] = Plan(compact(rows), compact(src), cols)
     return plans
 
 

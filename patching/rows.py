@@ -22,7 +22,7 @@ from torch.utils.hooks import RemovableHandle
 from .sites import SiteTable
 
 Window = tuple[int, int] | None  # cache rows [lo, hi) a block runs; None: the block is skipped
-Join = Callable[[int, Tensor, int], Tensor]  # (block j, incoming batch, its first row) -> inputs
+Join = Callable[[int, Tensor], Tensor]  # (block j, its incoming batch) -> inputs of the joiners
 
 
 @dataclass
@@ -70,7 +70,7 @@ def row_windows(lm: nn.Module, table: SiteTable, plan: RowPlan) -> Iterator[None
     def reshape(j: int, hidden: Tensor) -> Tensor:
         (a, _), (c, d) = plan.incoming(j), plan.windows[j]
         if c < a:
-            joined = plan.join(j, hidden, a)
+            joined = plan.join(j, hidden)
             return torch.cat([joined, hidden[: d - a]]) if d > a else joined
         return hidden[: d - a] if d - a < hidden.shape[0] else hidden
 

@@ -98,7 +98,7 @@ def patched_logprobs(
         capturing(d.lm, d.table, keys_of(spec), acts, stop=True),
     )
     rows = torch.arange(B, device=r.device)
-    plans = build_plans([(spec, rows, rows, rows)], r.config, [0] * r.config.num_hidden_layers)
+    plans = build_plans([(spec, rows, rows)], r.config, [0] * r.config.num_hidden_layers)
     if spec.positions == "all":
         hidden = decoder_forward(
             r,

@@ -143,7 +143,7 @@ def test_every_site_patch_writes_the_donor_activation(pair, batch, site):
     with capturing(r.lm, r.table, [key], own):
         clean = receiver(ids).logits
     rows = torch.arange(1)
-    plans = build_plans([(spec, rows, rows, rows)], r.config, [0, 0, 0])
+    plans = build_plans([(spec, rows, rows)], r.config, [0, 0, 0])
     with (
         patching(r.lm, r.table, plans, patch_edit(plans, donor_acts)),
         capturing(r.lm, r.table, [key], seen),
@@ -254,7 +254,14 @@ def test_sweep_equals_one_call_per_spec(pair, batch):
     free = sweep_generate(receiver, donor, batch[0], specs, batch[1], max_new_tokens=NEW)
     eos = int(free[0][1, 5 + 2])
     outs = sweep_generate(
-        receiver, donor, batch[0], specs, batch[1], max_new_tokens=NEW, eos_token_id=eos
+        receiver,
+        donor,
+        batch[0],
+        specs,
+        batch[1],
+        max_new_tokens=NEW,
+        eos_token_id=eos,
+        progress=True,
     )
     for spec, out in zip(specs, outs, strict=True):
         assert torch.equal(
@@ -322,6 +329,12 @@ def test_adapter_pair_runs_both_sides_from_one_base(pair, batch):
             receiver, merged, *scored(batch)[:1], spec, [3, 2, 1], scored(batch)[1]
         )
         torch.testing.assert_close(scores.logprobs[0], ref[0], rtol=0, atol=1e-10)
+    # A PeftModel passed as is runs with its adapter on.
+    spec = spec_for("mlp", "newest")
+    plain = patched_generate(receiver, model, batch[0], spec, batch[1], max_new_tokens=NEW)
+    assert torch.equal(
+        plain, patched_generate(receiver, merged, batch[0], spec, batch[1], max_new_tokens=NEW)
+    )
     sweep = sweep_generate(
         base, adapted, batch[0], every_layer("mlp", 3), batch[1], max_new_tokens=NEW
     )
@@ -351,3 +364,13 @@ def test_eager_attention_matches_naive_definition(pair, batch, positions):
     ref = naive_logprobs(receiver, donor, *scored(batch)[:1], spec, lengths, scored(batch)[1])
     for row, c in enumerate(lengths):
         torch.testing.assert_close(scores.logprobs[row, -c:], ref[row], rtol=0, atol=1e-10)
+
+
+def test_donor_in_another_dtype(pair, batch):
+    """Donor activations are cast to the receiver's dtype where they are written."""
+    receiver, donor = pair
+    donor32 = copy.deepcopy(donor).float()
+    for spec in (spec_for("resid", "newest"), spec_for("head", "all")):
+        got = patched_generate(receiver, donor32, batch[0], spec, batch[1], max_new_tokens=NEW)
+        want = naive_generate(receiver, donor32, batch[0], spec, batch[1], max_new_tokens=NEW)
+        assert torch.equal(got, want)
