@@ -1,0 +1,104 @@
+"""Stage caching: a stage is skipped when the hash of its inputs equals the recorded one.
+
+A stage's hash covers its config slice, its upstream stages' hashes, and the files it reads
+(model dirs, task folder, and the source of the packages that do its work), so a change
+anywhere upstream re-runs exactly the stages downstream of it. Each stage owns one folder:
+
+- ``STARTED.json`` is written when the stage starts. If it holds another hash, the folder is
+  stale (inputs changed) and is emptied first; with the same hash the partial outputs are
+  kept, so a killed sweep or fine-tune resumes inside the stage (both packages resume).
+- ``DONE.json`` is written atomically, last: its presence with the current hash is the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from finetune.report import atomic_write_text
+
+_CONTENT_LIMIT = 64 << 20  # hash contents below 64 MiB; size + mtime above (Qwen3-4B shards)
+REPO = Path(__file__).resolve().parents[1]
+DONE, STARTED = "DONE.json", "STARTED.json"
+
+
+def digest(obj: Any) -> str:
+    """Short, stable hash of JSON-able data."""
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def file_print(path: str | Path, suffixes: tuple[str, ...] = ()) -> dict[str, str]:
+    """Per-file fingerprint of a file or folder (hidden entries, caches and bytecode skipped);
+    ``suffixes`` restricts a folder to those file types. A hub id gives ``{}``."""
+    root = Path(path)
+    if not root.exists():
+        return {}
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    out = {}
+    for file in files:
+        rel = file.relative_to(root).as_posix() if root.is_dir() else file.name
+        if any(part.startswith(".") or part == "__pycache__" for part in Path(rel).parts):
+            continue
+        if suffixes and file.suffix not in suffixes:
+            continue
+        stat = file.stat()
+        if stat.st_size <= _CONTENT_LIMIT:
+            out[rel] = hashlib.sha256(file.read_bytes()).hexdigest()
+        else:
+            out[rel] = f"size={stat.st_size},mtime_ns={stat.st_mtime_ns}"
+    return out
+
+
+def code_print(*packages: str) -> str:
+    """Digest of the Python source of the given top-level packages (or single files) of this
+    repository: code that computes a stage's outputs is one of its inputs."""
+    return digest({p: file_print(REPO / p, (".py",)) for p in packages})
+
+
+@dataclass
+class StageState:
+    """What the cache knows about one stage folder."""
+
+    folder: Path
+    hash: str
+
+    @property
+    def done(self) -> bool:
+        return _read(self.folder / DONE).get("hash") == self.hash
+
+    def record(self) -> dict[str, Any]:
+        """The DONE record (empty if the stage is not done with this hash)."""
+        record = _read(self.folder / DONE)
+        return record if record.get("hash") == self.hash else {}
+
+    def begin(self, fresh: bool = False) -> bool:
+        """Mark the stage started; empty the folder if its partial outputs are stale (another
+        hash) or ``fresh`` is asked. Returns True when earlier partial outputs are kept."""
+        started = _read(self.folder / STARTED).get("hash")
+        keep = not fresh and started == self.hash
+        if not keep and self.folder.exists():
+            shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / DONE).unlink(missing_ok=True)
+        atomic_write_text(self.folder / STARTED,
+                          json.dumps({"hash": self.hash, "started": time.time()}) + "\n")
+        return keep and any(p.name != STARTED for p in self.folder.iterdir())
+
+    def finish(self, record: dict[str, Any]) -> None:
+        """Record the stage as done with this hash (atomic; the last write of a stage)."""
+        atomic_write_text(self.folder / DONE,
+                          json.dumps({"hash": self.hash, **record}, indent=1) + "\n")
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

