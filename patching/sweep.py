@@ -58,19 +58,22 @@ def sweep_generate(
     eos_token_id: int | Sequence[int] | None = None,
     pad_token_id: int | None = None,
     progress: bool = False,
+    specs_per_batch: int | None = None,
 ) -> list[Tensor]:
     """Greedy patched generation for every spec; one LongTensor [batch, prompt + new] per spec.
 
     `input_ids` may be left-padded (with `attention_mask`); each row gives the tokens
     the same prompt gives alone. `progress` shows a tqdm bar over decode steps.
+    `specs_per_batch` bounds memory: the KV caches hold up to 3 x specs x prompts
+    rows of every layer (a 36-layer sweep of a 4B model at once may not fit a GPU).
     """
     r, d = resolve(receiver, donor, list(specs))
-    if (
-        isinstance(max_new_tokens, bool)
-        or not isinstance(max_new_tokens, int)
-        or max_new_tokens < 0
+    for name, value, low in (
+        ("max_new_tokens", max_new_tokens, 0),
+        ("specs_per_batch", 1 if specs_per_batch is None else specs_per_batch, 1),
     ):
-        raise PatchingError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise PatchingError(f"{name} must be an int >= {low}, got {value!r}")
     vocab = r.config.vocab_size
     eos = _token_ids(eos_token_id, "eos_token_id", vocab)
     pad = _token_ids(pad_token_id, "pad_token_id", vocab) or eos[:1] or [0]
@@ -78,7 +81,11 @@ def sweep_generate(
     if max_new_tokens == 0:
         return [input_ids.clone() for _ in specs]
     eos_t = torch.tensor(eos, dtype=torch.long, device=r.device)
-    outs = Lockstep(r, d, prompts, specs, max_new_tokens, eos_t, pad[0]).run(progress)
+    step = specs_per_batch or len(specs)
+    outs = []
+    for start in range(0, len(specs), step):
+        chunk = specs[start : start + step]
+        outs += Lockstep(r, d, prompts, chunk, max_new_tokens, eos_t, pad[0]).run(progress)
     return [out.to(input_ids.device) for out in outs]
 
 

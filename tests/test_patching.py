@@ -263,6 +263,17 @@ def test_sweep_equals_one_call_per_spec(pair, batch):
         eos_token_id=eos,
         progress=True,
     )
+    chunked = sweep_generate(
+        receiver,
+        donor,
+        batch[0],
+        specs,
+        batch[1],
+        max_new_tokens=NEW,
+        eos_token_id=eos,
+        specs_per_batch=4,
+    )
+    assert all(torch.equal(a, b) for a, b in zip(outs, chunked, strict=True))
     for spec, out in zip(specs, outs, strict=True):
         assert torch.equal(
             out,

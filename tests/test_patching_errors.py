@@ -118,6 +118,15 @@ def test_out_of_range_layer_and_head_raise_before_any_work(model):
             max_new_tokens=-1,
         )
         raises(
+            r"specs_per_batch must be an int >= 1, got 0",
+            sweep_generate,
+            model,
+            model,
+            ids,
+            [PatchSpec("mlp", [0])],
+            specs_per_batch=0,
+        )
+        raises(
             r"specs must hold PatchSpec objects, got a dict",
             sweep_generate,
             model,
