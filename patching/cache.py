@@ -15,6 +15,8 @@ import torch
 from torch import Tensor
 from transformers.cache_utils import Cache, CacheLayerMixin
 
+from .spec import head_dim
+
 Rows = slice | Tensor
 
 
@@ -63,8 +65,6 @@ class SlotCache(Cache):
         dtype: torch.dtype,
         device: torch.device,
     ) -> None:
-        from .spec import head_dim
-
         shape = (2, num_layers, rows, config.num_key_value_heads, max_len, head_dim(config))
         self.kv = torch.empty(shape, dtype=dtype, device=device)
         self.length = 0
@@ -86,7 +86,7 @@ class SlotCache(Cache):
         """Copy rows `src` into rows dst, dst+1, ...: new groups start as their parents."""
         self.kv[:, :, dst : dst + len(src), :, : self.length] = self.kv[:, :, src, :, : self.length]
 
-    def copy_slot(self, dst: Rows, src: Rows, first_layer: int, slot: int) -> None:
-        """Overwrite slot `slot` of rows `dst` with rows `src`, in layers >= first_layer."""
-        kv = self.kv[:, first_layer:, :, :, slot]
+    def copy_slot(self, dst: Rows, src: Rows, slot: int) -> None:
+        """Overwrite slot `slot` of rows `dst` with rows `src`, in every layer."""
+        kv = self.kv[:, :, :, :, slot]
         kv[:, :, dst] = kv[:, :, src]

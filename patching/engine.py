@@ -232,7 +232,7 @@ class Lockstep:
             ids, self.g_pos0 + k, self.g_valid[..., : slot + 1], self.r_plan, self.plans
         )
         if len(self.newest_rows):
-            self.r_cache.copy_slot(self.newest_cache, self.newest_history, 0, slot)
+            self.r_cache.copy_slot(self.newest_cache, self.newest_history, slot)
         return self.receiver.logits(hidden[: self.R, -1]).argmax(dim=-1)[self.cache_row]
 
     def run(self, progress: bool = False) -> list[Tensor]:

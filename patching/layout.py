@@ -2,9 +2,9 @@
 
 A patched row computes exactly what its unpatched "history" row computes until
 its first patch, so it joins the batch there (rows.py): a row patching resid at
-l joins at block l + 1 with the donor's resid output as its input (block count =
-after the last block, straight into the final norm); any other row joins at its
-first patched block with its history row's block input. Cache rows 0..n-1 hold
+l joins at block l + 1 with the donor's resid output as its input (after the last
+block, straight into the final norm, when l is the last layer); any other row
+joins at its first patched block with its history row's block input. Cache rows 0..n-1 hold
 the patched rows, latest joiners first and, within one block, donor-fed rows
 first, so every block runs one contiguous window; history rows follow.
 """

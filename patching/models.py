@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .sites import SiteTable, table_for
+from .spec import PatchingError
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,9 @@ def adapter_pair(peft_model: Any) -> tuple[AdapterSide, AdapterSide]:
     swap the two for the other direction.
     """
     if not hasattr(peft_model, "disable_adapter"):
-        raise TypeError(f"adapter_pair needs a peft.PeftModel, got {type(peft_model).__name__}")
+        raise PatchingError(
+            f"adapter_pair needs a peft.PeftModel, got a {type(peft_model).__name__}"
+        )
     return AdapterSide(peft_model, enabled=False), AdapterSide(peft_model, enabled=True)
 
 
@@ -76,8 +79,8 @@ def as_runner(model: Any) -> Runner:
     if hasattr(model, "get_base_model") and hasattr(model, "disable_adapter"):
         model = model.get_base_model()
     if not isinstance(model, nn.Module) or not hasattr(model, "config"):
-        raise TypeError(
+        raise PatchingError(
             "expected a transformers causal LM, a PeftModel or an AdapterSide, "
-            f"got {type(model).__name__}"
+            f"got a {type(model).__name__}"
         )
     return Runner(model, table_for(model.config.model_type), context)

@@ -6,7 +6,14 @@ import pytest
 import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
-from patching import PatchingError, PatchSpec, patched_generate, patched_logprobs, sweep_generate
+from patching import (
+    PatchingError,
+    PatchSpec,
+    adapter_pair,
+    patched_generate,
+    patched_logprobs,
+    sweep_generate,
+)
 
 torch.set_num_threads(1)
 
@@ -191,3 +198,15 @@ def test_unsupported_models(model):
         torch.tensor([[1, 2]]),
         PatchSpec("resid", [0]),
     )
+
+
+def test_not_a_model(model):
+    raises(
+        r"expected a transformers causal LM, a PeftModel or an AdapterSide, got a str",
+        patched_generate,
+        "Qwen/Qwen3-4B",
+        model,
+        torch.tensor([[1]]),
+        PatchSpec("mlp", [0]),
+    )
+    raises(r"adapter_pair needs a peft.PeftModel, got a Qwen3ForCausalLM", adapter_pair, model)
