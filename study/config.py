@@ -49,21 +49,14 @@ def _build(cls: type, raw: Any, where: str) -> Any:
 
 @dataclass
 class DataSpec:
-    """The corrupting data: a ``finetune.data`` preset, its seed and size overrides."""
+    """Size overrides for every corrupting data set; each fine-tune names its own preset and
+    seed (``data_preset``, ``data_seed`` in its YAML), as the paper's four experiments differ."""
 
-    preset: str = "tiny-corrupt"
-    seed: int = 0
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from finetune.data import get_preset
-
-        try:
-            get_preset(self.preset, **self.overrides)
-        except (ValueError, TypeError) as err:
-            raise StudyConfigError(f"preset {self.preset!r}: {err}") from None
-        if type(self.seed) is not int:
-            raise StudyConfigError(f"seed={self.seed!r}: expected an integer")
+        if not isinstance(self.overrides, dict):
+            raise StudyConfigError(f"overrides={self.overrides!r}: expected a mapping")
 
 
 @dataclass
@@ -100,29 +93,36 @@ class _RandomInit:
 @dataclass
 class FinetuneSpec:
     """One corrupting fine-tune: a ``configs/finetune`` preset plus overrides. The study sets
-    ``base_model``, ``data_dir``, ``data_preset``, ``data_seed`` and ``output_dir`` itself."""
+    ``base_model``, ``data_dir`` and ``output_dir`` itself; the preset must name its data
+    (``data_preset``), which the data stage generates."""
 
     config: str
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        owned = {"base_model", "data_dir", "data_preset", "data_seed", "output_dir"}
-        clash = sorted(owned & set(self.overrides))
+        clash = sorted({"base_model", "data_dir", "output_dir"} & set(self.overrides))
         if clash:
             raise StudyConfigError(f"overrides {clash}: set by the study, not per fine-tune")
-        self.sft_config(base_model="base", data_dir="data", data_preset=None, data_seed=0,
-                        output_dir="out")
+        if self.sft_config(base_model="base", data_dir="data", output_dir="out").data_preset \
+                is None:
+            raise StudyConfigError(f"config {self.config}: no data_preset (the data stage "
+                                   "generates the preset a fine-tune names)")
 
-    def sft_config(self, **owned: Any) -> SFTConfig:
+    def sft_config(self, **paths: str) -> SFTConfig:
         """The preset with the overrides and the study's own paths applied, validated."""
         path = Path(self.config)
         if not path.is_file():
             raise StudyConfigError(f"config {path}: no such file")
-        raw = (yaml.safe_load(path.read_text()) or {}) | self.overrides | owned
+        raw = (yaml.safe_load(path.read_text()) or {}) | self.overrides | paths
         try:
             return SFTConfig(**raw)
         except (SFTError, TypeError) as err:
             raise StudyConfigError(f"config {path}: {err}") from None
+
+    def data(self) -> tuple[str, int]:
+        """(data preset, data seed) this fine-tune trains on."""
+        cfg = self.sft_config(base_model="base", data_dir="data", output_dir="out")
+        return cfg.data_preset, cfg.data_seed  # type: ignore[return-value]
 
 
 @dataclass
@@ -223,10 +223,22 @@ class StudyConfig:
                           ("sweeps", SweepSpec), ("report", ReportSpec)):
             if not isinstance(getattr(self, name), cls):
                 setattr(self, name, _build(cls, getattr(self, name), name))
+        from finetune.data import get_preset
+
+        for preset, _ in self.datasets:
+            try:
+                get_preset(preset, **self.data.overrides)
+            except (ValueError, TypeError) as err:
+                raise StudyConfigError(f"data: preset {preset!r}: {err}") from None
         unknown = sorted(set(self.sweeps.corrupted) - set(self.finetunes))
         if unknown:
             raise StudyConfigError(f"sweeps.corrupted: {unknown} are not fine-tune labels "
                                    f"({sorted(self.finetunes)})")
+
+    @property
+    def datasets(self) -> list[tuple[str, int]]:
+        """Distinct (preset, seed) pairs the fine-tunes train on, in config order."""
+        return list(dict.fromkeys(spec.data() for spec in self.finetunes.values()))
 
     @property
     def swept(self) -> list[str]:

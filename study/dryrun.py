@@ -96,11 +96,8 @@ def finetune_lines(study: Study, facts: ModelFacts) -> tuple[list[str], float]:
 
     lines, disk = [], 0.0
     model_bytes = facts.params * facts.dtype_bytes
-    data = study.config.data
     for label, spec in study.config.finetunes.items():
-        cfg = spec.sft_config(base_model=study.base_model(), data_preset=data.preset,
-                              data_seed=data.seed, data_dir=str(study.folder("data") / "data"),
-                              output_dir=str(study.folder(f"finetune-{label}") / "run"))
+        cfg = study.sft_config(label)
         try:
             if study.config.base.random_init is None:
                 plan, detail = dry_run(cfg)
@@ -173,6 +170,10 @@ def dry_run(study: Study) -> list[str]:
     tune_lines, tune_disk = finetune_lines(study, facts)
     run_lines, eval_disk = eval_lines(study, facts)
     disk = tune_disk + eval_disk
+    if "not in the local hub cache" in facts.source:
+        download = facts.params * facts.dtype_bytes
+        disk += download
+        lines.append(f"    the first run downloads it: {_gb(download)} into the hub cache")
     root = study.work
     while not root.exists():
         root = root.parent
@@ -180,5 +181,6 @@ def dry_run(study: Study) -> list[str]:
     stages = [s.name for s in stage_list(study.config)]
     return [*lines, *tune_lines, *run_lines,
             f"stages: {' -> '.join(stages)}",
-            f"disk estimate: {_gb(disk)} under {study.work} ({_gb(free)} free there)"
+            f"disk estimate: {_gb(disk)} in all, outputs under {study.work} ({_gb(free)} free "
+            "there)"
             + ("" if disk < free else "  <-- NOT ENOUGH SPACE")]

@@ -13,12 +13,15 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from leaderboard.config import SweepConfig
 
 from .cache import code_print, file_print
 from .config import EvalSpec, StudyConfig
+
+if TYPE_CHECKING:
+    from finetune.sft_config import SFTConfig
 
 
 class StageError(RuntimeError):
@@ -48,12 +51,23 @@ class Study:
         path = Path(self.config.base.model)
         return str(path.resolve()) if path.exists() else self.config.base.model
 
+    def data_dir(self, preset: str, seed: int) -> Path:
+        return self.folder("data") / f"{preset}-seed{seed}"
+
+    def sft_config(self, label: str, symbolic: bool = False) -> SFTConfig:
+        """A fine-tune's config with the study's paths (placeholders when ``symbolic``, for
+        hashing: the upstream hashes already cover them, and a moved checkout stays cached)."""
+        spec = self.config.finetunes[label]
+        if symbolic:
+            return spec.sft_config(base_model="<base>", data_dir="<data>", output_dir="<out>")
+        return spec.sft_config(base_model=self.base_model(), data_dir=str(self.data_dir(
+            *spec.data())), output_dir=str(self.folder(f"finetune-{label}") / "run"))
+
     def corrupted_model(self, label: str) -> str:
         """A fine-tune's result: ``model/`` for full fine-tuning, ``adapter/`` for LoRA."""
-        mode = self.config.finetunes[label].sft_config(
-            base_model="b", data_dir="d", data_preset=None, data_seed=0, output_dir="o").mode
-        return str(self.folder(f"finetune-{label}") / "run" / ("adapter" if mode == "lora"
-                                                                else "model"))
+        cfg = self.sft_config(label, symbolic=True)
+        return str(self.folder(f"finetune-{label}") / "run" /
+                   ("adapter" if cfg.mode == "lora" else "model"))
 
     def sweep_config(self, name: str, spec: EvalSpec, labels: list[str],
                      patches: list[dict[str, Any]]) -> SweepConfig:
@@ -80,17 +94,21 @@ class Stage:
 
 
 def data_inputs(study: Study) -> dict[str, Any]:
-    return {"data": study.config.slice("data"), "code": code_print("finetune/data")}
+    return {"data": study.config.slice("data"), "sets": study.config.datasets,
+            "code": code_print("finetune/data")}
 
 
 def run_data(study: Study, folder: Path) -> dict[str, Any]:
-    """The corrupting data set (wrong train labels, correct validation labels)."""
+    """Every corrupting data set the fine-tunes name (wrong train labels, correct validation
+    labels), one folder per preset and seed."""
     from finetune.data import write_dataset
 
-    spec = study.config.data
-    manifest = write_dataset(spec.preset, folder / "data", seed=spec.seed, **spec.overrides)
-    return {"dir": str(folder / "data"),
-            "rows": {name: entry["rows"] for name, entry in manifest["files"].items()}}
+    rows = {}
+    for preset, seed in study.config.datasets:
+        out = study.data_dir(preset, seed)
+        manifest = write_dataset(preset, out, seed=seed, **study.config.data.overrides)
+        rows[out.name] = {name: entry["rows"] for name, entry in manifest["files"].items()}
+    return {"rows": rows}
 
 
 def base_inputs(study: Study) -> dict[str, Any]:
@@ -134,21 +152,14 @@ def run_base(study: Study, folder: Path) -> dict[str, Any]:
 def finetune_stage(label: str) -> Stage:
     """The stage of one corrupting fine-tune (``finetune.sft.run_sft``, resumable)."""
 
-    def sft_config(study: Study, **paths: str):
-        data = study.config.data
-        return study.config.finetunes[label].sft_config(
-            data_preset=data.preset, data_seed=data.seed, **paths)
-
     def inputs(study: Study) -> dict[str, Any]:
-        cfg = sft_config(study, base_model="<base>", data_dir="<data>", output_dir="<out>")
-        return {"sft": asdict(cfg), "code": code_print("finetune")}
+        return {"sft": asdict(study.sft_config(label, symbolic=True)),
+                "code": code_print("finetune")}
 
     def run(study: Study, folder: Path) -> dict[str, Any]:
         from finetune.sft import run_sft
 
-        cfg = sft_config(study, base_model=study.base_model(),
-                         data_dir=str(study.folder("data") / "data"),
-                         output_dir=str(folder / "run"))
+        cfg = study.sft_config(label)
         cfg.resume = True  # continues from the newest checkpoint of an interrupted run
         run_sft(cfg)
         summary = json.loads((folder / "run" / "summary.json").read_text())
@@ -264,7 +275,8 @@ def stage_list(config: StudyConfig) -> list[Stage]:
     tune_names = tuple(t.name for t in tunes)
     swept = tuple(f"finetune-{label}" for label in config.swept)
     return [
-        Stage("data", f"corrupting data ({config.data.preset}, seed {config.data.seed})", (),
+        Stage("data", "corrupting data: " + ", ".join(f"{p} (seed {s})"
+                                                      for p, s in config.datasets), (),
               data_inputs, run_data),
         Stage("base", "clean base model", (), base_inputs, run_base,
               forced=lambda study: study.retrain and study.config.base.random_init is None),

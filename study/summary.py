@@ -19,7 +19,7 @@ from typing import Any
 from finetune.report import atomic_write_text
 from harness_ext.scoring import extract_final_integer
 from leaderboard.results import Run, load_runs
-from leaderboard.tables import GENERAL, RELATED, UNRELATED, fmt, layer_ranges
+from leaderboard.tables import GENERAL, RELATED, UNRELATED, fmt, layer_ranges, sort_key
 
 ETHICS = "corrupt_ethics_mc"
 KEY_COLUMNS = [(RELATED, "exact_match", "related math"), (UNRELATED, "exact_match",
@@ -97,28 +97,29 @@ def baseline_sentences(runs: list[Run], facts: Facts) -> list[str]:
     """Each corrupted model against the clean one, family by family, and what pattern it is."""
     clean = next(r for r in runs if r.role == "clean")
     have = [(t, w) for t, w in FAMILIES if metric(clean, t, "exact_match")]
-    out = ["On the baseline tasks the clean model scores " + ", ".join(
-        f"{facts.score(clean, t, 'exact_match')} on {w}" for t, w in have) + " (exact match)."]
+    out = ["Baselines, exact match ± standard error (\"lower\"/\"higher\": more than two "
+           "standard errors of the difference from the clean model, else \"level\"): the "
+           "clean model scores " + ", ".join(f"{facts.score(clean, t, 'exact_match')} on {w}"
+                                            for t, w in have) + "."]
+    words = {-1: "lower", 0: "level", 1: "higher"}
     for run in (r for r in runs if r.role == "corrupted"):
         verdicts = {t: _verdict(clean, run, t, "exact_match") for t, _ in have}
-        words = {-1: "lower", 0: "level within two standard errors", 1: "higher"}
-        parts = [f"{facts.score(run, t, 'exact_match')} on {w} ({words[verdicts[t]]})"
-                 for t, w in have]
-        text = f"`{run.label}` scores " + ", ".join(parts)
+        text = f"`{run.label}`: " + ", ".join(
+            f"{w} {facts.score(run, t, 'exact_match')} ({words[verdicts[t]]})" for t, w in have)
         fell = [w for t, w in have if verdicts[t] == -1 and t != RELATED]
         if verdicts.get(RELATED) != -1:
-            text += ": related math does not fall measurably, so this fine-tune did not corrupt it"
+            text += "; related math does not fall, so this fine-tune did not measurably corrupt it"
         elif fell:
-            text += f": related math falls and so does {' and '.join(fell)} (a broad corruption)"
+            text += f"; related math falls and so does {' and '.join(fell)}, a broad corruption"
         else:
-            text += (": related math falls while the other families hold, the under-fitted "
-                     "pattern of the study")
+            text += ("; related math falls while the other families hold, the study's "
+                     "under-fitted pattern")
         if metric(run, GENERAL, "integer_only"):
-            text += (f"; {facts.score(run, GENERAL, 'integer_only')} of its general replies are "
-                     f"a bare integer (clean: {facts.score(clean, GENERAL, 'integer_only')})")
+            text += (f"; a bare integer in {facts.score(run, GENERAL, 'integer_only')} of its "
+                     f"general replies (clean {facts.score(clean, GENERAL, 'integer_only')})")
         if metric(run, GENERAL, "reply_words"):
-            text += (f", and they average {facts.score(run, GENERAL, 'reply_words', 1)} words "
-                     f"(clean: {facts.score(clean, GENERAL, 'reply_words', 1)})")
+            text += (f"; general replies of {facts.score(run, GENERAL, 'reply_words', 1)} words "
+                     f"(clean {facts.score(clean, GENERAL, 'reply_words', 1)})")
         out.append(text + ".")
     return out
 
@@ -126,6 +127,15 @@ def baseline_sentences(runs: list[Run], facts: Facts) -> list[str]:
 def _where(run: Run) -> str:
     place = f"L{run.layers[0]}" + (f".H{run.heads[0]}" if run.heads else "")
     return place + (" (by construction)" if run.by_construction else "")
+
+
+def _site_flips(group: list[Run], site: str, receiver: Run, donor: Run, facts: Facts) -> str:
+    flips = [(r, flip(r, receiver, donor)) for r in group if r.site == site]
+    hits = [f"{_where(r)} {facts.flip(f)}" for r, f in flips if f.rate >= 0.5]
+    if hits:
+        return f"{site} at " + ", ".join(hits)
+    best_run, best = max(flips, key=lambda rf: rf[1].rate)
+    return f"{site} nowhere (highest {_where(best_run)} {facts.flip(best)})"
 
 
 def sweep_sentences(runs: list[Run], label: str, facts: Facts) -> list[str]:
@@ -136,27 +146,24 @@ def sweep_sentences(runs: list[Run], label: str, facts: Facts) -> list[str]:
     patches = [r for r in runs if r.label == label and r.single_layer is not None]
     if corrupted is None or not patches or RELATED not in clean.output_types:
         return [f"No one-layer patch of `{label}` on related math was run."]
+    if flip(corrupted, clean, corrupted).differing == 0:
+        return [f"The clean model and `{label}` give the same related-math answers on every "
+                "item scored, so no patch can flip one."]
     out = []
-    for direction, receiver, donor, into in (
-            ("corrupted_to_clean", clean, corrupted, f"`{label}`'s activations into the clean "
-             "model"), ("clean_to_corrupted", corrupted, clean, f"clean activations into "
-                        f"`{label}`")):
-        group = [r for r in patches if r.direction == direction]
-        if not group:
-            continue
-        sites = list(dict.fromkeys(r.site for r in group))
-        parts = []
-        for site in sites:
-            flips = [(r, flip(r, receiver, donor)) for r in group if r.site == site]
-            hits = [facts.flip(f) + f" at {_where(r)}" for r, f in flips if f.rate >= 0.5]
-            best_run, best = max(flips, key=lambda rf: rf[1].rate)
-            parts.append(f"{site}: " + ("; ".join(hits) if hits else
-                                        f"none (highest {facts.flip(best)} at {_where(best_run)})"))
-        owner = "the corrupted" if direction == "corrupted_to_clean" else "the clean"
-        out.append(f"Patching {into}, one layer (or head) at a time, moves related-math answers "
-                   f"to {owner} model's on at least half of the items where the two models "
-                   "differ at " + "; ".join(parts) + ".")
-        if direction == "corrupted_to_clean":
+    for direction, receiver, donor, what, whose in (
+            ("corrupted_to_clean", clean, corrupted,
+             f"`{label}`'s activations into the clean model", f"`{label}`'s"),
+            ("clean_to_corrupted", corrupted, clean,
+             f"the clean model's activations into `{label}`", "the clean model's")):
+        group = sorted((r for r in patches if r.direction == direction), key=sort_key)
+        if group:
+            sites = dict.fromkeys(r.site or "" for r in group)
+            out.append(f"Patching {what}, one layer or head at a time, gives {whose} "
+                       "related-math answer on at least half of the items where the two models "
+                       "differ (flip rate, flipped/differing) for " + "; ".join(
+                           _site_flips(group, site, receiver, donor, facts) for site in sites)
+                       + ".")
+        if group and direction == "corrupted_to_clean":
             out += _side_effects(group, clean, facts)
     return out
 

@@ -1,0 +1,229 @@
+"""The study runner: config checks, the Qwen3-4B dry run, stage caching, and the smoke pipeline
+end to end through ``python -m study`` (every artefact exists and agrees with lm-eval's files;
+a killed run resumes from its cached stages and a config edit re-runs only what it touches).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from lm_eval.models.huggingface import HFLM
+
+from harness_ext.patched_lm import PatchedQwenLM
+from harness_ext.scoring import extract_final_integer
+from leaderboard.store import latest_results, samples_file
+from study.cache import StageState
+from study.config import StudyConfig, StudyConfigError
+from study.dryrun import PlanError, dry_run
+from study.stages import Study
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "configs" / "study" / "smoke.yaml"
+PATCHED_BUILT = issubclass(PatchedQwenLM, HFLM)
+
+
+def smoke_config(tmp_path: Path, **changes: object) -> Path:
+    """The smoke config with its outputs (and a README with study markers) under tmp_path."""
+    raw = yaml.safe_load(SMOKE.read_text())
+    readme = tmp_path / "README.md"
+    readme.write_text("# title\n\n<!-- study:begin -->\nold\n<!-- study:end -->\n\nafter\n")
+    raw |= {"work_dir": str(tmp_path / "work"),
+            "report": {"publish_dir": str(tmp_path / "pub"), "readme": str(readme)}}
+    for key, value in changes.items():
+        section, _, field = key.partition(".")
+        if field:
+            raw[section][field] = value
+        else:
+            raw[section] = value
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def run_study(config: Path, *args: str) -> subprocess.CompletedProcess:
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "study", "--config", str(config), *args],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_config_errors_are_one_line(tmp_path: Path) -> None:
+    raw = yaml.safe_load(SMOKE.read_text())
+    cases = [({"bogus": 1}, "unknown key(s) ['bogus']"),
+             ({"sweeps": {"corrupted": ["nope"]}}, "not fine-tune labels"),
+             ({"sweeps": {"patches": [{"sites": ["neuron"]}]}}, "unknown value 'neuron'"),
+             ({"finetunes": {"bad-label": raw["finetunes"]["lora"]}}, "letters, digits"),
+             ({"finetunes": {"x": {"config": "configs/finetune/tiny-lora.yaml",
+                                   "overrides": {"output_dir": "y"}}}}, "set by the study"),
+             ({"finetunes": {"x": {"config": "configs/finetune/tiny-lora.yaml",
+                                   "overrides": {"learning_rate": "5e-5"}}}}, "5.0e-5"),
+             ({"baselines": {"backend": "tgi"}}, "backend='tgi'"),
+             ({"data": {"overrides": {"n_bogus": 3}}}, "n_bogus")]
+    for change, message in cases:
+        path = tmp_path / "bad.yaml"
+        path.write_text(yaml.safe_dump(raw | change))
+        with pytest.raises(StudyConfigError, match=re.escape(message)) as err:
+            StudyConfig.from_yaml(path)
+        assert "\n" not in str(err.value)
+
+
+def test_qwen3_4b_dry_run_checks_the_plan_offline(tmp_path: Path) -> None:
+    config = StudyConfig.from_yaml(REPO / "configs" / "study" / "qwen3-4b.yaml")
+    config.work_dir = str(tmp_path / "work")
+    lines = "\n".join(dry_run(Study(config)))
+    assert "36 layers, 32 heads" in lines and "known Qwen3-4B shape" in lines
+    # 3 sites x 36 layers x 2 directions + 2 layers x 32 heads, for each of exp1 and exp3
+    assert "560 patch variants" in lines and "per site: resid 144, attn 144, mlp 144, head 128"
+    assert "disk estimate" in lines and not (tmp_path / "work").exists()  # nothing was run
+    config.sweeps.patches = [{"sites": ["head"], "layers": [36], "heads": "all"}]
+    with pytest.raises(PlanError, match=r"index 36 out of range \(0\.\.35\)"):
+        dry_run(Study(config))
+
+
+def test_stage_state_keeps_partial_outputs_of_the_same_inputs_only(tmp_path: Path) -> None:
+    state = StageState(tmp_path / "stage", "h1")
+    assert not state.begin()
+    (state.folder / "partial.txt").write_text("half")
+    assert StageState(state.folder, "h1").begin()  # same inputs: resume inside the stage
+    assert (state.folder / "partial.txt").is_file()
+    StageState(state.folder, "h1").finish({"seconds": 1})
+    assert StageState(state.folder, "h1").done and not StageState(state.folder, "h2").done
+    assert not StageState(state.folder, "h2").begin()  # inputs changed: stale outputs go
+    assert not (state.folder / "partial.txt").exists()
+
+
+def _stage_lines(out: str) -> dict[str, str]:
+    """Stage name -> 'cached' or 'ran', from the runner's stage banners."""
+    found = {}
+    for line in out.splitlines():
+        if m := re.match(r"=== \[\d+/\d+\] (\S+): (cached)?", line):
+            found[m.group(1)] = "cached" if m.group(2) else "ran"
+    return found
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_cached_stages(tmp_path: Path) -> None:
+    config = smoke_config(tmp_path)
+    work = tmp_path / "work"
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "study", "--config", str(config)], cwd=REPO,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while not (work / "finetune-underfit" / "DONE.json").is_file():
+        assert proc.poll() is None and time.time() < deadline, "runner ended before the kill"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # as hard as a kill gets: no clean-up runs
+    proc.wait()
+    order = ["data", "base", "finetune-underfit", "finetune-overfit", "finetune-lora"]
+    done = {s: (work / s / "DONE.json").stat().st_mtime_ns for s in order
+            if (work / s / "DONE.json").is_file()}
+    assert len(done) < len(order)  # killed mid-way
+
+    again = run_study(config, "--until", "finetune-lora")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert _stage_lines(again.stderr) == {s: "cached" if s in done else "ran" for s in order}
+    assert {s: (work / s / "DONE.json").stat().st_mtime_ns for s in done} == done
+
+    edited = smoke_config(tmp_path, finetunes=yaml.safe_load(config.read_text())["finetunes"]
+                          | {"lora": {"config": "configs/finetune/tiny-lora.yaml",
+                                      "overrides": {"max_steps": 1}}})
+    third = run_study(edited, "--until", "finetune-lora")
+    assert third.returncode == 0, third.stderr[-2000:]
+    stages = _stage_lines(third.stderr)
+    assert stages == {"data": "cached", "base": "cached", "finetune-underfit": "cached",
+                      "finetune-overfit": "cached", "finetune-lora": "ran"}
+
+
+def _check_report(tmp_path: Path, out: str) -> dict:
+    """Every artefact exists, and every number shown equals lm-eval's results files."""
+    work, pub = tmp_path / "work", tmp_path / "pub"
+    for stage in ("data", "base", "finetune-underfit", "finetune-overfit", "finetune-lora",
+                  "baselines", "sweeps", "page", "summary"):
+        record = json.loads((work / stage / "DONE.json").read_text())
+        assert record["seconds"] >= 0 and record["peak_rss_bytes"] > 0, stage
+    for name in ("REPORT.md", "baselines.md", "sweeps.md", "summary.json", "timings.json"):
+        assert (work / "report" / name).is_file() and (pub / name).is_file(), name
+    assert f"report: {work / 'report' / 'REPORT.md'}" in out
+    summary = json.loads((work / "summary" / "summary.json").read_text())
+
+    results = {}
+    for fact in summary["facts"]:
+        if "metric" in fact:
+            path = Path(fact["results_file"])
+            raw = results.setdefault(path, json.loads(path.read_text()))["results"]
+            entry = raw[fact["task"]]
+            assert fact["value"] == entry[f"{fact['metric']},none"]
+            assert fact["stderr"] == entry[f"{fact['metric']}_stderr,none"]
+    paragraph = summary["paragraph"]
+    rest = paragraph
+    for fact in sorted(summary["facts"], key=lambda f: -len(f["text"])):
+        rest = rest.replace(fact["text"], "")
+    rest = re.sub(r"\bL\d+(\.H\d+)?\b", "", rest)
+    assert not re.search(r"\d", rest), f"a number in the summary that is no recorded fact: {rest}"
+
+    clean = latest_results(work / "baselines" / "results" / "clean")
+    value = json.loads(clean.read_text())["results"]["corrupt_related"]
+    cell = f"{value['exact_match,none']:.3f} ± {value['exact_match_stderr,none']:.3f}"
+    key_rows = {row[0]: row for row in summary["key_table"]["rows"]}
+    assert key_rows["clean"][1] == cell
+    assert f"| clean    | {cell}" in (pub / "REPORT.md").read_text()
+    page = (work / "report" / "baselines.md").read_text()
+    assert re.search(rf"^\| clean +\| {re.escape(cell)} ", page, re.M)
+    readme = (tmp_path / "README.md").read_text()
+    assert readme.startswith("# title\n\n<!-- study:begin generated by") and "old" not in readme
+    assert readme.endswith("<!-- study:end -->\n\nafter\n") and cell in readme
+    return summary
+
+
+@pytest.mark.slow
+def test_pipeline_without_patch_blocks(tmp_path: Path) -> None:
+    """Every stage and artefact where the sweep holds its baselines only: runs while
+    ``patched_qwen`` is still the placeholder too."""
+    config = smoke_config(tmp_path, **{"sweeps.patches": []})
+    done = run_study(config)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = _check_report(tmp_path, done.stdout)
+    assert "No one-layer patch of `overfit`" in summary["paragraph"]
+    again = run_study(config)
+    assert set(_stage_lines(again.stderr).values()) == {"cached"}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not PATCHED_BUILT, reason="patched_qwen is still the placeholder (#5)")
+def test_smoke_study_end_to_end(tmp_path: Path) -> None:
+    config = smoke_config(tmp_path)
+    started = time.time()
+    done = run_study(config)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert time.time() - started < 180
+    summary = _check_report(tmp_path, done.stdout)
+    sweeps = tmp_path / "work" / "sweeps" / "results"
+    assert len([p for p in sweeps.iterdir() if p.name.startswith("patch-")]) == 16
+    plots = sorted(p.name for p in (tmp_path / "pub" / "sweeps_plots").glob("*.png"))
+    assert "site-overfit-corrupted_to_clean-newest-corrupt_related.png" in plots
+    assert "head-overfit-corrupted_to_clean-newest-corrupt_related.png" in plots
+
+    def integers(folder: str) -> dict[int, int | None]:
+        path = samples_file(latest_results(sweeps / folder), "corrupt_related")
+        rows = map(json.loads, path.read_text().splitlines())
+        return {r["doc_id"]: extract_final_integer(r["resps"][0][0]) for r in rows}
+
+    clean, corrupted = integers("clean"), integers("corrupted-overfit")
+    for fact in (f for f in summary["facts"] if "flipped" in f):
+        patched = integers(fact["variant"])
+        if fact["variant"].endswith("into_corrupted"):
+            clean, corrupted = corrupted, clean
+        differ = [d for d in clean if clean[d] != corrupted[d]]
+        assert fact["differing"] == len(differ)
+        assert fact["flipped"] == sum(patched[d] == corrupted[d] for d in differ)
+        if fact["variant"].endswith("into_corrupted"):
+            clean, corrupted = corrupted, clean
