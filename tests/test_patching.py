@@ -31,13 +31,13 @@ SITES = ["resid", "attn", "mlp", "head"]
 NEW = 6
 
 
-def tiny(seed: int, layers: int = 3, **overrides) -> Qwen3ForCausalLM:
+def tiny(seed: int) -> Qwen3ForCausalLM:
     torch.manual_seed(seed)
     config = Qwen3Config(
         vocab_size=97,
         hidden_size=64,
         intermediate_size=128,
-        num_hidden_layers=layers,
+        num_hidden_layers=3,
         num_attention_heads=4,
         num_key_value_heads=2,
         head_dim=16,
@@ -48,8 +48,6 @@ def tiny(seed: int, layers: int = 3, **overrides) -> Qwen3ForCausalLM:
         pad_token_id=None,
         bos_token_id=None,
     )
-    for key, value in overrides.items():
-        setattr(config, key, value)
     return Qwen3ForCausalLM(config).double().eval()
 
 
