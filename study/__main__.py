@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         shard = parse_shard(args.shard)
     except argparse.ArgumentTypeError as err:
         parser.error(str(err))
+    if shard[1] > 1 and args.start:
+        parser.error("--from with --shard: every shard would redo the stage; run --from alone")
     device = args.device or (launcher_device() if args.shard == "auto" else None)
     try:
         study = Study(StudyConfig.from_yaml(args.config), args.retrain, shard, device)

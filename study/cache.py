@@ -12,6 +12,7 @@ anywhere upstream re-runs exactly the stages downstream of it. Each stage owns o
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import shutil
@@ -79,15 +80,21 @@ class StageState:
 
     def begin(self, fresh: bool = False) -> bool:
         """Mark the stage started; empty the folder if its partial outputs are stale (another
-        hash) or ``fresh`` is asked. Returns True when earlier partial outputs are kept."""
-        started = _read(self.folder / STARTED).get("hash")
-        keep = not fresh and started == self.hash
-        if not keep and self.folder.exists():
-            shutil.rmtree(self.folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / DONE).unlink(missing_ok=True)
-        atomic_write_text(self.folder / STARTED,
-                          json.dumps({"hash": self.hash, "started": time.time()}) + "\n")
+        hash) or ``fresh`` is asked. Returns True when earlier partial outputs are kept.
+
+        Sweep shards start together: a lock beside the folder lets the first one empty a stale
+        folder and the others find it marked with their own hash."""
+        self.folder.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.folder.parent / f".{self.folder.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            started = _read(self.folder / STARTED).get("hash")
+            keep = not fresh and started == self.hash
+            if not keep and self.folder.exists():
+                shutil.rmtree(self.folder)
+            self.folder.mkdir(exist_ok=True)
+            (self.folder / DONE).unlink(missing_ok=True)
+            atomic_write_text(self.folder / STARTED,
+                              json.dumps({"hash": self.hash, "started": time.time()}) + "\n")
         return keep and any(p.name != STARTED for p in self.folder.iterdir())
 
     def finish(self, record: dict[str, Any]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import shutil
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from .stages import Study, baselines_backend, stage_list
 
@@ -47,19 +46,24 @@ def _facts(config: object, source: str) -> ModelFacts:
                       params, 4 if "32" in dtype else 2)
 
 
-def model_facts(name: str) -> ModelFacts:
+def model_facts(name: str, hint: str = "") -> ModelFacts:
     """Shape and size from the local dir or hub cache, else the known Qwen3-4B shape."""
     from transformers import AutoConfig, Qwen3Config
 
+    from finetune.sft_config import SFTError
+    from finetune.sft_model import base_is_local
+
+    try:
+        local = base_is_local(name)
+    except SFTError as err:
+        raise PlanError(f"{err}{hint}") from None
     try:
         config = AutoConfig.from_pretrained(name, local_files_only=True)
-        source = f"{name}/config.json" if Path(name).is_dir() else f"{name} (hub cache)"
+        source = f"{name}/config.json" if local else f"{name} (hub cache)"
     except (OSError, ValueError):
-        if Path(name).exists() or name.startswith((".", "/", "~")):
-            raise PlanError(f"base model {name}: no readable config.json") from None
-        if "qwen3-4b" not in name.lower():
-            raise PlanError(f"base model {name}: not a local dir and not in the hub cache, and "
-                            "its shape is not known offline") from None
+        if local or "qwen3-4b" not in name.lower():
+            raise PlanError(f"base model {name}: no readable config.json locally or in the hub "
+                            f"cache, and its shape is not known offline{hint}") from None
         config = Qwen3Config(**QWEN3_4B)
         source = f"{name} is not in the local hub cache: checked against the known Qwen3-4B shape"
     return _facts(config, source)
@@ -89,8 +93,9 @@ def _gb(n: float) -> str:
     return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
 
 
-def finetune_lines(study: Study, facts: ModelFacts) -> tuple[list[str], float]:
-    """Each fine-tune's own dry run, and the disk its outputs and checkpoints take."""
+def finetune_lines(study: Study, facts: ModelFacts, base_ready: bool) -> tuple[list[str], float]:
+    """Each fine-tune's own dry run (its steps only while the base model is still to be built),
+    and the disk its outputs and checkpoints take."""
     from finetune.sft_config import SFTError
     from finetune.sft_plan import data_sizes, dry_run, plan_steps
 
@@ -99,13 +104,13 @@ def finetune_lines(study: Study, facts: ModelFacts) -> tuple[list[str], float]:
     for label, spec in study.config.finetunes.items():
         cfg = study.sft_config(label)
         try:
-            if study.config.base.random_init is None:
+            if base_ready:
                 plan, detail = dry_run(cfg)
-            else:  # the random base is built by the base stage: plan the steps only
+            else:
                 *sizes, source = data_sizes(cfg)
                 plan = plan_steps(cfg, *sizes)
-                detail = [f"{cfg.mode} fine-tune of the random base: {plan.total_steps} steps, "
-                          f"data {source}"]
+                detail = [f"{cfg.mode} fine-tune of the base the base stage builds: "
+                          f"{plan.total_steps} steps, data {source}"]
         except SFTError as err:
             raise PlanError(f"finetune {label}: {err}") from None
         kept = min(plan.checkpoints, cfg.save_total_limit or plan.checkpoints)
@@ -152,22 +157,30 @@ def eval_lines(study: Study, facts: ModelFacts) -> tuple[list[str], float]:
 def dry_run(study: Study) -> list[str]:
     """The plan as printable lines; raises ``PlanError`` on anything that would fail."""
     base = study.config.base
-    if base.random_init is not None:
+    base_ready = base.random_init is None and not study.retrain
+    if not base_ready and (base.random_init is not None or base.pretrain_config):
         from transformers import Qwen3Config
 
         from finetune.tiny import TinyModelConfig
 
-        shape = asdict(TinyModelConfig(**base.random_init.get("model", {})))
-        facts = _facts(Qwen3Config(**shape, tie_word_embeddings=True), "random_init")
-        name = f"a random tiny model (seed {base.random_init.get('seed', 0)})"
+        if base.random_init is not None:
+            shape = TinyModelConfig(**base.random_init.get("model", {}))
+            name = f"a random tiny model (seed {base.random_init.get('seed', 0)})"
+        else:
+            from finetune.pretrain import PretrainConfig
+
+            shape = PretrainConfig.from_yaml(base.pretrain_config).model
+            name = f"{base.model}, rebuilt by --retrain ({base.pretrain_config})"
+        facts = _facts(Qwen3Config(**asdict(shape), tie_word_embeddings=True), name)
     else:
-        facts = model_facts(study.base_model())
-        name = f"{base.model} - {facts.source}"
-        if study.retrain and base.pretrain_config is None:
+        if study.retrain:
             raise PlanError("--retrain: base.pretrain_config is not set")
+        hint = f"; --retrain builds it ({base.pretrain_config})" if base.pretrain_config else ""
+        facts = model_facts(study.base_model(), hint)
+        name = f"{base.model} - {facts.source}"
     lines = [f"base: {name}: {facts.layers} layers, {facts.heads} heads, "
              f"{facts.params / 1e6:,.1f} M parameters"]
-    tune_lines, tune_disk = finetune_lines(study, facts)
+    tune_lines, tune_disk = finetune_lines(study, facts, base_ready)
     run_lines, eval_disk = eval_lines(study, facts)
     disk = tune_disk + eval_disk
     if "not in the local hub cache" in facts.source:
