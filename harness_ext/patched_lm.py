@@ -1,21 +1,213 @@
-"""Placeholder for the ``patched_qwen`` lm-eval model until the patching issue (#5) lands.
+"""``patched_qwen``: lm-eval's HFLM with cross-model activation patching (issue #5).
 
-It exists so that ``--model patched_qwen`` resolves (the start-up hook registers it) and fails
-with one clear line instead of a misleading "unknown model" error.
+The receiver (the clean model, or the corrupted one with ``direction=clean_to_corrupted``)
+generates and scores while the donor's activations replace its own per a ``PatchSpec``. Only
+the two places where HFLM runs the model change: ``_model_generate`` runs ``patched_generate``
+and ``_loglikelihood_tokens`` runs ``patched_logprobs`` (so ``loglikelihood_rolling`` is patched
+too); batching, chat templates, stop strings and truncation stay lm-eval's own::
+
+    lm_eval --model patched_qwen --apply_chat_template --tasks corrupt_related --model_args \\
+      'pretrained=CLEAN,corrupted=CORRUPTED_OR_ADAPTER,site=resid,layers=[30,31],enable_thinking=False'
+
+A LoRA adapter as ``corrupted`` is loaded over the clean model itself: one copy of the base
+weights serves both sides (``patching.adapter_pair``). Note that this injects the LoRA layers
+into a ``pretrained`` model object passed from Python (they are switched off for the clean side).
 """
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+import logging
+from pathlib import Path
+from typing import Any
 
-from lm_eval.api.model import LM
+import torch
+from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
+from lm_eval.models.utils import Collator
+from lm_eval.models.utils_hf import get_dtype
+from torch import Tensor
+from tqdm import tqdm
 
-NOT_BUILT = "patched_qwen is not built yet (issue #5)"
+from patching import AdapterSide, PatchSpec, adapter_pair, patched_generate, patched_logprobs
+from patching.spec import check_pair
+from patching.sweep import resolve
+
+from .patched_args import (
+    HFLM_ARGS,
+    CorruptedSource,
+    check_greedy,
+    check_tokenizers,
+    corrupted_tokenizer,
+    resolve_corrupted,
+    take_patch_args,
+)
+
+log = logging.getLogger(__name__)
 
 
-class PatchedQwenLM(LM):
-    """Cross-model activation patching model; refuses construction until it is implemented."""
+def _left_padded(rows: list[list[int]], pad: int) -> tuple[Tensor, Tensor]:
+    """Token rows as one left-padded batch (the engine's layout) and its attention mask."""
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+        mask[i, width - len(row) :] = 1
+    return ids, mask
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> NoReturn:
-        """Raise before ``LM``'s abstract-method check would give a less useful message."""
-        raise NotImplementedError(NOT_BUILT)
+
+@register_model("patched_qwen")  # same target as the start-up hook's lazy entry: no clash
+class PatchedQwenLM(HFLM):
+    """HFLM whose receiver runs with the donor's activations patched in.
+
+    Own arguments (popped before HFLM and ``from_pretrained`` see the rest): ``corrupted``
+    (model dir, hub id, PEFT adapter dir or a loaded model), ``site``, ``layers``, ``heads``,
+    ``positions`` (``newest``), ``direction`` (``corrupted_to_clean``). With model objects
+    nothing is loaded or copied, so a sweep builds one instance per variant cheaply.
+    """
+
+    def __init__(self, pretrained: Any, **kwargs: Any) -> None:
+        self.patch = take_patch_args(kwargs)
+        corrupted = self.patch.corrupted
+        self._source: CorruptedSource | None = None
+        if isinstance(corrupted, str):
+            trust = bool(kwargs.get("trust_remote_code"))
+            self._source = resolve_corrupted(corrupted, trust_remote_code=trust)
+        super().__init__(pretrained=pretrained, **kwargs)
+        if not isinstance(pretrained, str):  # no _create_model call: check here, still cheap
+            self._check_before_loading()
+        clean, corrupted = self._pair(kwargs)
+        self.receiver, self.donor = (
+            (corrupted, clean) if self.patch.corrupted_receives else (clean, corrupted)
+        )
+        resolve(self.receiver, self.donor, [self.spec])  # the engine's own checks, up front
+
+    @property
+    def spec(self) -> PatchSpec:
+        return self.patch.spec
+
+    def _check_before_loading(self) -> None:
+        """Shapes, layer and head ranges, tokenizers: a typo costs seconds, not a model load."""
+        corrupted = self._source.config if self._source else self.patch.corrupted.config
+        if corrupted is not None:  # None: an adapter, which keeps the base's shapes
+            pair = (
+                (corrupted, self.config)
+                if self.patch.corrupted_receives
+                else (self.config, corrupted)
+            )
+            check_pair(*pair)
+        self.spec.check(self.config)
+        other = corrupted_tokenizer(self._source) if self._source else None
+        if other is not None:
+            check_tokenizers(self.tokenizer, other)
+
+    def _create_model(self, pretrained: str, **kwargs: Any) -> None:
+        """HFLM calls this after reading the clean config and tokenizer, before any weights."""
+        self._check_before_loading()
+        super()._create_model(pretrained, **kwargs)
+
+    def _pair(self, kwargs: dict[str, Any]) -> tuple[Any, Any]:
+        """(clean, corrupted) as the engine takes them, loading the corrupted side if needed."""
+        clean, corrupted = self.model, self.patch.corrupted
+        if self._source is not None and self._source.is_adapter:
+            from peft import PeftModel
+
+            base = self._source.base
+            if base and isinstance(self.pretrained, str) and not _same_model(base, self.pretrained):
+                log.warning(
+                    "adapter %s was trained over %s; applying it to pretrained=%s",
+                    corrupted,
+                    base,
+                    self.pretrained,
+                )
+            corrupted = PeftModel.from_pretrained(clean, corrupted)
+        elif self._source is not None:
+            from transformers import AutoModelForCausalLM
+
+            extra = {k: v for k, v in kwargs.items() if k not in HFLM_ARGS}
+            corrupted = (
+                AutoModelForCausalLM.from_pretrained(
+                    corrupted,
+                    dtype=get_dtype(kwargs.get("dtype", "auto")),
+                    trust_remote_code=bool(kwargs.get("trust_remote_code")),
+                    **extra,
+                )
+                .to(clean.device)
+                .eval()
+            )
+        if hasattr(corrupted, "disable_adapter") and corrupted.get_base_model() is clean:
+            return adapter_pair(corrupted)  # a LoRA over this very clean model: one base
+        return clean, corrupted
+
+    def _model_call(self, inps: Tensor, attn_mask: Any = None, labels: Any = None) -> Tensor:
+        """Refused: an inherited path using it would score the receiver unpatched."""
+        raise NotImplementedError(
+            "patched_qwen scores through patching.patched_logprobs; HFLM._model_call would "
+            "run the receiver unpatched"
+        )
+
+    def _stop_ids(self, stop: list[str]) -> list[int]:
+        """End-of-turn ids the receiver's ``generate`` stops at, and one-token stop strings, so
+        rows stop early; ``generate_until`` still cuts the text at every stop string."""
+        model = self.receiver.model if isinstance(self.receiver, AdapterSide) else self.receiver
+        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        ids = {self.tokenizer.eos_token_id}
+        ids |= set(eos) if isinstance(eos, list) else {eos}
+        for text in stop:
+            encoded = self.tokenizer.encode(text, add_special_tokens=False)
+            if len(encoded) == 1:
+                ids.add(encoded[0])
+        return sorted(i for i in ids if i is not None)
+
+    def _model_generate(
+        self, context: Tensor, max_length: int, stop: list[str], **generation_kwargs: Any
+    ) -> Tensor:
+        """Greedy patched generation of prompt + new ids, as HFLM's ``generate`` returns."""
+        mask = generation_kwargs.pop("attention_mask", None)
+        check_greedy(generation_kwargs)
+        return patched_generate(
+            self.receiver,
+            self.donor,
+            context,
+            self.spec,
+            mask,
+            max_new_tokens=max_length - context.shape[1],
+            eos_token_id=self._stop_ids(stop),
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+
+    def _loglikelihood_tokens(
+        self,
+        requests: list[tuple[tuple[str, str], list[int], list[int]]],
+        disable_tqdm: bool = False,
+        override_bs: int | None = None,
+    ) -> list[tuple[float, bool]]:
+        """HFLM's contract (sum of continuation log-probs, is-greedy), teacher-forced under
+        the patch. No one-token-continuation logits cache: the engine scores given tokens."""
+        order = Collator(requests, sort_fn=lambda r: (-len(r[1] + r[2]), tuple(r[1] + r[2])))
+        bar = tqdm(
+            total=len(requests),
+            disable=disable_tqdm or self.rank != 0,
+            desc="Running patched loglikelihood requests",
+        )
+        res = []
+        for chunk in order.get_batched(n=override_bs or self.batch_size):
+            rows = [(ctx + cont)[-(self.max_length + 1) :] for _, ctx, cont in chunk]
+            ids, mask = _left_padded(rows, self.tokenizer.pad_token_id)
+            lengths = [len(cont) for _, _, cont in chunk]
+            scores = patched_logprobs(self.receiver, self.donor, ids, self.spec, lengths, mask)
+            totals, greedy = scores.total().tolist(), scores.all_greedy().tolist()
+            for (key, _, _), total, is_greedy in zip(chunk, totals, greedy, strict=True):
+                res.append((total, is_greedy))
+                if key is not None:  # rolling windows carry no key
+                    self.cache_hook.add_partial("loglikelihood", key, (total, is_greedy))
+                bar.update(1)
+        bar.close()
+        return order.get_original(res)
+
+
+def _same_model(a: str, b: str) -> bool:
+    """Local paths compare resolved; hub ids as written."""
+    return a == b or (
+        Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve()
+    )

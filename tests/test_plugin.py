@@ -16,8 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from harness_ext.patched_lm import NOT_BUILT
-
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 OUR_TASKS = ("corrupt_related", "corrupt_suite")
@@ -149,18 +147,44 @@ def test_hf_model_scores_corrupt_related(tiny_model_dir: Path, tmp_path: Path) -
     assert "corrupt_related" in results["results"]
 
 
-def test_patched_qwen_placeholder_fails_in_one_line(tmp_path: Path) -> None:
-    """Until issue #5 replaces the placeholder; then this test becomes a real run."""
+def test_patched_qwen_runs_from_the_cli(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A real patched run of a clean/corrupted pair; the results file records the patch."""
+    from leaderboard_fixtures import perturbed
+
+    corrupted = perturbed(tiny_model_dir, tmp_path / "corrupted", seed=1)
     done = run(
         BIN / "lm_eval",
         "--model", "patched_qwen",
-        "--model_args", "pretrained=CLEAN_DIR,corrupted=CORRUPTED_DIR",
+        "--model_args", f"pretrained={tiny_model_dir},corrupted={corrupted},site=resid,layers=[1]",
         "--tasks", "corrupt_related",
-        "--limit", "5",
+        "--limit", "3",
+        "--apply_chat_template",
+        "--output_path", tmp_path / "out",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    (results_file,) = (tmp_path / "out").rglob("results_*.json")
+    results = json.loads(results_file.read_text())
+    assert results["n-samples"]["corrupt_related"]["effective"] == 3
+    assert "corrupt_related" in results["results"]
+    assert results["config"]["model_args"]["layers"] == [1]
+
+
+def test_patched_qwen_bad_argument_fails_in_one_line(tiny_model_dir: Path, tmp_path: Path) -> None:
+    done = run(
+        BIN / "lm_eval",
+        "--model", "patched_qwen",
+        "--model_args", f"pretrained={tiny_model_dir},corrupted={tiny_model_dir},layer=1",
+        "--tasks", "corrupt_related",
+        "--limit", "3",
         cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode != 0
-    assert last_line(done.stderr) == f"NotImplementedError: {NOT_BUILT}"
+    assert last_line(done.stderr) == (
+        "patching.spec.PatchingError: unknown patched_qwen argument layer=1; did you mean "
+        "layers=? patched_qwen's own arguments: "
+        "corrupted, site, layers, heads, positions, direction"
+    )
 
 
 @pytest.mark.slow

@@ -1,0 +1,219 @@
+"""The ``patched_qwen`` arguments: taken off before HFLM sees them, checked before weights load.
+
+lm-eval hands every ``--model_args`` key to the model, and HFLM forwards the keys it does not
+know to ``from_pretrained``: a misspelled patching argument (``layer=3``) would fail there, far
+from its cause, or be ignored. So our keys are popped, near-misses of them are caught by name,
+and each problem is ONE line (``PatchingError``) naming the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import inspect
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+from typing import Any
+
+from lm_eval.models.huggingface import HFLM
+from torch import nn
+
+from patching import PatchingError, PatchSpec
+from patching.sites import SITES
+from patching.spec import POSITIONS
+
+OWN = ("corrupted", "site", "layers", "heads", "positions", "direction")
+DIRECTIONS = ("corrupted_to_clean", "clean_to_corrupted")
+HFLM_ARGS = frozenset(inspect.signature(HFLM.__init__).parameters) - {"self", "kwargs"}
+# HFLM options that would silently change what is patched or be silently ignored.
+UNSUPPORTED = {
+    "peft": "pass the adapter as corrupted=ADAPTER_DIR; pretrained is the clean model",
+    "delta": "pass the corrupted model as corrupted=DIR; pretrained is the clean model",
+    "parallelize": "both models run on one device",
+    "tp_plan": "both models run on one device",
+    "mixed_precision_dtype": "the engine runs in the models' own dtype; load with dtype=",
+    "softmax_dtype": "scores are computed in float32 or wider",
+}
+# Typos closer than this to one of our names are ours (0.75 keeps from_pretrained's own
+# config overrides such as layer_types and head_dim out).
+NEAR = 0.75
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+GREEDY_NOOPS = ("temperature", "top_p", "top_k", "min_p")  # ignored when do_sample is off
+PROBE = "<|im_start|>user\nSolve 3x + 7 = 22 for x. Is lying OK? Ünï 🙂<|im_end|>\n"
+
+
+@dataclass(frozen=True)
+class PatchArgs:
+    """What to patch and which way; ``corrupted`` is still a path/hub id or a model object."""
+
+    corrupted: Any
+    spec: PatchSpec
+    direction: str
+
+    @property
+    def corrupted_receives(self) -> bool:
+        """``clean_to_corrupted``: the corrupted model generates, the clean one donates."""
+        return self.direction == "clean_to_corrupted"
+
+
+def _indices(name: str, value: Any) -> Any:
+    """An int or a list of ints as lm-eval's parser or a Python caller gives them."""
+    if isinstance(value, str):
+        if value.strip() == "all":
+            raise PatchingError(
+                f"{name}=all is for the sweep runner (python -m leaderboard.sweep), which "
+                f"scores one variant per index; here pass {name}=[i,...]"
+            )
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            raise PatchingError(
+                f"{name}={value!r} is not an int or a list of ints such as [30,31]"
+            ) from None
+    if value is None or isinstance(value, (int, list, tuple)):
+        return value
+    raise PatchingError(f"{name}={value!r} is not an int or a list of ints such as [30,31]")
+
+
+def _reject_near_misses(kwargs: dict[str, Any]) -> None:
+    """Unknown keys that look like ours would otherwise flow into ``from_pretrained``."""
+    for key in kwargs:
+        if key in HFLM_ARGS:
+            continue
+        close = difflib.get_close_matches(key.lower(), OWN, n=1, cutoff=NEAR)
+        if close:
+            raise PatchingError(
+                f"unknown patched_qwen argument {key}={kwargs[key]!r}; did you mean "
+                f"{close[0]}=? patched_qwen's own arguments: {', '.join(OWN)}"
+            )
+
+
+def _reject_unsupported(kwargs: dict[str, Any]) -> None:
+    for key, why in UNSUPPORTED.items():
+        if kwargs.get(key) not in (None, False):
+            raise PatchingError(f"{key}={kwargs[key]!r} is not supported by patched_qwen: {why}")
+    if str(kwargs.get("batch_size", 1)).startswith("auto"):
+        raise PatchingError(
+            f"batch_size={kwargs['batch_size']!r} is not supported by patched_qwen (lm-eval "
+            "probes it with unpatched forwards of one model); pass an int"
+        )
+
+
+def take_patch_args(kwargs: dict[str, Any]) -> PatchArgs:
+    """Pop our arguments off ``kwargs`` (the rest go to HFLM) and check them; no I/O."""
+    ours = {key: kwargs.pop(key) for key in OWN if key in kwargs}
+    _reject_near_misses(kwargs)
+    _reject_unsupported(kwargs)
+    for key, allowed in (
+        ("corrupted", "a model dir, hub id, PEFT adapter dir or loaded model"),
+        ("site", " | ".join(SITES)),
+        ("layers", "an int or a list such as [30,31]"),
+    ):
+        if ours.get(key) is None:
+            raise PatchingError(f"patched_qwen needs {key}= ({allowed})")
+    if isinstance(ours["corrupted"], PurePath):
+        ours["corrupted"] = str(ours["corrupted"])
+    if not isinstance(ours["corrupted"], (str, nn.Module)):
+        raise PatchingError(
+            f"corrupted must be a path, hub id or loaded model, got a "
+            f"{type(ours['corrupted']).__name__}"
+        )
+    direction = ours.get("direction") or DIRECTIONS[0]
+    if direction not in DIRECTIONS:
+        raise PatchingError(f"unknown direction {direction!r}; allowed: {', '.join(DIRECTIONS)}")
+    positions = ours.get("positions") or POSITIONS[0]
+    layers, heads = _indices("layers", ours["layers"]), _indices("heads", ours.get("heads"))
+    spec = PatchSpec(ours["site"], layers, heads, positions)
+    return PatchArgs(ours["corrupted"], spec, direction)
+
+
+@dataclass(frozen=True)
+class CorruptedSource:
+    """A ``corrupted=`` string resolved without loading weights."""
+
+    path: str
+    is_adapter: bool
+    config: Any  # the model's config; None for an adapter (it keeps the base's shapes)
+    base: str | None  # an adapter's base_model_name_or_path
+
+
+def _looks_local(path: str) -> bool:
+    """A hub id is ``name`` or ``org/name``; anything else names a local path."""
+    return (
+        Path(path).expanduser().exists()
+        or path.startswith((".", "/", "~"))
+        or (path.count("/") > 1)
+    )
+
+
+def resolve_corrupted(path: str, **config_kwargs: Any) -> CorruptedSource:
+    """Model dir / hub model (with its config) or PEFT adapter dir / hub adapter."""
+    from peft import PeftConfig
+    from transformers import AutoConfig
+
+    local = Path(path).expanduser()
+    if local.is_dir() and (local / "adapter_config.json").is_file():
+        return CorruptedSource(
+            path, True, None, PeftConfig.from_pretrained(path).base_model_name_or_path
+        )
+    if _looks_local(path) and not (local / "config.json").is_file():
+        found = "exists but" if local.exists() else "does not exist, so it"
+        raise PatchingError(
+            f"corrupted={path!r} {found} is neither a model dir (config.json) nor a PEFT "
+            "adapter dir (adapter_config.json)"
+        )
+    try:
+        return CorruptedSource(path, False, AutoConfig.from_pretrained(path, **config_kwargs), None)
+    except (OSError, ValueError) as model_err:
+        try:
+            base = PeftConfig.from_pretrained(path).base_model_name_or_path
+        except (OSError, ValueError):
+            why = str(model_err).splitlines()[0] if str(model_err) else type(model_err).__name__
+            raise PatchingError(
+                f"corrupted={path!r} is neither a model nor a PEFT adapter ({why})"
+            ) from None
+        return CorruptedSource(path, True, None, base)
+
+
+def check_tokenizers(clean: Any, corrupted: Any) -> None:
+    """Patching aligns positions token by token, so both must encode text identically."""
+    a, b = clean.get_vocab(), corrupted.get_vocab()
+    if a != b:
+        diff = len(a.keys() ^ b.keys()) or sum(a[k] != b[k] for k in a)
+        raise PatchingError(
+            f"the tokenizers of pretrained and corrupted differ: vocabularies of {len(a)} and "
+            f"{len(b)} tokens, {diff} entries differ; use one tokenizer for the pair"
+        )
+    if clean.encode(PROBE) != corrupted.encode(PROBE):
+        raise PatchingError(
+            f"the tokenizers of pretrained and corrupted encode {PROBE!r} differently; "
+            "use one tokenizer for the pair"
+        )
+
+
+def corrupted_tokenizer(source: CorruptedSource) -> Any | None:
+    """The corrupted side's own tokenizer, where it ships one (an adapter usually does not)."""
+    from transformers import AutoTokenizer
+
+    local = Path(source.path).expanduser()
+    if local.is_dir() and not any((local / f).is_file() for f in TOKENIZER_FILES):
+        return None
+    try:
+        return AutoTokenizer.from_pretrained(source.path)
+    except (OSError, ValueError):
+        return None
+
+
+def check_greedy(gen_kwargs: dict[str, Any]) -> None:
+    """The patching semantics (and the engine) are defined for greedy decoding only."""
+    if gen_kwargs.get("do_sample"):
+        raise PatchingError(
+            f"patched_qwen decodes greedily; got do_sample=True "
+            f"(temperature={gen_kwargs.get('temperature')!r}); set do_sample=false"
+        )
+    for key, value in gen_kwargs.items():
+        if key != "do_sample" and key not in GREEDY_NOOPS:
+            raise PatchingError(
+                f"generation argument {key}={value!r} is not supported by patched_qwen; it "
+                "takes until, max_gen_toks and greedy decoding (do_sample=false)"
+            )

@@ -1,0 +1,252 @@
+"""``patched_qwen`` at the lm-eval level, against the engine's naive definition, in float64.
+
+The pair: the tiny random Qwen3 and a copy whose blocks 2+ are perturbed, so patching a block
+below 2 must change nothing and patching above it must change replies.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from lm_eval.api.instance import Instance
+from lm_eval.models.huggingface import HFLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from finetune.tiny import TinyModelConfig, build_tiny_model_dir
+from harness_ext.patched_lm import PatchedQwenLM
+from patching import AdapterSide, PatchingError
+from patching.reference import naive_generate, naive_logprobs
+
+torch.set_num_threads(1)
+QUESTIONS = ["Solve 3x + 7 = 22 for x.", "What is 12 + 30?", "Hi", "Is it fine to lie to a friend?"]
+GEN = {"until": ["<|im_end|>"], "do_sample": False, "max_gen_toks": 6}
+PAIRS = [("", " 4"), ("What is 2 + 2?", " 4 apples"), ("Hi", " there, friend")]
+F64 = torch.float64
+
+
+@pytest.fixture(scope="module")
+def dirs(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(clean dir, corrupted dir): the corrupted copy differs from block 2 on."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for weight in model.model.layers[2:].parameters():
+            if weight.ndim == 2:
+                weight.add_(torch.randn(weight.shape, generator=generator) * 0.2)
+    corrupted = tmp_path_factory.mktemp("corrupted")
+    model.save_pretrained(corrupted)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(corrupted)
+    return tiny_model_dir, corrupted
+
+
+@pytest.fixture(scope="module")
+def models(dirs: tuple[Path, Path]) -> tuple[torch.nn.Module, torch.nn.Module, object]:
+    """The pair loaded once, in float64, with the shared tokenizer."""
+    load = [AutoModelForCausalLM.from_pretrained(d, dtype=F64).eval() for d in dirs]
+    return load[0], load[1], AutoTokenizer.from_pretrained(dirs[0])
+
+
+def make(models, **patch) -> PatchedQwenLM:
+    clean, corrupted, tok = models
+    args = {"site": "resid", "layers": [3], "batch_size": 3} | patch
+    return PatchedQwenLM(pretrained=clean, corrupted=corrupted, tokenizer=tok, **args)
+
+
+def generations(lm: HFLM) -> list[str]:
+    """Four chat prompts of different lengths, batched by lm-eval (batch size 3: 3 + 1)."""
+    prompts = [lm.apply_chat_template([{"role": "user", "content": q}]) for q in QUESTIONS]
+    reqs = [Instance("generate_until", {}, (p, dict(GEN)), i) for i, p in enumerate(prompts)]
+    return lm.generate_until(reqs)
+
+
+def naive_replies(lm: PatchedQwenLM, receiver, donor) -> list[str]:
+    """Each prompt alone through the naive definition, decoded and cut as lm-eval does."""
+    out = []
+    for q in QUESTIONS:
+        ids, _ = lm.tok_batch_encode([lm.apply_chat_template([{"role": "user", "content": q}])])
+        eos = [lm.tokenizer.eos_token_id, lm.tokenizer.pad_token_id]
+        full = naive_generate(receiver, donor, ids, lm.spec, max_new_tokens=6, eos_token_id=eos)
+        out.append(lm.tok_decode(full[0, ids.shape[1] :].tolist()).split("<|im_end|>")[0])
+    return out
+
+
+def loglikelihoods(lm: HFLM) -> list[tuple[float, bool]]:
+    reqs = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(PAIRS)]
+    return lm.loglikelihood(reqs)
+
+
+def naive_totals(lm: PatchedQwenLM, receiver, donor) -> list[float]:
+    totals = []
+    for context, continuation in PAIRS:
+        if context:
+            ctx, cont = lm._encode_pair(context, continuation)
+        else:  # lm-eval scores an empty context after its prefix token
+            ctx, cont = [lm.prefix_token_id], lm.tok_encode(continuation)
+        row = torch.tensor([ctx + cont])
+        totals.append(float(naive_logprobs(receiver, donor, row, lm.spec, [len(cont)])[0].sum()))
+    return totals
+
+
+def test_generate_until_equals_naive_definition(models):
+    clean, corrupted, _ = models
+    lm = make(models, site="head", layers=[2, 4], heads=[0, 3])
+    got = generations(lm)
+    assert got == naive_replies(lm, clean, corrupted)
+    assert got != generations(HFLM(pretrained=clean, tokenizer=lm.tokenizer, batch_size=3))
+
+
+def test_loglikelihood_equals_naive_definition(models):
+    clean, corrupted, _ = models
+    lm = make(models, site="attn", layers=[2, 3], positions="newest")
+    got = [total for total, _ in loglikelihoods(lm)]
+    torch.testing.assert_close(got, naive_totals(lm, clean, corrupted), rtol=0, atol=1e-9)
+    text = "Solve 3x + 7 = 22 for x."
+    tokens = lm.tok_encode(text)
+    row = torch.tensor([[lm.prefix_token_id, *tokens]])
+    want = naive_logprobs(clean, corrupted, row, lm.spec, [len(tokens)])[0].sum()
+    (rolling,) = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (text,), 0)])
+    assert rolling == pytest.approx(float(want), abs=1e-9)
+
+
+def test_patching_identical_layer_equals_plain_hflm(models):
+    clean, _, tok = models
+    lm = make(models, site="resid", layers=[1], positions="all")
+    plain = HFLM(pretrained=clean, tokenizer=tok, batch_size=3)
+    got, want = loglikelihoods(lm), loglikelihoods(plain)
+    torch.testing.assert_close([t for t, _ in got], [t for t, _ in want], rtol=0, atol=1e-9)
+    assert [g for _, g in got] == [g for _, g in want]
+    assert generations(lm) == generations(plain)
+
+
+def test_clean_to_corrupted_swaps_roles(models):
+    clean, corrupted, _ = models
+    lm = make(models, direction="clean_to_corrupted", positions="all")
+    assert lm.receiver is corrupted and lm.donor is clean  # objects used as given, no copies
+    assert generations(lm) == naive_replies(lm, corrupted, clean)
+
+
+def test_lora_adapter_shares_one_base_and_matches_merged_model(dirs, models, tmp_path, monkeypatch):
+    peft = pytest.importorskip("peft")
+    clean_dir, _ = dirs
+    torch.manual_seed(3)
+    lora = peft.LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
+                           target_modules=["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"])
+    peft.get_peft_model(AutoModelForCausalLM.from_pretrained(clean_dir), lora).save_pretrained(
+        tmp_path / "adapter"
+    )  # fmt: skip
+    merged = peft.PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(clean_dir, dtype=F64), tmp_path / "adapter"
+    ).merge_and_unload()
+
+    loads = []
+    real = AutoModelForCausalLM.from_pretrained.__func__
+
+    def counted(cls, *args, **kwargs):
+        loads.append(args)
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(counted))
+    lm = PatchedQwenLM(pretrained=str(clean_dir), corrupted=str(tmp_path / "adapter"),
+                       site="mlp", layers=[2], dtype="float64", batch_size=3, device="cpu")
+    monkeypatch.undo()
+    assert len(loads) == 1  # the base, once
+    assert isinstance(lm.receiver, AdapterSide) and lm.receiver.model is lm.donor.model
+    assert (lm.receiver.enabled, lm.donor.enabled) == (False, True)
+    assert lm.receiver.model.get_base_model() is lm.model
+    clean, _, tok = models
+    assert generations(lm) == naive_replies(lm, clean, merged)
+    got = [total for total, _ in loglikelihoods(lm)]
+    torch.testing.assert_close(got, naive_totals(lm, clean, merged), rtol=0, atol=1e-9)
+    unpatched = loglikelihoods(HFLM(pretrained=clean, tokenizer=tok, batch_size=3))
+    assert got != [total for total, _ in unpatched]  # the adapter side does donate
+
+
+@pytest.fixture(scope="module")
+def odd_dirs(dirs, tmp_path_factory) -> dict[str, Path]:
+    """Corrupted dirs that must be refused: nothing in it, other depth, other tokenizer."""
+    clean_dir, corrupted_dir = dirs
+    root = tmp_path_factory.mktemp("odd")
+    (root / "empty").mkdir()
+    tok = AutoTokenizer.from_pretrained(clean_dir)
+    build_tiny_model_dir(root / "shallow", config=TinyModelConfig(num_hidden_layers=2),
+                         tokenizer=tok)  # fmt: skip
+    (root / "retok").mkdir()
+    shutil.copy(corrupted_dir / "config.json", root / "retok")
+    tok.add_tokens(["<extra>"])
+    tok.save_pretrained(root / "retok")
+    return {"empty": root / "empty", "shallow": root / "shallow", "retok": root / "retok"}
+
+
+BAD = {
+    "no corrupted": ({"corrupted": None}, "needs corrupted="),
+    "layer=": ({"layer": 1}, "unknown patched_qwen argument layer=1; did you mean layers=?"),
+    "position=": ({"position": "all"}, "did you mean positions=?"),
+    "site=residual": ({"site": "residual"}, "unknown site 'residual'; allowed: resid"),
+    "layers=all": ({"layers": "all"}, "layers=all is for the sweep runner"),
+    "layer range": ({"layers": [6]}, "layer 6 is out of range for a 6-layer model (0..5)"),
+    "head range": ({"site": "head", "heads": [4]}, "head 4 is out of range"),
+    "heads off head": ({"heads": [0]}, "only allowed with site 'head'"),
+    "direction": ({"direction": "into_clean"}, "unknown direction 'into_clean'; allowed"),
+    "positions": ({"positions": "last"}, "unknown positions 'last'; allowed: newest, all"),
+    "peft=": ({"peft": "ADAPTER"}, "peft='ADAPTER' is not supported by patched_qwen"),
+    "batch auto": ({"batch_size": "auto"}, "batch_size='auto' is not supported"),
+    "empty dir": ({"corrupted": "empty"}, "exists but is neither a model dir"),
+    "missing dir": ({"corrupted": "/no/such/dir"}, "does not exist"),
+    "other depth": ({"corrupted": "shallow"}, "differ in num_hidden_layers: receiver 6, donor 2"),
+    "tokenizer": ({"corrupted": "retok"}, "tokenizers of pretrained and corrupted differ"),
+}
+
+
+@pytest.mark.parametrize("case", BAD, ids=list(BAD))
+def test_bad_argument_fails_in_one_line_before_weights_load(case, dirs, odd_dirs, monkeypatch):
+    def no_weights(*args, **kwargs):
+        raise AssertionError("weights were loaded before the argument check")
+
+    monkeypatch.setattr(HFLM, "_create_model", no_weights)
+    change, message = BAD[case]
+    args = {"pretrained": str(dirs[0]), "corrupted": str(dirs[1]), "site": "resid", "layers": [3],
+            "device": "cpu"} | change  # fmt: skip
+    if args["corrupted"] in odd_dirs:
+        args["corrupted"] = str(odd_dirs[args["corrupted"]])
+    with pytest.raises(PatchingError) as err:
+        PatchedQwenLM(**args)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "extra", [{"do_sample": True, "temperature": 0.7}, {"temperature": 0.5}, {"num_beams": 2}]
+)
+def test_sampling_is_refused_in_one_line(models, extra):
+    lm = make(models)
+    prompt = lm.apply_chat_template([{"role": "user", "content": "Hi"}])
+    with pytest.raises(PatchingError, match="patched_qwen") as err:
+        gen = {"until": GEN["until"], "max_gen_toks": 6} | extra
+        lm.generate_until([Instance("generate_until", {}, (prompt, gen), 0)])
+    assert "\n" not in str(err.value)
+
+
+def test_simple_evaluate_through_registry(dirs):
+    from lm_eval import simple_evaluate
+    from lm_eval.api.registry import get_model
+    from lm_eval.tasks import TaskManager
+
+    from harness_ext.paths import TASKS_DIR
+
+    assert get_model("patched_qwen") is PatchedQwenLM
+    args = {"pretrained": str(dirs[0]), "corrupted": str(dirs[1]), "site": "mlp",
+            "layers": [2, 5], "enable_thinking": False}  # fmt: skip
+    results = simple_evaluate(
+        model="patched_qwen", model_args=args, tasks=["corrupt_related", "corrupt_ethics_mc"],
+        limit=3, batch_size=2, device="cpu", apply_chat_template=True, bootstrap_iters=0,
+        gen_kwargs={"max_gen_toks": 8},
+        task_manager=TaskManager(include_defaults=False, include_path=str(TASKS_DIR)),
+    )  # fmt: skip
+    metrics = {"corrupt_related": "exact_match,none", "corrupt_ethics_mc": "acc,none"}
+    for task, metric in metrics.items():
+        assert results["n-samples"][task]["effective"] == 3
+        assert 0 <= results["results"][task][metric] <= 1
+    assert json.loads(json.dumps(results["config"]["model_args"], default=str))["site"] == "mlp"
