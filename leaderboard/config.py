@@ -81,7 +81,9 @@ class PatchBlock:
 
     Layers are patched one at a time (the study's sweep) unless ``together`` is true, which
     makes one variant patching every listed layer at once (e.g. "layers 30+").
-    Heads (site ``head`` only) are always patched one at a time.
+    Heads (site ``head`` only) are always patched one at a time. ``prefilter: attribution``
+    with ``top_k: N`` (site ``head`` only) runs just the N heads with the largest attribution
+    patching score (``leaderboard.prefilter``).
     """
 
     sites: list[str]
@@ -90,6 +92,8 @@ class PatchBlock:
     positions: list[str] = field(default_factory=lambda: ["newest"])
     directions: list[str] = field(default_factory=lambda: ["corrupted_to_clean"])
     together: bool = False
+    prefilter: str | None = None
+    top_k: int | None = None
 
     def __post_init__(self) -> None:
         self.sites = _str_list("sites", self.sites, SITES)
@@ -99,6 +103,13 @@ class PatchBlock:
         _check_index_spec("heads", self.heads)
         if not isinstance(self.together, bool):
             raise SweepConfigError(f"together={self.together!r}: expected true or false")
+        if self.prefilter is not None or self.top_k is not None:
+            top_k_ok = type(self.top_k) is int and self.top_k >= 1
+            if self.prefilter != "attribution" or not top_k_ok or self.sites != ["head"] \
+                    or self.together:
+                raise SweepConfigError(
+                    f"prefilter={self.prefilter!r}, top_k={self.top_k!r}: expected prefilter: "
+                    "attribution with top_k: an int >= 1, on sites: [head], not together")
 
 
 def _known(cls: type, raw: Any, where: str) -> dict[str, Any]:

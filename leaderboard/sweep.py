@@ -142,7 +142,12 @@ def plan_sweep(config: SweepConfig) -> SweepPlan:
     prints = {"clean": _model_print(clean)}
     prints |= {k: _model_print(p, bases.get(k)) for k, p in corrupted.items()}
     tasks_print = digest_prints(fingerprint(task_dir, recursive=True))
-    variants = expand(config, n_layers, n_heads)
+    kept = None
+    if any(block.prefilter for block in config.patches):
+        from .prefilter import prefilter_heads
+
+        kept = prefilter_heads(config, clean, corrupted, task_dir, n_layers, n_heads)
+    variants = expand(config, n_layers, n_heads, kept)
     hashes = {v.name: variant_hash(config, v, prints, tasks_print) for v in variants}
     return SweepPlan(config, clean, corrupted, bases, task_dir, n_layers, n_heads, variants,
                      hashes, _manifests(task_dir))

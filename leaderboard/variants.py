@@ -42,7 +42,8 @@ def _patch_name(label: str, site: str, layers: tuple[int, ...], heads: tuple[int
     return "-".join([*parts, positions, DIRECTION_SHORT[direction]])
 
 
-def _block_variants(block: PatchBlock, label: str, n_layers: int, n_heads: int) -> list[Variant]:
+def _block_variants(block: PatchBlock, label: str, n_layers: int, n_heads: int,
+                    kept: dict[str, set[tuple[int, int]]] | None = None) -> list[Variant]:
     layers = resolve_indices("layers", block.layers, n_layers)
     layer_sets = [tuple(layers)] if block.together else [(layer,) for layer in layers]
     out = []
@@ -54,20 +55,27 @@ def _block_variants(block: PatchBlock, label: str, n_layers: int, n_heads: int) 
                     head_sets = [(h,) for h in resolve_indices("heads", block.heads, n_heads)]
                 for layer_set in layer_sets:
                     for heads in head_sets:
+                        if kept is not None and (layer_set[0], heads[0]) not in kept[direction]:
+                            continue
                         name = _patch_name(label, site, layer_set, heads, positions, direction)
                         out.append(Variant(name, "patch", label, site, layer_set, heads,
                                            positions, direction))
     return out
 
 
-def expand(config: SweepConfig, n_layers: int, n_heads: int) -> list[Variant]:
+def expand(config: SweepConfig, n_layers: int, n_heads: int,
+           kept: dict[tuple[int, str], dict[str, set[tuple[int, int]]]] | None = None,
+           ) -> list[Variant]:
     """Baselines first (clean, each corrupted), then every block's cross product, in config
-    order; a variant listed twice is kept once. The order is what ``--shard`` splits."""
+    order; a variant listed twice is kept once. The order is what ``--shard`` splits.
+    ``kept[(block index, label)][direction]``: the (layer, head) pairs a prefiltered block
+    keeps (``leaderboard.prefilter``); without it such a block expands every head."""
     variants = [Variant("clean", "clean")]
     variants += [Variant(f"corrupted-{label}", "corrupted", label) for label in config.corrupted]
-    for block in config.patches:
+    for i, block in enumerate(config.patches):
         for label in config.corrupted:
-            variants += _block_variants(block, label, n_layers, n_heads)
+            variants += _block_variants(block, label, n_layers, n_heads,
+                                        (kept or {}).get((i, label)))
     unique: dict[str, Variant] = {}
     for variant in variants:
         unique.setdefault(variant.name, variant)

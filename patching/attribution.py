@@ -25,7 +25,7 @@ cancel scores ~0 in plain AtP but not here. Cost: L more backward passes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -219,14 +219,14 @@ def top_heads(
     batch: AttributionBatch,
     k: int,
     metric: str | Metric = "logprob_diff",
-    layers: Sequence[int] | None = None,
+    among: Collection[tuple[int, int]] | None = None,
     graddrop: bool = False,
 ) -> list[tuple[int, int]]:
-    """The k (layer, head) pairs of `layers` (default all) with the largest |AtP score|: the
-    sweep's prefilter, so exact autoregressive CMAP runs only on those."""
+    """The k (layer, head) pairs (of `among`, default all) with the largest |AtP score|: the
+    sweep's prefilter, so exact autoregressive CMAP runs only on those. `batch` holds the
+    teacher-forced rows (`attribution_data.answer_pair_batch` for related math)."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise PatchingError(f"k must be an int >= 1, got {k!r}")
     scores = attribution_scores(receiver, donor, batch, metric, ("head",), graddrop=graddrop)
-    allowed = None if layers is None else set(layers)
-    ranked = [c for c, _ in scores.ranked("head", graddrop) if allowed is None or c[1] in allowed]
-    return [(layer, head) for _, layer, head in ranked[:k]]
+    pairs = [(layer, head) for (_, layer, head), _ in scores.ranked("head", graddrop)]
+    return [p for p in pairs if among is None or p in among][:k]

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .attribution_metrics import AttributionBatch, Metric, Scored
+from .attribution_metrics import AttributionBatch, Metric, Scored, metric_named
 from .batch import causal_mask, prepare
 from .hooks import Key, capturing, site_hooks
 from .models import Runner, as_runner
@@ -172,7 +172,7 @@ def exact_effects(
     receiver: Any,
     donor: Any,
     batch: AttributionBatch,
-    metric: Metric,
+    metric: str | Metric,
     components: Sequence[Component],
     positions: str = "all",
     alpha: float = 1.0,
@@ -194,7 +194,7 @@ def exact_effects(
     )
     own = run(receiver, lay)
     s = scored_inputs(lay, batch, own, donor_lp)
-    f = getattr(metric, measure)
+    f = getattr(metric_named(metric), measure)
     base = f(own, s)
     out = [
         f(run(receiver, lay, _partial_patch(receiver, lay, c, acts[c[:2]], alpha)), s) - base

@@ -8,6 +8,7 @@ the directional derivative of the metric along the patch, for every site and pos
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -201,7 +202,8 @@ def test_top_heads(pair, batch) -> None:
     flat = [(float(scores[layer, h].abs()), layer, h) for layer in range(3) for h in range(4)]
     want = [(layer, h) for _, layer, h in sorted(flat, key=lambda t: -t[0])]
     assert top_heads(r, d, batch, 5) == want[:5]
-    assert top_heads(r, d, batch, 2, layers=[0]) == [p for p in want if p[0] == 0][:2]
+    among = {(0, 1), (0, 2), (2, 0)}
+    assert top_heads(r, d, batch, 2, among=among) == [p for p in want if p in among][:2]
     with pytest.raises(PatchingError, match="k must be"):
         top_heads(r, d, batch, 0)
 
@@ -219,3 +221,79 @@ def test_bad_input_is_one_line(pair, batch) -> None:
     bad = AttributionBatch(batch.input_ids, [3, 2, 4], batch.attention_mask)
     with pytest.raises(PatchingError, match=r"continuation_lengths\[2\]"):
         attribution_scores(r, d, bad, "kl")
+
+
+def test_check_command_end_to_end(tmp_path) -> None:
+    """A random tiny clean model and a noisy copy as the "corrupted" one: every output file."""
+    from transformers import AutoModelForCausalLM
+
+    from finetune.tiny import TinyModelConfig, build_tiny_model_dir
+    from patching.attribution_check import main
+
+    shape = TinyModelConfig(num_hidden_layers=2, hidden_size=64, intermediate_size=64)
+    clean = build_tiny_model_dir(tmp_path / "clean", seed=0, config=shape)
+    donor = noisy(AutoModelForCausalLM.from_pretrained(clean), 5, scale=0.05).float()
+    donor.save_pretrained(tmp_path / "corrupted")
+    data = tmp_path / "data"
+    data.mkdir()
+    related = [
+        {"question": f"Solve for x: {a}x = {2 * a}", "answer": 2, "roots": [2]} for a in (3, 4, 5)
+    ]
+    general = [{"question": q, "answer": "a"} for q in ("What noise does a cat make?", "Hi")]
+    for name, rows in (("corrupt_related", related), ("corrupt_general", general)):
+        (data / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "report"
+    args = ["--clean", str(clean), "--corrupted", str(tmp_path / "corrupted"), "--out", str(out)]
+    assert main([*args, "--tasks-data", str(data), "--max-new-tokens", "3", "--top-k", "3"]) == 0
+    report = json.loads((out / "attribution.json").read_text())
+    assert [r["metric"] for r in report["results"]] == ["logprob_diff", "kl"]
+    for result in report["results"]:
+        assert set(result["sites"]) == set(SITES)
+        assert result["measured"] == 2 * 3 + 3 and result["components"] == 3 * 2 + 2 * 4
+    text = (out / "attribution.md").read_text()
+    assert "| logprob_diff | head | 3 |" in text and "exact / AtP" in text
+    assert (out / "attribution.png").stat().st_size > 0
+
+
+def test_sweep_prefilter_keeps_the_top_heads(tmp_path) -> None:
+    """`prefilter: attribution, top_k: N` expands exactly top_heads' N heads per direction."""
+    from leaderboard_fixtures import tiny_config, tiny_pair
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from harness_ext.paths import TASK_DATA_DIR
+    from leaderboard.config import PatchBlock, SweepConfigError
+    from leaderboard.prefilter import PREFILTER_ROWS
+    from leaderboard.sweep import plan_sweep
+    from patching.attribution_data import answer_pair_batch, read_rows
+
+    for bad in (
+        {"prefilter": "attribution"},
+        {"top_k": 2},
+        {"prefilter": "x", "top_k": 2},
+        {"prefilter": "attribution", "top_k": 0},
+    ):
+        with pytest.raises(SweepConfigError, match="top_k"):
+            PatchBlock(sites=["head"], **bad)
+    with pytest.raises(SweepConfigError, match=r"sites: \[head\]"):
+        PatchBlock(sites=["resid"], prefilter="attribution", top_k=2)
+    clean, over = tiny_pair(tmp_path)
+    directions = ["corrupted_to_clean", "clean_to_corrupted"]
+    block = {
+        "sites": ["head"],
+        "layers": "all",
+        "heads": "all",
+        "prefilter": "attribution",
+        "top_k": 3,
+        "directions": directions,
+    }
+    plan = plan_sweep(tiny_config(clean, over, tmp_path / "out", patches=[block]))
+    kept = [v for v in plan.variants if v.role == "patch"]
+    assert len(kept) == 3 * len(directions)
+    models = [AutoModelForCausalLM.from_pretrained(p).eval() for p in (clean, over)]
+    rows = read_rows(TASK_DATA_DIR / "corrupt_related.jsonl", PREFILTER_ROWS, last=True)
+    batch = answer_pair_batch(AutoTokenizer.from_pretrained(clean), models[1], rows)
+    for direction, pair in zip(directions, (models, models[::-1]), strict=True):
+        want = top_heads(*pair, batch, 3)
+        assert [(v.layers[0], v.heads[0]) for v in kept if v.direction == direction] == sorted(want)
+    record = json.loads((tmp_path / "out" / "prefilter.json").read_text())
+    assert [r["direction"] for r in record] == directions

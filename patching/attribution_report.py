@@ -1,0 +1,176 @@
+"""Markdown tables and the scatter plot of an attribution check (`attribution_check`).
+
+The tables are plain functions of the JSON report so that the leaderboard page
+(`leaderboard.attribution_section`) shows the same numbers as attribution.md.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+METHOD = [
+    "- **Score** of a component c: sum over positions p of (a_donor(c,p) - a_receiver(c,p)) . "
+    "dM/da_receiver(c,p), teacher-forced, `positions=all` (every position of prompt + "
+    "continuation patched, as in `patched_logprobs(positions='all')`). One donor forward "
+    "(no grad), one receiver forward + backward for all components.",
+    "- **logprob_diff**: related-math questions the corrupted model answers wrongly; M = log "
+    "p(corrupted model's greedy answer) - log p(correct answer), both ending in end-of-turn.",
+    "- **kl**: general prompts, teacher-forced on the receiver's own greedy reply; M = KL(p_own "
+    "|| p_patched) summed over the reply's next-token positions. KL has zero gradient at the "
+    "unpatched point, so the score is a first-order PROXY: the derivative of sum_v p_donor(v) "
+    "log p_patched(v) (how far the patch moves the receiver towards the donor's distribution). "
+    "Exact KL is >= 0, so only the |.| columns are meaningful for it.",
+    "- **GradDrop** (AtP*): for each layer l the backward pass is repeated with the gradient "
+    "through layer l's attention and MLP outputs zeroed; score = mean over the other L-1 "
+    "layers of |score with l dropped| (catches cancelling paths; compared with |exact|).",
+    "- Exact effect: the metric change when the component alone is patched (CMAP, "
+    "`positions=all`); top-k recall = share of the k largest |exact| effects among the k "
+    "largest |scores|.",
+]
+
+
+def _f(x: float | None, digits: int = 2) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{x:.{digits}f}"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return lines + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def agreement_table(report: dict[str, Any]) -> list[str]:
+    """Spearman and top-k recall of attribution (and GradDrop) vs exact effects, per site."""
+    k = report["config"]["recall_k"]
+    rows = []
+    for result in report["results"]:
+        for site, s in result["sites"].items():
+            rows.append(
+                [
+                    result["metric"],
+                    site,
+                    str(len(s["exact"])),
+                    _f(s["spearman"]),
+                    _f(s["spearman_abs"]),
+                    _f(s["recall"]),
+                    _f(s.get("graddrop_spearman_abs")),
+                    _f(s.get("graddrop_recall")),
+                ]
+            )
+    return _table(
+        [
+            "metric",
+            "site",
+            "components",
+            "Spearman",
+            "Spearman abs",
+            f"top-{k} recall",
+            "GradDrop Spearman abs",
+            f"GradDrop top-{k} recall",
+        ],
+        rows,
+    )
+
+
+def timing_table(report: dict[str, Any]) -> list[str]:
+    """Seconds of attribution and of exact patching, and their ratio."""
+    rows = []
+    for r in report["results"]:
+        t = r["seconds"]
+        every = r["measured"] == r["components"]
+        rows.append(
+            [
+                r["metric"],
+                str(r["rows"]),
+                _f(t["attribution"], 3),
+                _f(t["attribution_graddrop"], 3),
+                f"{_f(t['exact'], 3)} ({r['measured']} components)",
+                _f(t["exact_every_component"], 3) + ("" if every else " (extrapolated)"),
+                _f(t["exact_every_component"] / t["attribution"], 1) + "x",
+            ]
+        )
+    return _table(
+        [
+            "metric",
+            "rows",
+            "AtP s",
+            "AtP+GradDrop s",
+            "exact s",
+            "exact, every component s",
+            "exact / AtP",
+        ],
+        rows,
+    )
+
+
+def render(report: dict[str, Any], plot: str) -> str:
+    cfg = report["config"]
+    scope = (
+        "every component"
+        if cfg["top_k"] is None
+        else f"each site's top {cfg['top_k']} by |attribution| (statistics over those only)"
+    )
+    lines = [
+        "# Attribution patching vs exact cross-model patching",
+        "",
+        f"- Clean `{cfg['clean']}`, corrupted `{cfg['corrupted']}`, direction "
+        f"`{cfg['direction']}`; {cfg['dtype']}; up to {cfg['rows']} questions per metric; "
+        f"exact effects of {scope}.",
+        *(
+            f"- Skipped `{m}`: no question in the batch (e.g. the corrupted model answers "
+            "every related question correctly)."
+            for m in report["skipped"]
+        ),
+        "",
+        "## Method",
+        "",
+        *METHOD,
+        "",
+        "## Agreement per site",
+        "",
+        *agreement_table(report),
+        "",
+        "## Time",
+        "",
+        *timing_table(report),
+        "",
+        f"![attribution vs exact effect]({plot})",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def scatter(results: list[dict[str, Any]], path: Path) -> None:
+    """Attribution (y) against exact effect (x): one panel per metric and site."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sites = list(results[0]["sites"]) if results else []
+    fig, axes = plt.subplots(
+        max(len(results), 1),
+        max(len(sites), 1),
+        figsize=(3.2 * max(len(sites), 1), 3.0 * max(len(results), 1)),
+        squeeze=False,
+    )
+    for i, result in enumerate(results):
+        for j, site in enumerate(sites):
+            s, ax = result["sites"][site], axes[i][j]
+            ax.scatter(s["exact"], s["attribution"], s=12, label="AtP")
+            if "graddrop" in s:
+                ax.scatter(s["exact"], s["graddrop"], s=8, marker="x", label="GradDrop")
+            lo = min(s["exact"] + s["attribution"], default=0.0)
+            hi = max(s["exact"] + s["attribution"], default=0.0)
+            ax.plot([lo, hi], [lo, hi], "k--", lw=0.7)
+            ax.set_title(f"{result['metric']} / {site}  rho={_f(s['spearman'])}", fontsize=9)
+            ax.set_xlabel("exact effect", fontsize=8)
+            ax.set_ylabel("attribution", fontsize=8)
+            ax.tick_params(labelsize=7)
+    if results and sites:
+        axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
