@@ -19,7 +19,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from . import tables
+from . import attribution_section, tables
 from .agreement import agreement
 from .plots import Panel, save_heatmaps
 from .results import LeaderboardError, Run, load_runs
@@ -197,6 +197,7 @@ def build(results_dir: str | Path, out: str | Path,
     page = Path(out)
     runs = load_runs(results_dir)
     text = render(runs, find_summaries(runs, finetune_dirs or []), page)
+    text += "\n".join(["", *attribution_section.section(Path(results_dir), page)])
     page.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=page.parent, prefix=f".{page.name}.", suffix=".tmp")
     try:

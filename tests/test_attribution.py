@@ -228,6 +228,7 @@ def test_check_command_end_to_end(tmp_path) -> None:
     from transformers import AutoModelForCausalLM
 
     from finetune.tiny import TinyModelConfig, build_tiny_model_dir
+    from leaderboard.attribution_section import section
     from patching.attribution_check import main
 
     shape = TinyModelConfig(num_hidden_layers=2, hidden_size=64, intermediate_size=64)
@@ -242,7 +243,7 @@ def test_check_command_end_to_end(tmp_path) -> None:
     general = [{"question": q, "answer": "a"} for q in ("What noise does a cat make?", "Hi")]
     for name, rows in (("corrupt_related", related), ("corrupt_general", general)):
         (data / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out = tmp_path / "report"
+    out = tmp_path / "results" / "attribution"  # where the leaderboard page looks
     args = ["--clean", str(clean), "--corrupted", str(tmp_path / "corrupted"), "--out", str(out)]
     assert main([*args, "--tasks-data", str(data), "--max-new-tokens", "3", "--top-k", "3"]) == 0
     report = json.loads((out / "attribution.json").read_text())
@@ -253,6 +254,10 @@ def test_check_command_end_to_end(tmp_path) -> None:
     text = (out / "attribution.md").read_text()
     assert "| logprob_diff | head | 3 |" in text and "exact / AtP" in text
     assert (out / "attribution.png").stat().st_size > 0
+    page = section(tmp_path / "results", tmp_path / "LEADERBOARD.md")
+    assert "## Attribution patching vs exact CMAP" in page
+    assert "![attribution vs exact effect](results/attribution/attribution.png)" in page
+    assert section(tmp_path / "nowhere", tmp_path / "LEADERBOARD.md") == []
 
 
 def test_sweep_prefilter_keeps_the_top_heads(tmp_path) -> None:
