@@ -35,7 +35,8 @@ def section(results_dir: Path, page: Path) -> list[str]:
         "## Attribution patching vs exact CMAP", "",
         f"Clean `{cfg['clean']}`, corrupted `{cfg['corrupted']}`, `{cfg['direction']}`: "
         "attribution scores of every component against the exact teacher-forced patching "
-        f"effect (positions=all); method and caveats in `{path.parent / 'attribution.md'}`.", "",
+        f"effect (positions={cfg['positions']}); method and caveats in "
+        f"`{path.parent / 'attribution.md'}`.", "",
         *tables, "",
     ]
     plot = path.parent / "attribution.png"

@@ -4,7 +4,8 @@
         [--tasks-data DIR] [--rows 32] [--top-k N] [--recall-k 5] [--no-graddrop]
 
 Ranks every component (each layer's resid/attn/mlp, each head) by attribution, then measures
-the exact effect of patching each one alone (positions="all") on the same teacher-forced
+the exact effect of patching each one alone (`--positions`, default "all") on the same
+teacher-forced
 batch: on EVERY component by default (cheap on the tiny model), on each site's `--top-k`
 highest-attributed ones for a larger model. Writes attribution.md (Spearman correlation and
 top-k recall per site, timings and their ratio), attribution.json and attribution.png.
@@ -50,6 +51,7 @@ class CheckConfig:
     recall_k: int = 5
     graddrop: bool = True
     direction: str = "corrupted_to_clean"
+    positions: str = "all"
     max_new_tokens: int = 8
     dtype: str = "float32"
 
@@ -104,14 +106,15 @@ def exact(
     metric: str,
     comps: list[Component],
     base: float,
+    positions: str,
 ) -> Tensor:
-    """Exact effect of patching each component alone, positions="all" (module docstring)."""
+    """Exact effect of patching each component alone (module docstring)."""
     if metric == "kl":
-        return exact_effects(receiver, donor, batch, metric, comps).double()
+        return exact_effects(receiver, donor, batch, metric, comps, positions).double()
     weights = batch.weights.double()
     out = []
     for site, layer, head in comps:
-        spec = PatchSpec(site, [layer], None if head is None else [head], "all")
+        spec = PatchSpec(site, [layer], None if head is None else [head], positions)
         total = patched_logprobs(
             receiver,
             donor,
@@ -131,13 +134,15 @@ def check_metric(
     times = []
     for _ in range(3):  # the first call also pays one-off costs; report the median
         start = time.perf_counter()
-        scores = attribution_scores(receiver, donor, batch, metric)
+        scores = attribution_scores(receiver, donor, batch, metric, positions=cfg.positions)
         times.append(time.perf_counter() - start)
     atp_s = sorted(times)[1]
     graddrop: AttributionScores | None = None
     if cfg.graddrop:
         start = time.perf_counter()
-        graddrop = attribution_scores(receiver, donor, batch, metric, graddrop=True)
+        graddrop = attribution_scores(
+            receiver, donor, batch, metric, positions=cfg.positions, graddrop=True
+        )
         gd_s = time.perf_counter() - start
     sites, exact_s, measured, total = {}, 0.0, 0, 0
     for site in SITES:
@@ -146,7 +151,7 @@ def check_metric(
         chosen = sorted(c for c, _ in ranked[: cfg.top_k or len(ranked)])
         index = [scores.components(site).index(c) for c in chosen]
         start = time.perf_counter()
-        truth = exact(receiver, donor, batch, metric, chosen, scores.base)
+        truth = exact(receiver, donor, batch, metric, chosen, scores.base, cfg.positions)
         exact_s += time.perf_counter() - start
         measured += len(chosen)
         attr = scores.values(site)[index].double().cpu()
@@ -235,6 +240,12 @@ def main(argv: list[str] | None = None) -> int:
         "--direction",
         choices=["corrupted_to_clean", "clean_to_corrupted"],
         default="corrupted_to_clean",
+    )
+    parser.add_argument(
+        "--positions",
+        choices=["all", "newest"],
+        default="all",
+        help="patch every position, or only the one predicting each scored token",
     )
     parser.add_argument("--max-new-tokens", type=int, default=8, help="greedy reply length")
     parser.add_argument("--dtype", default="float32", help="torch dtype to load the models in")

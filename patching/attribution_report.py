@@ -12,9 +12,11 @@ from typing import Any
 
 METHOD = [
     "- **Score** of a component c: sum over positions p of (a_donor(c,p) - a_receiver(c,p)) . "
-    "dM/da_receiver(c,p), teacher-forced, `positions=all` (every position of prompt + "
-    "continuation patched, as in `patched_logprobs(positions='all')`). One donor forward "
-    "(no grad), one receiver forward + backward for all components.",
+    "dM/da_receiver(c,p), teacher-forced. `positions=all`: every position of prompt + "
+    "continuation patched, as in `patched_logprobs(positions='all')`; `positions=newest`: "
+    "each scored token sees the unpatched history with only the position predicting it "
+    "patched. One donor forward (no grad), one receiver forward + backward for all "
+    "components.",
     "- **logprob_diff**: related-math questions the corrupted model answers wrongly; M = log "
     "p(corrupted model's greedy answer) - log p(correct answer), both ending in end-of-turn.",
     "- **kl**: general prompts, teacher-forced on the receiver's own greedy reply; M = KL(p_own "
@@ -26,8 +28,8 @@ METHOD = [
     "through layer l's attention and MLP outputs zeroed; score = mean over the other L-1 "
     "layers of |score with l dropped| (catches cancelling paths; compared with |exact|).",
     "- Exact effect: the metric change when the component alone is patched (CMAP, "
-    "`positions=all`); top-k recall = share of the k largest |exact| effects among the k "
-    "largest |scores|.",
+    "teacher-forced, same positions); top-k recall = share of the k largest |exact| "
+    "effects among the k largest |scores|.",
 ]
 
 
@@ -115,8 +117,8 @@ def render(report: dict[str, Any], plot: str) -> str:
         "# Attribution patching vs exact cross-model patching",
         "",
         f"- Clean `{cfg['clean']}`, corrupted `{cfg['corrupted']}`, direction "
-        f"`{cfg['direction']}`; {cfg['dtype']}; up to {cfg['rows']} questions per metric; "
-        f"exact effects of {scope}.",
+        f"`{cfg['direction']}`; positions=`{cfg['positions']}`; {cfg['dtype']}; up to "
+        f"{cfg['rows']} questions per metric; exact effects of {scope}.",
         *(
             f"- Skipped `{m}`: no question in the batch (e.g. the corrupted model answers "
             "every related question correctly)."
