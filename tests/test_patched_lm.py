@@ -133,11 +133,15 @@ def test_lora_adapter_shares_one_base_and_matches_merged_model(dirs, models, tmp
     peft = pytest.importorskip("peft")
     clean_dir, _ = dirs
     torch.manual_seed(3)
-    lora = peft.LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
-                           target_modules=["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"])
+    lora = peft.LoraConfig(
+        r=4,
+        lora_alpha=8,
+        init_lora_weights=False,
+        target_modules=["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"],
+    )
     peft.get_peft_model(AutoModelForCausalLM.from_pretrained(clean_dir), lora).save_pretrained(
         tmp_path / "adapter"
-    )  # fmt: skip
+    )
     merged = peft.PeftModel.from_pretrained(
         AutoModelForCausalLM.from_pretrained(clean_dir, dtype=F64), tmp_path / "adapter"
     ).merge_and_unload()
@@ -150,8 +154,15 @@ def test_lora_adapter_shares_one_base_and_matches_merged_model(dirs, models, tmp
         return real(cls, *args, **kwargs)
 
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(counted))
-    lm = PatchedQwenLM(pretrained=str(clean_dir), corrupted=str(tmp_path / "adapter"),
-                       site="mlp", layers=[2], dtype="float64", batch_size=3, device="cpu")
+    lm = PatchedQwenLM(
+        pretrained=str(clean_dir),
+        corrupted=str(tmp_path / "adapter"),
+        site="mlp",
+        layers=[2],
+        dtype="float64",
+        batch_size=3,
+        device="cpu",
+    )
     monkeypatch.undo()
     assert len(loads) == 1  # the base, once
     assert isinstance(lm.receiver, AdapterSide) and lm.receiver.model is lm.donor.model
@@ -172,8 +183,9 @@ def odd_dirs(dirs, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("odd")
     (root / "empty").mkdir()
     tok = AutoTokenizer.from_pretrained(clean_dir)
-    build_tiny_model_dir(root / "shallow", config=TinyModelConfig(num_hidden_layers=2),
-                         tokenizer=tok)  # fmt: skip
+    build_tiny_model_dir(
+        root / "shallow", config=TinyModelConfig(num_hidden_layers=2), tokenizer=tok
+    )
     (root / "retok").mkdir()
     shutil.copy(corrupted_dir / "config.json", root / "retok")
     tok.add_tokens(["<extra>"])
@@ -208,8 +220,13 @@ def test_bad_argument_fails_in_one_line_before_weights_load(case, dirs, odd_dirs
 
     monkeypatch.setattr(HFLM, "_create_model", no_weights)
     change, message = BAD[case]
-    args = {"pretrained": str(dirs[0]), "corrupted": str(dirs[1]), "site": "resid", "layers": [3],
-            "device": "cpu"} | change  # fmt: skip
+    args = {
+        "pretrained": str(dirs[0]),
+        "corrupted": str(dirs[1]),
+        "site": "resid",
+        "layers": [3],
+        "device": "cpu",
+    } | change
     if args["corrupted"] in odd_dirs:
         args["corrupted"] = str(odd_dirs[args["corrupted"]])
     with pytest.raises(PatchingError) as err:
@@ -237,14 +254,25 @@ def test_simple_evaluate_through_registry(dirs):
     from harness_ext.paths import TASKS_DIR
 
     assert get_model("patched_qwen") is PatchedQwenLM
-    args = {"pretrained": str(dirs[0]), "corrupted": str(dirs[1]), "site": "mlp",
-            "layers": [2, 5], "enable_thinking": False}  # fmt: skip
+    args = {
+        "pretrained": str(dirs[0]),
+        "corrupted": str(dirs[1]),
+        "site": "mlp",
+        "layers": [2, 5],
+        "enable_thinking": False,
+    }
     results = simple_evaluate(
-        model="patched_qwen", model_args=args, tasks=["corrupt_related", "corrupt_ethics_mc"],
-        limit=3, batch_size=2, device="cpu", apply_chat_template=True, bootstrap_iters=0,
+        model="patched_qwen",
+        model_args=args,
+        tasks=["corrupt_related", "corrupt_ethics_mc"],
+        limit=3,
+        batch_size=2,
+        device="cpu",
+        apply_chat_template=True,
+        bootstrap_iters=0,
         gen_kwargs={"max_gen_toks": 8},
         task_manager=TaskManager(include_defaults=False, include_path=str(TASKS_DIR)),
-    )  # fmt: skip
+    )
     metrics = {"corrupt_related": "exact_match,none", "corrupt_ethics_mc": "acc,none"}
     for task, metric in metrics.items():
         assert results["n-samples"][task]["effective"] == 3
