@@ -54,6 +54,7 @@ class CheckConfig:
     positions: str = "all"
     max_new_tokens: int = 8
     dtype: str = "float32"
+    device: str = "auto"
 
 
 def ranks(x: Tensor) -> Tensor:
@@ -85,7 +86,7 @@ def recall_at_k(estimate: Tensor, exact: Tensor, k: int) -> float:
     return len(top & set(torch.argsort(-estimate.abs(), stable=True)[:k].tolist())) / k
 
 
-def load(path: str, dtype: str) -> Any:
+def load(path: str, dtype: str, device: str) -> Any:
     """A full model dir, or a LoRA adapter dir merged into a fresh copy of its base."""
     from transformers import AutoModelForCausalLM
 
@@ -96,7 +97,16 @@ def load(path: str, dtype: str) -> Any:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, path).merge_and_unload()
-    return model.eval()
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return model.to(device).eval()
+
+
+def _clock() -> float:
+    """Wall time after the GPU has finished its queued work (CUDA runs asynchronously)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
 
 
 def exact(
@@ -110,7 +120,7 @@ def exact(
 ) -> Tensor:
     """Exact effect of patching each component alone (module docstring)."""
     if metric == "kl":
-        return exact_effects(receiver, donor, batch, metric, comps, positions).double()
+        return exact_effects(receiver, donor, batch, metric, comps, positions).double().cpu()
     weights = batch.weights.double()
     out = []
     for site, layer, head in comps:
@@ -123,7 +133,7 @@ def exact(
             batch.continuation_lengths,
             batch.attention_mask,
         ).total()
-        out.append(float(total.double() @ weights) - base)
+        out.append(float(total.double().cpu() @ weights) - base)
     return torch.tensor(out, dtype=torch.float64)
 
 
@@ -133,26 +143,26 @@ def check_metric(
     """Attribution vs exact effects of one metric: per-site statistics, points and timings."""
     times = []
     for _ in range(3):  # the first call also pays one-off costs; report the median
-        start = time.perf_counter()
+        start = _clock()
         scores = attribution_scores(receiver, donor, batch, metric, positions=cfg.positions)
-        times.append(time.perf_counter() - start)
+        times.append(_clock() - start)
     atp_s = sorted(times)[1]
     graddrop: AttributionScores | None = None
     if cfg.graddrop:
-        start = time.perf_counter()
+        start = _clock()
         graddrop = attribution_scores(
             receiver, donor, batch, metric, positions=cfg.positions, graddrop=True
         )
-        gd_s = time.perf_counter() - start
+        gd_s = _clock() - start
     sites, exact_s, measured, total = {}, 0.0, 0, 0
     for site in SITES:
         ranked = scores.ranked(site)
         total += len(ranked)
         chosen = sorted(c for c, _ in ranked[: cfg.top_k or len(ranked)])
         index = [scores.components(site).index(c) for c in chosen]
-        start = time.perf_counter()
+        start = _clock()
         truth = exact(receiver, donor, batch, metric, chosen, scores.base, cfg.positions)
-        exact_s += time.perf_counter() - start
+        exact_s += _clock() - start
         measured += len(chosen)
         attr = scores.values(site)[index].double().cpu()
         row = {
@@ -192,7 +202,7 @@ def run_check(cfg: CheckConfig) -> Path:
     from transformers import AutoTokenizer
 
     torch.manual_seed(0)
-    clean, corrupted = load(cfg.clean, cfg.dtype), load(cfg.corrupted, cfg.dtype)
+    clean, corrupted = (load(p, cfg.dtype, cfg.device) for p in (cfg.clean, cfg.corrupted))
     receiver, donor = (
         (clean, corrupted) if cfg.direction == "corrupted_to_clean" else (corrupted, clean)
     )
@@ -249,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--max-new-tokens", type=int, default=8, help="greedy reply length")
     parser.add_argument("--dtype", default="float32", help="torch dtype to load the models in")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, ... (auto: GPU if any)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (CPU)")
     args = vars(parser.parse_args(argv))
     if (threads := args.pop("threads")) is not None:

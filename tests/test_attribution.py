@@ -252,7 +252,11 @@ def test_check_command_end_to_end(tmp_path) -> None:
         assert set(result["sites"]) == set(SITES)
         assert result["measured"] == 2 * 3 + 3 and result["components"] == 3 * 2 + 2 * 4
     text = (out / "attribution.md").read_text()
-    assert "| logprob_diff | head | 3 |" in text and "exact / AtP" in text
+    assert (
+        "| logprob_diff | head | 3 |" in text
+        and "exact / AtP" in text
+        and "recall (chance)" in text
+    )
     assert (out / "attribution.png").stat().st_size > 0
     page = section(tmp_path / "results", tmp_path / "LEADERBOARD.md")
     assert "## Attribution patching vs exact CMAP" in page
