@@ -59,7 +59,7 @@ def timed(fn: Callable[[], Any]) -> tuple[Timing, Any]:
     return Timing(time.process_time() - cpu, time.perf_counter() - wall), out
 
 
-def models_to_bench(given: list[str] | None) -> list[tuple[Path, str]]:
+def models_to_bench(given: list[str] | None, scratch: Path) -> list[tuple[Path, str]]:
     """``--model`` dirs as given, else the shipped model (if built) and a random one."""
     if given:
         return [(Path(m), f"`{m}`") for m in given]
@@ -68,7 +68,7 @@ def models_to_bench(given: list[str] | None) -> list[tuple[Path, str]]:
     chosen = []
     if (SHIPPED_MODEL / "model.safetensors").is_file():
         chosen.append((SHIPPED_MODEL, f"`{SHIPPED_MODEL.relative_to(REPO)}` (shipped, trained)"))
-    random_dir = build_tiny_model_dir(Path(tempfile.mkdtemp()) / "random", seed=0)
+    random_dir = build_tiny_model_dir(scratch / "random", seed=0)
     chosen.append((random_dir, "random tiny Qwen3 of the same shape "
                                "(`finetune.tiny.build_tiny_model_dir(seed=0)`)"))
     return chosen
@@ -178,9 +178,10 @@ def main() -> None:
     task_manager = TaskManager(include_defaults=False, include_path=str(TASKS_DIR))
     load_before = os.getloadavg()[0]
     sections = []
-    for path, described in models_to_bench(args.model):
-        sections += [f"## {described}", "", *bench_model(path, args, task_manager), ""]
-        gc.collect()  # the previous model's vLLM engine goes before the next one starts
+    with tempfile.TemporaryDirectory() as scratch:
+        for path, described in models_to_bench(args.model, Path(scratch)):
+            sections += [f"## {described}", "", *bench_model(path, args, task_manager), ""]
+            gc.collect()  # the previous model's vLLM engine goes before the next one starts
     load_after = os.getloadavg()[0]
 
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
