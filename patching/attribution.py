@@ -25,7 +25,7 @@ cancel scores ~0 in plain AtP but not here. Cost: L more backward passes.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .attribution_metrics import AttributionBatch, Metric, metric_named
+from .attribution_metrics import AttributionBatch, KLFisher, Metric, Scored, metric_named
 from .attribution_passes import (
     Component,
     Layout,
@@ -134,21 +134,41 @@ def _dot(
     deltas: dict[Key, Tensor],
     span: slice,
 ) -> dict[str, Tensor]:
-    """Per-site tables of sum over rows and positions of delta . grad (per head for 'head')."""
+    """Per-site tables [rows, layers(, heads)] of delta . grad summed over positions."""
     L, H = config.num_hidden_layers, config.num_attention_heads
     out: dict[str, Tensor] = {}
     for key, grad in zip(keys, grads, strict=True):
         site, layer = key
         delta = deltas[key]
-        table = out.setdefault(site, delta.new_zeros((L, H) if site == "head" else (L,)))
+        B = delta.shape[0]
+        table = out.setdefault(site, delta.new_zeros((B, L, H) if site == "head" else (B, L)))
         if grad is None:  # the metric does not depend on this activation
             continue
-        per_column = (delta * grad[:, span].to(delta.dtype)).sum(dim=(0, 1))
+        per_row = (delta * grad[:, span].to(delta.dtype)).sum(dim=1)  # [B, width]
         if site == "head":
-            table[layer] = per_column.view(H, head_dim(config)).sum(dim=-1)
+            table[:, layer] = per_row.view(B, H, head_dim(config)).sum(dim=-1)
         else:
-            table[layer] = per_column.sum()
+            table[:, layer] = per_row.sum(dim=-1)
     return out
+
+
+def _fisher(
+    m: KLFisher, logprobs: Tensor, s: Scored, grad_of: Callable[[Tensor, bool], dict[str, Tensor]]
+) -> dict[str, Tensor]:
+    """The second-order KL term of every component (KLFisher's docstring)."""
+    probs = s.own.exp()
+    B, C, V = probs.shape
+    gen = torch.Generator(device=probs.device).manual_seed(m.seed)
+    total: dict[str, Tensor] = {}
+    for i in range(m.samples):
+        y = torch.multinomial(probs.reshape(-1, V), 1, generator=gen).view(B, C)
+        sampled = logprobs.gather(-1, y[..., None])[..., 0].masked_fill(~s.scored, 0.0).sum()
+        for site, per_row in grad_of(sampled, i < m.samples - 1).items():
+            total[site] = total.get(site, 0) + per_row.square()
+    return {
+        site: 0.5 * torch.einsum("b,b...->...", s.weights.to(t), t) / m.samples
+        for site, t in total.items()
+    }
 
 
 def attribution_scores(
@@ -162,10 +182,13 @@ def attribution_scores(
 ) -> AttributionScores:
     """AtP scores of every layer (and head) of `sites` for patching donor into receiver.
 
-    `metric`: "logprob_diff", "kl" or a Metric (attribution_metrics). Gradients flow through
-    the receiver only; the donor runs under no_grad and no parameter's .grad is touched.
+    `metric`: "logprob_diff", "kl", "kl_fisher" or a Metric (attribution_metrics). Gradients
+    flow through the receiver only; the donor runs under no_grad and no parameter's .grad is
+    touched.
     """
     m = metric_named(metric)
+    if graddrop and isinstance(m, KLFisher):
+        raise PatchingError("graddrop applies to first-order scores, not to kl_fisher")
     r, d = as_runner(receiver), as_runner(donor)
     check_pair(r.config, d.config)
     for site in sites:
@@ -180,7 +203,6 @@ def attribution_scores(
     gate: list[int | None] | None = [None] if graddrop else None
     logprobs, store = _receiver_graph(r, lay, keys, gate)
     s = scored_inputs(lay, batch, logprobs, donor_lp)
-    objective = m.objective(logprobs, s)
     wide = torch.promote_types(logprobs.dtype, torch.float32)
     with torch.no_grad():
         deltas = {
@@ -193,9 +215,17 @@ def attribution_scores(
         base = float(m.value(logprobs.detach(), s))
     inputs = [store[k] for k in keys]
 
-    def backward(retain: bool) -> dict[str, Tensor]:
-        grads = torch.autograd.grad(objective, inputs, retain_graph=retain, allow_unused=True)
+    def grad_of(output: Tensor, retain: bool) -> dict[str, Tensor]:
+        grads = torch.autograd.grad(output, inputs, retain_graph=retain, allow_unused=True)
         return _dot(r.config, keys, grads, deltas, lay.span)
+
+    if isinstance(m, KLFisher):
+        fisher = _fisher(m, logprobs, s, grad_of)
+        return AttributionScores(m.name, positions, fisher, None, base)
+    objective = m.objective(logprobs, s)
+
+    def backward(retain: bool) -> dict[str, Tensor]:
+        return {site: t.sum(dim=0) for site, t in grad_of(objective, retain).items()}
 
     scores = backward(retain=graddrop)
     dropped = None

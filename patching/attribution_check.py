@@ -10,7 +10,10 @@ batch: on EVERY component by default (cheap on the tiny model), on each site's `
 highest-attributed ones for a larger model. Writes attribution.md (Spearman correlation and
 top-k recall per site, timings and their ratio), attribution.json and attribution.png.
 
-Exact effects: "logprob_diff" through the engine's `patched_logprobs`; "kl" through
+Metrics: "logprob_diff" on related math; "kl" (first-order proxy) and "kl_fisher" (sampled
+second-order term) on general prompts, against the same exact KL.
+
+Exact effects: "logprob_diff" through the engine's `patched_logprobs`; the KL ones through
 `attribution_passes.exact_effects` (it needs the full next-token distribution, which
 `patched_logprobs` does not return; the tests pin it to `reference.patched_logits`).
 """
@@ -30,7 +33,7 @@ from torch import Tensor
 
 from .attribution import AttributionScores, attribution_scores
 from .attribution_data import answer_pair_batch, own_reply_batch, read_rows
-from .attribution_metrics import AttributionBatch
+from .attribution_metrics import AttributionBatch, metric_named
 from .attribution_passes import Component, exact_effects
 from .attribution_report import render, scatter
 from .sites import SITES
@@ -119,7 +122,7 @@ def exact(
     positions: str,
 ) -> Tensor:
     """Exact effect of patching each component alone (module docstring)."""
-    if metric == "kl":
+    if metric != "logprob_diff":
         return exact_effects(receiver, donor, batch, metric, comps, positions).double().cpu()
     weights = batch.weights.double()
     out = []
@@ -148,7 +151,7 @@ def check_metric(
         times.append(_clock() - start)
     atp_s = sorted(times)[1]
     graddrop: AttributionScores | None = None
-    if cfg.graddrop:
+    if cfg.graddrop and hasattr(metric_named(metric), "objective"):  # first-order only
         start = _clock()
         graddrop = attribution_scores(
             receiver, donor, batch, metric, positions=cfg.positions, graddrop=True
@@ -214,6 +217,7 @@ def run_check(cfg: CheckConfig) -> Path:
         "logprob_diff": answer_pair_batch(tokenizer, corrupted, related, cfg.max_new_tokens),
         "kl": own_reply_batch(tokenizer, receiver, general, cfg.max_new_tokens),
     }
+    batches["kl_fisher"] = batches["kl"]
     results = [
         check_metric(receiver, donor, batch, metric, cfg)
         for metric, batch in batches.items()

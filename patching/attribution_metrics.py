@@ -10,7 +10,7 @@ sum_v p_donor(v) log p_patched(v) = -KL(p_donor || p_patched) + const. Its deriv
 a patch is <p_donor - p_own, dz> (dz: the change of the logits): how far the patch moves the
 receiver's distribution towards the donor's. A patch that moves it as far but sideways
 scores 0 here while its exact KL is large; the validation report measures how much that
-matters.
+matters. `KLFisher` ("kl_fisher") scores the same KL by its second-order term instead.
 """
 
 from __future__ import annotations
@@ -67,15 +67,12 @@ class Scored:
 
 
 class Metric(Protocol):
+    """`value`: the exact metric of receiver log-probs [B, C, V] (a 0-d tensor). First-order
+    metrics also define `objective(logprobs, s)`, the function attribution differentiates."""
+
     name: str
 
-    def value(self, logprobs: Tensor, s: Scored) -> Tensor:
-        """The exact metric of receiver log-probs [B, C, V] (a 0-d tensor)."""
-        ...
-
-    def objective(self, logprobs: Tensor, s: Scored) -> Tensor:
-        """The differentiable function whose gradient the attribution uses."""
-        ...
+    def value(self, logprobs: Tensor, s: Scored) -> Tensor: ...
 
 
 def _weighted(per_column: Tensor, s: Scored) -> Tensor:
@@ -110,7 +107,32 @@ class KLFromReceiver:
         return _weighted((s.donor.exp() * logprobs).sum(dim=-1), s)
 
 
-METRICS: dict[str, Metric] = {"logprob_diff": LogProbDiff(), "kl": KLFromReceiver()}
+@dataclass(frozen=True)
+class KLFisher:
+    """KL(p_own || p_patched) attributed by its SECOND-order term instead of a proxy.
+
+    Along a patch a_r + alpha (a_d - a_r), KL(alpha) = alpha^2/2 * sum_t E_{y ~ p_own,t}
+    [(d/dalpha log p_t(y))^2] + O(alpha^3) (the Fisher information of p_own). One backward pass
+    of sum_t log p_t(y_t), with y_t drawn from p_own at every scored position, gives
+    d/dalpha log p(y) for every component at once; squared per row and averaged over
+    `samples` draws, it is an unbiased estimate of that term (draws at different positions
+    are independent with mean-zero scores, so cross terms vanish in expectation). Cost:
+    `samples` backward passes; the draws are seeded, so scores are deterministic.
+    """
+
+    name: str = "kl_fisher"
+    samples: int = 16
+    seed: int = 0
+
+    def value(self, logprobs: Tensor, s: Scored) -> Tensor:
+        return KLFromReceiver().value(logprobs, s)
+
+
+METRICS: dict[str, Metric] = {
+    "logprob_diff": LogProbDiff(),
+    "kl": KLFromReceiver(),
+    "kl_fisher": KLFisher(),
+}
 
 
 def metric_named(metric: str | Metric) -> Metric:

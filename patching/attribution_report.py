@@ -24,6 +24,9 @@ METHOD = [
     "unpatched point, so the score is a first-order PROXY: the derivative of sum_v p_donor(v) "
     "log p_patched(v) (how far the patch moves the receiver towards the donor's distribution). "
     "Exact KL is >= 0, so only the |.| columns are meaningful for it.",
+    "- **kl_fisher**: the same KL scored by its second-order term, 1/2 E_y[(d/dalpha log "
+    "p_own(y))^2] with y drawn from the receiver's own next-token distribution (16 seeded "
+    "draws, one backward pass each): an estimate of KL itself, in its units.",
     "- **GradDrop** (AtP*): for each layer l the backward pass is repeated with the gradient "
     "through layer l's attention and MLP outputs zeroed; score = mean over the other L-1 "
     "layers of |score with l dropped| (catches cancelling paths; compared with |exact|).",
