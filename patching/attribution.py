@@ -11,10 +11,15 @@ one donor forward (no grad), one receiver forward and one backward. Positions fo
 over every position of the teacher-forced sequence; "newest" gives each scored token the
 derivative of patching only the position that predicts it.
 
-AtP* parts: GradDrop is implemented (`graddrop=True`, below). The attention-softmax
-recompute is not needed: it fixes AtP for QUERY/KEY inputs of attention, whose effect goes
-through a saturating softmax; our sites are outputs (block, attention, MLP, per-head o_proj
-input), which the softmax only precedes.
+Metrics (`attribution_metrics`): "logprob_diff" is first-order AtP as above. KL of the
+next-token distribution has zero gradient at the unpatched point, so "kl" differentiates a
+towards-the-donor proxy instead, and "kl_fisher" scores KL by its second-order term from
+seeded samples (one backward pass each).
+
+AtP* parts: GradDrop is implemented (`graddrop=True`, below; first-order metrics only). The
+attention-softmax recompute is not needed: it fixes AtP for QUERY/KEY inputs of attention,
+whose effect goes through a saturating softmax; our sites are outputs (block, attention, MLP,
+per-head o_proj input), which the softmax only precedes.
 
 GradDrop (AtP*, against cancelling paths): for each layer l, the backward pass runs again
 with the gradient through layer l's residual contribution (its attention and MLP outputs)
