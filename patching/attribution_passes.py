@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from .attribution_metrics import AttributionBatch, Metric, Scored, metric_named
-from .batch import causal_mask, prepare
+from .batch import causal_mask, copies_mask, prepare
 from .hooks import Key, capturing, site_hooks
 from .models import Runner, as_runner
 from .plans import decoder_forward
@@ -47,20 +47,6 @@ class Layout:
     span: slice  # patched positions, in receiver and donor sequences alike
     targets: Tensor  # [B, C]
     scored: Tensor  # [B, C] bool
-
-
-def _copies_mask(valid: Tensor, copies: int) -> Tensor:
-    """[x[:-1] | copies of its last `copies` positions]: copy t sees x[:t] (real tokens) and
-    itself. Mirrors teacher_forced's "newest" layout; tests pin the two to equal results."""
-    B, n = valid.shape
-    mask = torch.zeros(B, 1, n + copies, n + copies, dtype=torch.bool, device=valid.device)
-    mask[:, :, :n, :n] = causal_mask(valid)
-    source = torch.arange(n - copies, n, device=valid.device)[:, None]
-    mask[:, 0, n:, :n] = (torch.arange(n, device=valid.device)[None, :] < source)[None] & valid[
-        :, None, :
-    ]
-    mask[:, 0, n:, n:] = torch.eye(copies, dtype=torch.bool, device=valid.device)
-    return mask
 
 
 def teacher_layout(batch: AttributionBatch, positions: str, device: torch.device) -> Layout:
@@ -87,7 +73,7 @@ def teacher_layout(batch: AttributionBatch, positions: str, device: torch.device
         receiver = (
             torch.cat([ids, ids[:, -C:]], dim=1),
             torch.cat([pos, pos[:, -C:]], dim=1),
-            _copies_mask(valid, C),
+            copies_mask(valid, C),
         )
         span = slice(-C, None)
     return Layout(*receiver, *donor, span, prompts.ids[:, -C:], scored)

@@ -69,3 +69,17 @@ def causal_mask(key_valid: Tensor, queries: int | None = None) -> Tensor:
     allowed = (cols <= rows)[None] & key_valid[:, None, :]
     allowed |= (cols == rows)[None]
     return allowed[:, None]
+
+
+def copies_mask(key_valid: Tensor, copies: int) -> Tensor:
+    """Mask for [x[:-1] | copies of its last `copies` positions]: copy t sees the real tokens
+    before it and itself, so each copy computes "unpatched history, patched newest" exactly."""
+    B, n = key_valid.shape
+    size = n + copies
+    mask = torch.zeros(B, 1, size, size, dtype=torch.bool, device=key_valid.device)
+    mask[:, :, :n, :n] = causal_mask(key_valid)
+    source = torch.arange(n - copies, n, device=key_valid.device)[:, None]
+    before = torch.arange(n, device=key_valid.device)[None, :] < source
+    mask[:, 0, n:, :n] = before[None] & key_valid[:, None, :]
+    mask[:, 0, n:, n:] = torch.eye(copies, dtype=torch.bool, device=key_valid.device)
+    return mask

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .batch import causal_mask, prepare
+from .batch import causal_mask, copies_mask, prepare
 from .hooks import Key, capturing, patching
 from .plans import build_plans, decoder_forward, keys_of, patch_edit
 from .spec import PatchingError, PatchSpec
@@ -43,19 +43,6 @@ class ContinuationScores:
     def all_greedy(self) -> Tensor:
         """[B] whether greedy decoding would have produced each continuation."""
         return self.greedy.all(dim=-1)
-
-
-def _copies_mask(key_valid: Tensor, copies: int) -> Tensor:
-    """Mask for [x[:-1] | copies of its last `copies` positions] (see module docstring)."""
-    B, n = key_valid.shape
-    size = n + copies
-    mask = torch.zeros(B, 1, size, size, dtype=torch.bool, device=key_valid.device)
-    mask[:, :, :n, :n] = causal_mask(key_valid)
-    source = torch.arange(n - copies, n, device=key_valid.device)[:, None]
-    before = torch.arange(n, device=key_valid.device)[None, :] < source
-    mask[:, 0, n:, :n] = before[None] & key_valid[:, None, :]
-    mask[:, 0, n:, n:] = torch.eye(copies, dtype=torch.bool, device=key_valid.device)
-    return mask
 
 
 @torch.inference_mode()
@@ -121,7 +108,7 @@ def patched_logprobs(
             r,
             torch.cat([ids, ids[:, -C:]], dim=1),
             torch.cat([pos, pos[:, -C:]], dim=1),
-            _copies_mask(valid, C),
+            copies_mask(valid, C),
             None,
             patching(r.lm, r.table, plans, edit_copies),
         )[:, copies:]
