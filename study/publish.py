@@ -63,10 +63,10 @@ def render(study: Study, results: list[StageResult], config_path: str,
     total = sum(r.record.get("seconds", r.seconds) for r in results)
     peak = max(r.record.get("peak_rss_bytes", r.peak_bytes) for r in results)
     now = time.time()
-    timing = (f"Stages took {fmt_seconds(total)} of compute when they ran; peak memory "
+    timing = (f"The stages took {fmt_seconds(total)} wall time in all when they ran; peak memory "
               f"{peak / 2**30:.2f} GiB (largest resident set of any stage, process and children)."
-              + (f" This `make demo` took {fmt_seconds(now - started_at)} wall time from its start,"
-                 " set-up included." if started_at else ""))
+              + (f" This `make demo` took {fmt_seconds(now - started_at)} from its start, set-up "
+                 "included." if started_at else ""))
     images = [f"![{p.stem}]({p.name})" for p in heatmaps(study)]
     key = _md(summary["key_table"])
     report = "\n".join([
@@ -76,18 +76,20 @@ def render(study: Study, results: list[StageResult], config_path: str,
         "## Summary", "", summary["paragraph"], "",
         "## Baselines (metric ± standard error, lm-eval)", "", key, "",
         "## Where patching flips related math", "", *images, "",
-        "Full pages: [baselines](baselines.md), [sweeps](sweeps.md) (tables per variant, "
-        "every heatmap, example replies).", "",
+        f"The full leaderboard pages (every variant and heatmap, example replies) are "
+        f"`baselines.md` and `sweeps.md` in `{study.work / 'report'}`.", "",
         "## Stages", "", _md(stage_table(results)), "", timing, ""])
     block = [key, "", *images, "", summary["paragraph"], "", timing]
     return report, "\n".join(block)
 
 
-def _copy_tree(src: Path, dst: Path) -> None:
-    """Replace ``dst`` with a copy of ``src`` (copied beside it, then swapped in)."""
+def _swap_in(src: Path, dst: Path) -> None:
+    """Replace the folder ``dst`` by ``src`` (copied beside it first, then renamed in)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src, tmp)
+    shutil.rmtree(src)
     old = dst.with_name(f".{dst.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if dst.exists():
@@ -109,20 +111,29 @@ def rewrite_readme(readme: Path, body: str, source: str) -> None:
 
 def publish(study: Study, results: list[StageResult], config_path: str,
             started_at: float | None) -> Path:
-    """Write the report folder, publish it and rewrite the README block; returns REPORT.md."""
+    """Write the report folder (report, pages, plots), publish the report with its heatmaps,
+    summary and timings (the pages stay in the work dir), and rewrite the README block;
+    returns REPORT.md."""
     folder = study.work / "report"
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(study.folder("page"), folder,
                     ignore=shutil.ignore_patterns("DONE.json", "STARTED.json"))
+    shown = [folder / "REPORT.md", folder / "summary.json", folder / TIMINGS]
     for extra in (study.folder("summary") / "summary.json", study.work / TIMINGS):
         shutil.copy2(extra, folder / extra.name)
     for image in heatmaps(study):
         shutil.copy2(image, folder / image.name)
+        shown.append(folder / image.name)
     report, block = render(study, results, config_path, started_at)
     atomic_write_text(folder / "REPORT.md", report)
     spec = study.config.report
     if spec.publish_dir:
-        _copy_tree(folder, Path(spec.publish_dir))
+        staged = study.work / ".publish"
+        shutil.rmtree(staged, ignore_errors=True)
+        staged.mkdir()
+        for path in shown:
+            shutil.copy2(path, staged / path.name)
+        _swap_in(staged, Path(spec.publish_dir))
     if spec.readme:
         rel = os.path.relpath(Path(spec.publish_dir or folder).resolve(),
                               Path(spec.readme).resolve().parent)

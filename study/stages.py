@@ -116,7 +116,10 @@ def base_inputs(study: Study) -> dict[str, Any]:
     if base.random_init is not None:
         return {"random_init": base.random_init,
                 "code": code_print("finetune/tiny.py", "finetune/tokenizer.py")}
-    return {"model": base.model, "files": file_print(base.model)}
+    from finetune.model_card import UNHASHED  # the model card: notes about the weights
+
+    files = file_print(base.model)
+    return {"model": base.model, "files": {k: v for k, v in files.items() if k not in UNHASHED}}
 
 
 def run_base(study: Study, folder: Path) -> dict[str, Any]:
@@ -257,7 +260,8 @@ def run_page(study: Study, folder: Path) -> dict[str, Any]:
 
 
 def summary_inputs(study: Study) -> dict[str, Any]:
-    return {"code": code_print("study/summary.py", "leaderboard")}
+    return {"labels": list(study.config.finetunes),
+            "code": code_print("study/summary.py", "leaderboard")}
 
 
 def run_summary(study: Study, folder: Path) -> dict[str, Any]:
@@ -265,7 +269,7 @@ def run_summary(study: Study, folder: Path) -> dict[str, Any]:
     from .summary import summarize
 
     return summarize(study.folder("baselines") / "results", study.folder("sweeps") / "results",
-                     folder)
+                     list(study.config.finetunes), folder)
 
 
 def stage_list(config: StudyConfig) -> list[Stage]:

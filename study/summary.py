@@ -93,7 +93,13 @@ def _verdict(clean: Run, run: Run, task: str, name: str) -> int | None:
     return None if a is None or b is None else compare(a, b)
 
 
-def baseline_sentences(runs: list[Run], facts: Facts) -> list[str]:
+def _ordered(runs: list[Run], labels: list[str]) -> list[Run]:
+    """Corrupted baselines in the study's fine-tune order."""
+    found = {r.label: r for r in runs if r.role == "corrupted"}
+    return [found[label] for label in labels if label in found]
+
+
+def baseline_sentences(runs: list[Run], labels: list[str], facts: Facts) -> list[str]:
     """Each corrupted model against the clean one, family by family, and what pattern it is."""
     clean = next(r for r in runs if r.role == "clean")
     have = [(t, w) for t, w in FAMILIES if metric(clean, t, "exact_match")]
@@ -102,7 +108,7 @@ def baseline_sentences(runs: list[Run], facts: Facts) -> list[str]:
            "clean model scores " + ", ".join(f"{facts.score(clean, t, 'exact_match')} on {w}"
                                             for t, w in have) + "."]
     words = {-1: "lower", 0: "level", 1: "higher"}
-    for run in (r for r in runs if r.role == "corrupted"):
+    for run in _ordered(runs, labels):
         verdicts = {t: _verdict(clean, run, t, "exact_match") for t, _ in have}
         text = f"`{run.label}`: " + ", ".join(
             f"{w} {facts.score(run, t, 'exact_match')} ({words[verdicts[t]]})" for t, w in have)
@@ -169,15 +175,15 @@ def sweep_sentences(runs: list[Run], label: str, facts: Facts) -> list[str]:
 
 
 def _side_effects(group: list[Run], clean: Run, facts: Facts) -> list[str]:
-    """Which patches lower unrelated math or general scores, and which shorten replies."""
-    out = []
-    for task, words in ((UNRELATED, "unrelated math"), (GENERAL, "general replies")):
-        if metric(clean, task, "exact_match") is None:
-            continue
-        hurt = [r for r in group if _verdict(clean, r, task, "exact_match") == -1]
-        out.append(f"{words.capitalize()} keep the clean model's score (within two standard "
-                   "errors) under every such patch" + ("" if not hurt else " except " +
-                   _listing(hurt)) + ".")
+    """Which patches lower each family's score (a patch can break an answer without giving the
+    donor's), and which change reply length."""
+    drops = []
+    for task, words in FAMILIES:
+        if metric(clean, task, "exact_match") is not None:
+            hurt = [r for r in group if _verdict(clean, r, task, "exact_match") == -1]
+            drops.append(f"on {words} {'under ' + _listing(hurt) if hurt else 'under none'}")
+    out = ["Exact match drops below the clean model's (by more than two standard errors) "
+           + "; ".join(drops) + "."]
     if metric(clean, GENERAL, "reply_words") is not None:
         short = [r for r in group if _verdict(clean, r, GENERAL, "reply_words") == -1]
         long = [r for r in group if _verdict(clean, r, GENERAL, "reply_words") == 1]
@@ -210,27 +216,27 @@ def _listing(runs: list[Run]) -> str:
     return ", ".join(parts)
 
 
-def key_table(runs: list[Run]) -> dict[str, Any]:
+def key_table(runs: list[Run], labels: list[str]) -> dict[str, Any]:
     """Clean and corrupted baselines on the headline metrics, cells as the leaderboard prints
     them (``fmt``), so they can be checked against the page and the results files."""
-    models = sorted((r for r in runs if r.role in ("clean", "corrupted")),
-                    key=lambda r: (r.role != "clean", r.label or ""))
+    models = [next(r for r in runs if r.role == "clean"), *_ordered(runs, labels)]
     columns = [(t, m, w) for t, m, w in KEY_COLUMNS if any(metric(r, t, m) for r in models)]
     rows = [[r.label or "clean", *[fmt(*r.metrics.get(t, {}).get(m, (None, None)))
                                    for t, m, _ in columns]] for r in models]
     return {"headers": ["model", *[f"{w} ({m})" for _, m, w in columns]], "rows": rows}
 
 
-def summarize(baselines_dir: Path, sweeps_dir: Path, out_dir: Path) -> dict[str, Any]:
-    """Write ``summary.json`` (facts, paragraph, key table) and ``summary.md``; returns the
-    record the stage cache keeps."""
+def summarize(baselines_dir: Path, sweeps_dir: Path, labels: list[str],
+              out_dir: Path) -> dict[str, Any]:
+    """Write ``summary.json`` (facts, paragraph, key table) and ``summary.md``; ``labels``: the
+    fine-tunes in study order. Returns the record the stage cache keeps."""
     base_runs, sweep_runs = load_runs(baselines_dir), load_runs(sweeps_dir)
     facts = Facts()
-    sentences = baseline_sentences(base_runs, facts)
-    for label in dict.fromkeys(r.label for r in sweep_runs if r.role == "corrupted"):
-        sentences += sweep_sentences(sweep_runs, label, facts)  # type: ignore[arg-type]
-    paragraph = " ".join(sentences)
-    table = key_table(base_runs)
+    parts = [baseline_sentences(base_runs, labels, facts)]
+    swept = {r.label for r in sweep_runs if r.role == "corrupted"}
+    parts += [sweep_sentences(sweep_runs, label, facts) for label in labels if label in swept]
+    paragraph = "\n\n".join(" ".join(sentences) for sentences in parts)
+    table = key_table(base_runs, labels)
     summary = {"paragraph": paragraph, "facts": facts.items, "key_table": table}
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
     atomic_write_text(out_dir / "summary.md", paragraph + "\n")
