@@ -55,7 +55,7 @@ def run_stages(study: Study, stages: list[Stage], start: str | None = None,
     publish = study.config.report.publish_dir
     estimates = load_timings(study.work / TIMINGS,
                              *([Path(publish) / TIMINGS] if publish else []))
-    timings = dict(estimates)
+    timings = load_timings(study.work / TIMINGS)  # this work dir's own record
     forced_from = None if start is None else [s.name for s in stages].index(start)
     hashes: dict[str, str] = {}
     results: list[StageResult] = []

@@ -37,6 +37,13 @@ def _git() -> str:
     return out.stdout.strip() or "unknown"
 
 
+def _shown(path: Path) -> str:
+    """A path relative to the current directory when it is inside it (the published report
+    should not name the machine's checkout)."""
+    rel = os.path.relpath(path)
+    return path.as_posix() if rel.startswith("..") else rel
+
+
 def stage_table(results: list[StageResult]) -> dict:
     """Wall time and peak memory of each stage as measured when it last ran."""
     rows = []
@@ -77,7 +84,7 @@ def render(study: Study, results: list[StageResult], config_path: str,
         "## Baselines (metric ± standard error, lm-eval)", "", key, "",
         "## Where patching flips related math", "", *images, "",
         f"The full leaderboard pages (every variant and heatmap, example replies) are "
-        f"`baselines.md` and `sweeps.md` in `{study.work / 'report'}`.", "",
+        f"`baselines.md` and `sweeps.md` in `{_shown(study.work / 'report')}`.", "",
         "## Stages", "", _md(stage_table(results)), "", timing, ""])
     block = [key, "", *images, "", summary["paragraph"], "", timing]
     return report, "\n".join(block)

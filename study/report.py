@@ -80,15 +80,16 @@ class Meter:
 
 
 def load_timings(*paths: Path) -> dict[str, float]:
-    """Stage seconds from the first readable timings file among ``paths``."""
-    for path in paths:
+    """Stage seconds from the readable timings files among ``paths``; earlier files win."""
+    out: dict[str, float] = {}
+    for path in reversed(paths):
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
         if isinstance(data, dict):
-            return {k: float(v) for k, v in data.items() if isinstance(v, (int, float))}
-    return {}
+            out |= {k: float(v) for k, v in data.items() if isinstance(v, (int, float))}
+    return out
 
 
 def fmt_seconds(seconds: float) -> str:

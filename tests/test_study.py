@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -135,9 +136,41 @@ def test_killed_run_resumes_from_cached_stages(tmp_path: Path) -> None:
                                       "overrides": {"max_steps": 1}}})
     third = run_study(edited, "--until", "finetune-lora")
     assert third.returncode == 0, third.stderr[-2000:]
-    stages = _stage_lines(third.stderr)
-    assert stages == {"data": "cached", "base": "cached", "finetune-underfit": "cached",
-                      "finetune-overfit": "cached", "finetune-lora": "ran"}
+    expected = {"data": "cached", "base": "cached", "finetune-underfit": "cached",
+                "finetune-overfit": "cached", "finetune-lora": "ran"}
+    assert _stage_lines(third.stderr) == expected
+    forced = run_study(edited, "--from", "finetune-lora", "--until", "finetune-lora")
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    assert _stage_lines(forced.stderr) == expected  # redone although cached
+
+
+def test_retrain_rebuilds_the_base_with_its_recipe(tmp_path: Path, monkeypatch) -> None:
+    """``--retrain`` runs the pretraining command line and hashes the model it leaves."""
+    from study import stages
+    from study.pipeline import stage_hash
+
+    model = tmp_path / "model"
+    shutil.copytree(REPO / "models" / "tiny-qwen3-math", model)
+    raw = yaml.safe_load(SMOKE.read_text()) | {
+        "work_dir": str(tmp_path / "work"),
+        "base": {"model": str(model), "pretrain_config": "configs/pretrain/tiny.yaml"}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    study = Study(StudyConfig.from_yaml(tmp_path / "s.yaml"), retrain=True)
+    base = next(s for s in stages.stage_list(study.config) if s.name == "base")
+    before = stage_hash(base, study, {})
+    calls = []
+
+    def pretrain(cmd: list[str], check: bool) -> subprocess.CompletedProcess:
+        calls.append(cmd[1:])
+        (model / "model.safetensors").write_bytes(b"retrained")  # the recipe's new weights
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(stages.subprocess, "run", pretrain)
+    assert base.forced(study)
+    record = base.run(study, tmp_path / "work" / "base")
+    assert calls == [["-m", "finetune.pretrain", "--config", "configs/pretrain/tiny.yaml",
+                      "--out-dir", str(model)]]
+    assert record["layers"] == 6 and stage_hash(base, study, {}) != before
 
 
 def _check_report(tmp_path: Path, out: str) -> dict:
