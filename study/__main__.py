@@ -18,8 +18,11 @@ from .stages import StageError, Study, stage_list
 
 
 def _quiet() -> None:
-    """Progress bars and stage lines only: lm-eval and transformers log several warnings per
-    evaluated variant (hundreds per sweep), which would bury the progress."""
+    """Stage lines and the stages' own bars: lm-eval and transformers log several warnings and
+    bars per evaluated variant (hundreds per sweep), which would bury the progress."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" bars (the Trainer's bar stays)
     for name in ("lm_eval", "transformers", "accelerate", "datasets", "peft"):
         logging.getLogger(name).setLevel(logging.ERROR)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
