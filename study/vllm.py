@@ -95,8 +95,8 @@ def run_baselines(cli: Path, plan: SweepPlan, dtype: str, extra: dict[str, Any])
     """Score every unfinished baseline variant of ``plan``; returns the names it ran."""
     ran = []
     for variant in plan.variants:
-        if variant.role == "patch" or finished_hash(plan.out_dir / variant.name) == \
-                plan.hashes[variant.name]:
+        finished = finished_hash(plan.out_dir / variant.name) == plan.hashes[variant.name]
+        if variant.role == "patch" or finished:
             continue
         print(f"[study] vLLM baseline {variant.name}", file=sys.stderr, flush=True)
         run_variant(cli, plan, variant, model_args(plan, variant, dtype, extra))

@@ -251,3 +251,19 @@ def test_smoke_study_end_to_end(tmp_path: Path) -> None:
         assert fact["flipped"] == sum(patched[d] == corrupted[d] for d in differ)
         if fact["variant"].endswith("into_corrupted"):
             clean, corrupted = corrupted, clean
+
+
+def test_random_init_base_for_development(tmp_path: Path) -> None:
+    """``base.random_init`` swaps in a random tiny model of the given shape (no trained one
+    needed); the dry run plans with that shape."""
+    from study import stages
+
+    raw = yaml.safe_load(SMOKE.read_text()) | {
+        "work_dir": str(tmp_path / "work"),
+        "base": {"random_init": {"seed": 0, "model": {"num_hidden_layers": 2}}}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    study = Study(StudyConfig.from_yaml(tmp_path / "s.yaml"))
+    assert "a random tiny model (seed 0): 2 layers, 4 heads" in "\n".join(dry_run(study))
+    base = next(s for s in stages.stage_list(study.config) if s.name == "base")
+    record = base.run(study, study.folder("base"))
+    assert record == {"model": str(study.folder("base") / "model"), "layers": 2, "heads": 4}
