@@ -7,8 +7,6 @@ STAMP := $(VENV)/.corrupt-cmap-installed
 INSTALL_INPUTS := pyproject.toml hatch_build.py $(wildcard harness_ext/startup/*)
 OFFLINE_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-DEMO_MODEL ?= models/tiny-qwen3-math
-
 .PHONY: setup test demo lint clean
 
 setup: $(STAMP)
