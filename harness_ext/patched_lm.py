@@ -141,7 +141,7 @@ class PatchedQwenLM(HFLM):
 
     def _model_call(self, inps: Tensor, attn_mask: Any = None, labels: Any = None) -> Tensor:
         """Refused: an inherited path using it would score the receiver unpatched."""
-        raise NotImplementedError(
+        raise RuntimeError(
             "patched_qwen scores through patching.patched_logprobs; HFLM._model_call would "
             "run the receiver unpatched"
         )
