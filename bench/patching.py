@@ -27,8 +27,9 @@ if __package__ in (None, ""):  # run as a script: bench/ itself would shadow the
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import torch  # noqa: E402
-from transformers import Qwen3Config, Qwen3ForCausalLM  # noqa: E402
+from transformers import Qwen3ForCausalLM  # noqa: E402
 
+from finetune.tiny import random_qwen3  # noqa: E402
 from patching import PatchSpec, every_layer, patched_generate, sweep_generate  # noqa: E402
 from patching.reference import naive_generate  # noqa: E402
 
@@ -38,23 +39,9 @@ PROMPTS, NEW_TOKENS = 8, 64
 
 def tiny_pair(layers: int, seed: int = 0) -> tuple[Qwen3ForCausalLM, Qwen3ForCausalLM]:
     """A random receiver and a donor = receiver + noise (a stand-in for a fine-tune)."""
-    torch.manual_seed(seed)
-    config = Qwen3Config(
-        vocab_size=1024,
-        hidden_size=128,
-        intermediate_size=512,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=32,
-        tie_word_embeddings=True,
-        max_position_embeddings=512,
-        initializer_range=0.1,
-        eos_token_id=None,
-        pad_token_id=None,
-        bos_token_id=None,
-    )
-    receiver = Qwen3ForCausalLM(config).eval()
+    receiver = random_qwen3(seed, vocab_size=1024, hidden_size=128, intermediate_size=512,
+                            num_hidden_layers=layers, head_dim=32, max_position_embeddings=512,
+                            initializer_range=0.1)
     donor = copy.deepcopy(receiver)
     with torch.no_grad():
         for p in donor.parameters():

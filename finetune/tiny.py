@@ -66,6 +66,22 @@ def generation_config(tokenizer: PreTrainedTokenizerFast) -> GenerationConfig:
     )
 
 
+def random_qwen3(seed: int = 0, dtype: torch.dtype = torch.float32, **config: object
+                 ) -> Qwen3ForCausalLM:
+    """A random-init Qwen3 of any shape and no tokenizer, for tests and benches of the patching
+    engine: a 3-layer, 4-head toy unless ``config`` overrides Qwen3Config fields. It has no
+    eos/pad/bos ids, so generation never stops early; initializer_range 0.2 makes its random
+    replies vary with the prompt."""
+    torch.manual_seed(seed)
+    fields: dict[str, object] = dict(
+        vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, tie_word_embeddings=True,
+        initializer_range=0.2, max_position_embeddings=128, eos_token_id=None,
+        pad_token_id=None, bos_token_id=None,
+    )
+    return Qwen3ForCausalLM(Qwen3Config(**(fields | config))).to(dtype).eval()
+
+
 def build_tiny_model_dir(
     out_dir: str | Path,
     *,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from lm_eval.api.registry import register_model
@@ -45,6 +45,15 @@ from .patched_args import (
 log = logging.getLogger(__name__)
 
 
+class PatchedGenerate(Protocol):
+    """``patching.patched_generate``'s signature, as ``_model_generate`` calls it."""
+
+    def __call__(self, receiver: Any, donor: Any, input_ids: Tensor, spec: PatchSpec,
+                 attention_mask: Tensor | None = None, max_new_tokens: int = 64,
+                 eos_token_id: int | list[int] | None = None,
+                 pad_token_id: int | None = None) -> Tensor: ...
+
+
 def _left_padded(rows: list[list[int]], pad: int) -> tuple[Tensor, Tensor]:
     """Token rows as one left-padded batch (the engine's layout) and its attention mask."""
     width = max(map(len, rows))
@@ -64,9 +73,13 @@ class PatchedQwenLM(HFLM):
     (model dir, hub id, PEFT adapter dir or a loaded model), ``site``, ``layers``, ``heads``,
     ``positions`` (``newest``), ``direction`` (``corrupted_to_clean``). With model objects
     nothing is loaded or copied, so a sweep builds one instance per variant cheaply.
+    From Python only, ``generator`` replaces ``patched_generate`` (same signature): the sweep
+    runner passes one that generates for several variants of a model pair at once.
     """
 
-    def __init__(self, pretrained: Any, **kwargs: Any) -> None:
+    def __init__(self, pretrained: Any, generator: PatchedGenerate | None = None,
+                 **kwargs: Any) -> None:
+        self._generate: PatchedGenerate = generator or patched_generate
         self.patch = take_patch_args(kwargs)
         corrupted = self.patch.corrupted
         self._source: CorruptedSource | None = None
@@ -165,7 +178,7 @@ class PatchedQwenLM(HFLM):
         """Greedy patched generation of prompt + new ids, as HFLM's ``generate`` returns."""
         mask = generation_kwargs.pop("attention_mask", None)
         check_greedy(generation_kwargs)
-        return patched_generate(
+        return self._generate(
             self.receiver,
             self.donor,
             context,

@@ -128,6 +128,9 @@ class SweepConfig:
 
     ``corrupted`` maps a short label (used in variant names) to a full model dir or a LoRA
     adapter dir; a plain path or list of paths is labelled by folder name.
+    ``generate_together``: how many patch variants of one model pair share one engine pass
+    when generating (their scores are the same either way; it trades memory for speed:
+    the engine holds up to 3 x generate_together x batch_size rows of KV cache).
     """
 
     clean: str
@@ -137,6 +140,7 @@ class SweepConfig:
     patches: list[PatchBlock] = field(default_factory=list)
     limit: int | float | None = None
     batch_size: int = 8
+    generate_together: int = 8
     gen_kwargs: dict[str, Any] | None = None
     bootstrap_iters: int = 100000
     device: str = "auto"
@@ -161,6 +165,9 @@ class SweepConfig:
             raise SweepConfigError(f"limit={self.limit!r}: expected a positive number or null")
         if type(self.batch_size) is not int or self.batch_size < 1:
             raise SweepConfigError(f"batch_size={self.batch_size!r}: expected an integer >= 1")
+        if type(self.generate_together) is not int or self.generate_together < 1:
+            raise SweepConfigError(f"generate_together={self.generate_together!r}: expected an "
+                                   "integer >= 1 (1: each variant generates alone)")
         if self.gen_kwargs is not None and not isinstance(self.gen_kwargs, dict):
             raise SweepConfigError(f"gen_kwargs={self.gen_kwargs!r}: expected a mapping")
         if type(self.bootstrap_iters) is not int or self.bootstrap_iters < 0:

@@ -6,7 +6,9 @@ Each variant is an lm-eval model object (``hf``'s ``HFLM`` for baselines, ``patc
 patches) built around models loaded once per process, scored by ``simple_evaluate`` with the
 chat template (thinking off) and our task folder only (lm-eval's built-in index costs ~14 s per
 call). Finished variants (results file with the same hash) are skipped, so a killed sweep is
-resumed by running the same command again.
+resumed by running the same command again. Patch variants of one model pair and direction run
+back to back and share their generation: up to ``generate_together`` of them are generated
+in one engine pass (``leaderboard.shared_generation``); their files are the same either way.
 
 Scale-out: variants are independent. Plain background processes, one per GPU::
 
@@ -21,12 +23,15 @@ into the same output dir; ``python -m leaderboard.build`` merges them.
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +47,7 @@ from .loading import (
     model_shape,
     resolve_device,
 )
+from .shared_generation import SharedGeneration, pair_of, patch_spec, run_order, shared_generators
 from .store import SWEEP_KEY, discard_tmp, finished_hash, new_tracker, write_variant
 from .variants import (
     Variant,
@@ -153,7 +159,8 @@ def plan_sweep(config: SweepConfig) -> SweepPlan:
                      hashes, _manifests(task_dir))
 
 
-def make_lm(plan: SweepPlan, variant: Variant, models: ModelCache, tokenizer: Any) -> Any:
+def make_lm(plan: SweepPlan, variant: Variant, models: ModelCache, tokenizer: Any,
+            generator: SharedGeneration | None = None) -> Any:
     """The lm-eval model object of one variant, around models loaded once per process."""
     common = {"tokenizer": tokenizer, "batch_size": plan.config.batch_size,
               "enable_thinking": False}
@@ -164,7 +171,8 @@ def make_lm(plan: SweepPlan, variant: Variant, models: ModelCache, tokenizer: An
             pretrained=models.get(plan.clean), corrupted=models.get(plan.corrupted[variant.label]),
             site=variant.site, layers=list(variant.layers),
             heads=None if variant.heads is None else list(variant.heads),
-            positions=variant.positions, direction=variant.direction, **common)
+            positions=variant.positions, direction=variant.direction, generator=generator,
+            **common)
     from lm_eval.models.huggingface import HFLM
 
     path = plan.clean if variant.role == "clean" else plan.corrupted[variant.label]  # type: ignore[index]
@@ -188,6 +196,30 @@ def evaluate_variant(plan: SweepPlan, variant: Variant, lm: Any, task_manager: A
     return write_variant(plan.out_dir, variant.name, results, tracker)
 
 
+@contextmanager
+def env_info_once() -> Iterator[None]:
+    """Within this block, ``simple_evaluate`` collects the environment once, not per variant.
+
+    lm-eval records torch's ``collect_env`` report in every results file; collecting it
+    spawns subprocesses (pip, nvidia-smi, ...): 0.5 s of wall time per call measured here,
+    about what a tiny variant's whole evaluation takes. It cannot change within one process.
+    """
+    import lm_eval.evaluator as evaluator
+
+    real, collected = evaluator.add_env_info, {}
+
+    def add_once(storage: dict[str, Any]) -> None:
+        if not collected:
+            real(collected)
+        storage.update(copy.deepcopy(collected))
+
+    evaluator.add_env_info = add_once
+    try:
+        yield
+    finally:
+        evaluator.add_env_info = real
+
+
 def run_sweep(config: SweepConfig, shard_index: int = 0, shard_count: int = 1,
               device: str | None = None, progress: bool = True) -> SweepOutcome:
     """Run this shard's unfinished variants; a failing variant is logged and the rest go on."""
@@ -207,22 +239,36 @@ def run_sweep(config: SweepConfig, shard_index: int = 0, shard_count: int = 1,
                 len(outcome.skipped), len(pending))
     if not pending:
         return outcome
+    pending = run_order(pending)
+    shared = shared_generators(pending, config.generate_together)
     models = ModelCache(resolve_device(device or config.device), config.dtype)
     tokenizer = load_tokenizer(plan.clean)
     task_manager = TaskManager(include_defaults=False, include_path=str(plan.task_dir))
     bar = tqdm(pending, desc=f"{config.name} [{shard_index}/{shard_count}]", unit="variant",
                disable=not progress)
-    for variant in bar:
-        bar.set_postfix_str(variant.name, refresh=False)
-        try:
-            lm = make_lm(plan, variant, models, tokenizer)
-            evaluate_variant(plan, variant, lm, task_manager)
-            outcome.ran.append(variant.name)
-        except Exception as err:  # noqa: BLE001 - one broken variant must not stop a long sweep
-            discard_tmp(plan.out_dir, variant.name)
-            outcome.failed[variant.name] = f"{type(err).__name__}: {str(err).splitlines()[0]}"
-            log.error("variant %s failed: %s", variant.name, outcome.failed[variant.name])
+    with env_info_once():
+        for variant in bar:
+            bar.set_postfix_str(variant.name, refresh=False)
+            _run_variant(plan, variant, models, tokenizer, task_manager, shared, outcome)
     return outcome
+
+
+def _run_variant(plan: SweepPlan, variant: Variant, models: ModelCache, tokenizer: Any,
+                 task_manager: Any, shared: dict[Any, SharedGeneration],
+                 outcome: SweepOutcome) -> None:
+    """Score one variant into its folder; a failure is recorded in ``outcome``, not raised."""
+    generator = shared.get(pair_of(variant)) if variant.role == "patch" else None
+    try:
+        lm = make_lm(plan, variant, models, tokenizer, generator)
+        evaluate_variant(plan, variant, lm, task_manager)
+        outcome.ran.append(variant.name)
+    except Exception as err:  # noqa: BLE001 - one broken variant must not stop a long sweep
+        discard_tmp(plan.out_dir, variant.name)
+        outcome.failed[variant.name] = f"{type(err).__name__}: {str(err).splitlines()[0]}"
+        log.error("variant %s failed: %s", variant.name, outcome.failed[variant.name])
+    finally:
+        if generator is not None:
+            generator.finish(patch_spec(variant))
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -12,9 +12,10 @@ import json
 
 import pytest
 import torch
-from transformers import Qwen3Config, Qwen3ForCausalLM
+from transformers import Qwen3ForCausalLM
 from transformers.models.qwen3 import modeling_qwen3
 
+from finetune.tiny import random_qwen3
 from patching import PatchSpec, patched_logprobs
 from patching.attribution import attribution_scores, top_heads
 from patching.attribution_metrics import AttributionBatch, KLFisher, metric_named
@@ -42,23 +43,8 @@ def float64_norms():
 
 
 def tiny(seed: int, layers: int = 3) -> Qwen3ForCausalLM:
-    torch.manual_seed(seed)
-    config = Qwen3Config(
-        vocab_size=61,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=32,
-        tie_word_embeddings=True,
-        initializer_range=0.2,
-        max_position_embeddings=64,
-        eos_token_id=None,
-        pad_token_id=None,
-        bos_token_id=None,
-    )
-    return Qwen3ForCausalLM(config).double().eval()
+    return random_qwen3(seed, torch.float64, vocab_size=61, intermediate_size=96,
+                        num_hidden_layers=layers, head_dim=32, max_position_embeddings=64)
 
 
 def noisy(model: Qwen3ForCausalLM, seed: int, scale: float = 0.02) -> Qwen3ForCausalLM:

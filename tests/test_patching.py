@@ -11,8 +11,9 @@ import copy
 
 import pytest
 import torch
-from transformers import Qwen3Config, Qwen3ForCausalLM
+from transformers import Qwen3ForCausalLM
 
+from finetune.tiny import random_qwen3
 from patching import (
     PatchSpec,
     adapter_pair,
@@ -32,23 +33,7 @@ NEW = 6
 
 
 def tiny(seed: int) -> Qwen3ForCausalLM:
-    torch.manual_seed(seed)
-    config = Qwen3Config(
-        vocab_size=97,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        tie_word_embeddings=True,
-        initializer_range=0.2,
-        max_position_embeddings=128,
-        eos_token_id=None,
-        pad_token_id=None,
-        bos_token_id=None,
-    )
-    return Qwen3ForCausalLM(config).double().eval()
+    return random_qwen3(seed, torch.float64)
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
+from finetune.tiny import random_qwen3
 from patching import (
     PatchingError,
     PatchSpec,
@@ -19,18 +20,9 @@ torch.set_num_threads(1)
 
 
 def tiny(**overrides) -> Qwen3ForCausalLM:
-    torch.manual_seed(0)
-    config = dict(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        tie_word_embeddings=True,
-    )
-    return Qwen3ForCausalLM(Qwen3Config(**{**config, **overrides})).eval()
+    shape = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                 num_attention_heads=2, num_key_value_heads=1)
+    return random_qwen3(0, **(shape | overrides))
 
 
 @pytest.fixture(scope="module")

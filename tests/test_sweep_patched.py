@@ -1,5 +1,6 @@
 """The issue's "done when": a tiny sweep with patch variants end to end, resumable, with the
-page and PNGs. Needs the real ``patched_qwen`` (issue #5); skipped while it is the placeholder.
+page and PNGs; and the shared-generation path scores every variant exactly as running each
+variant alone does.
 """
 
 from __future__ import annotations
@@ -9,27 +10,54 @@ from pathlib import Path
 
 import pytest
 from leaderboard_fixtures import tiny_config, tiny_pair
-from lm_eval.models.huggingface import HFLM
 
-from harness_ext.patched_lm import PatchedQwenLM
-from leaderboard import build, store
+from leaderboard import build, shared_generation, store
 from leaderboard.results import load_runs
 from leaderboard.sweep import run_sweep
 
-pytestmark = pytest.mark.skipif(not issubclass(PatchedQwenLM, HFLM),
-                                reason="patched_qwen is still the placeholder (issue #5)")
-
 PATCHES = [{"sites": ["resid", "attn", "mlp"], "layers": "all"},
-           {"sites": "head", "layers": "last", "heads": "all"}]
+           {"sites": "head", "layers": "last", "heads": "all"},
+           {"sites": "attn", "layers": "all", "positions": "all",
+            "directions": "clean_to_corrupted"}]
+N_VARIANTS = 2 + 3 * 2 + 2 + 2  # baselines, 3 sites x 2 layers, 2 heads of L1, 2 reverse attn
 
 
-def test_tiny_patched_sweep_end_to_end(tmp_path: Path) -> None:
-    clean, over = tiny_pair(tmp_path / "models")
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return tiny_pair(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="module")
+def engine_calls(monkeypatch_module: pytest.MonkeyPatch) -> list[int]:
+    """Number of specs of every engine call the shared path makes."""
+    calls: list[int] = []
+    real = shared_generation.sweep_generate
+
+    def counting(receiver, donor, input_ids, specs, *args, **kwargs):  # noqa: ANN001, ANN002
+        calls.append(len(specs))
+        return real(receiver, donor, input_ids, specs, *args, **kwargs)
+
+    monkeypatch_module.setattr(shared_generation, "sweep_generate", counting)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():  # noqa: ANN201 - the module-scoped twin of pytest's monkeypatch
+    with pytest.MonkeyPatch.context() as patcher:
+        yield patcher
+
+
+def test_tiny_patched_sweep_end_to_end(tmp_path: Path, pair: tuple[Path, Path],
+                                       engine_calls: list[int]) -> None:
+    clean, over = pair
     out = tmp_path / "out"
     cfg = tiny_config(clean, over, out, patches=PATCHES)
     outcome = run_sweep(cfg, progress=False)
     assert not outcome.failed, outcome.failed
-    assert len(outcome.ran) == 2 + 3 * 2 + 2  # baselines, 3 sites x 2 layers, 2 heads of L1
+    # generative tasks of 8 into-clean variants, then of 2 into-corrupted ones, generated
+    # together: one engine call per prompt batch and group, never one per variant
+    assert engine_calls and set(engine_calls) == {8, 2}, engine_calls
+    assert len(outcome.ran) == N_VARIANTS
 
     runs = {r.name: r for r in load_runs(out)}
     corrupted = runs["corrupted-over"]
@@ -45,8 +73,9 @@ def test_tiny_patched_sweep_end_to_end(tmp_path: Path) -> None:
     assert "### Where does the corruption live" in page
     plots = sorted(p.name for p in (tmp_path / "LEADERBOARD_plots").glob("*.png"))
     tasks = ["corrupt_ethics_mc", "corrupt_general", "corrupt_related", "corrupt_unrelated_math"]
-    assert plots == sorted([f"{kind}-over-corrupted_to_clean-newest-{t}.png"
-                            for kind in ("head", "site") for t in tasks])
+    groups = ["head-over-corrupted_to_clean-newest", "site-over-corrupted_to_clean-newest",
+              "site-over-clean_to_corrupted-all"]
+    assert plots == sorted(f"{group}-{t}.png" for group in groups for t in tasks)
     raw = json.loads(store.latest_results(out / "patch-over-mlp-L0-newest-into_clean").read_text())
     row = next(line for line in page.split("#### corrupt_related\n")[1].splitlines()
                if line.startswith("| patch-over-mlp-L0-newest-into_clean "))
@@ -56,3 +85,24 @@ def test_tiny_patched_sweep_end_to_end(tmp_path: Path) -> None:
 
     again = run_sweep(cfg, progress=False)
     assert not again.ran and len(again.skipped) == len(outcome.ran)
+
+
+def test_shared_generation_scores_as_one_variant_at_a_time(tmp_path: Path,
+                                                           pair: tuple[Path, Path]) -> None:
+    """Every results number and every logged reply is the same on both paths."""
+    clean, over = pair
+    runs = {}
+    for together in (1, 3):  # 3: groups of 8 split into engine calls of 3, 3 and 2 specs
+        out = tmp_path / f"together-{together}"
+        cfg = tiny_config(clean, over, out, patches=PATCHES, generate_together=together)
+        assert not run_sweep(cfg, progress=False).failed
+        runs[together] = {r.name: r for r in load_runs(out)}
+    alone, shared = runs[1], runs[3]
+    assert sorted(alone) == sorted(shared) and len(alone) == N_VARIANTS
+    differs = 0
+    for name, run in alone.items():
+        assert shared[name].metrics == run.metrics, name
+        for task in run.output_types:
+            assert shared[name].replies(task) == run.replies(task), (name, task)
+            differs += run.replies(task) != alone["clean"].replies(task)
+    assert differs, "no patch changed any reply: the comparison would be vacuous"
