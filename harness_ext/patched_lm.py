@@ -28,9 +28,15 @@ from lm_eval.models.utils_hf import get_dtype
 from torch import Tensor
 from tqdm import tqdm
 
-from patching import AdapterSide, PatchSpec, adapter_pair, patched_generate, patched_logprobs
-from patching.spec import check_pair
-from patching.sweep import resolve
+from patching import (
+    AdapterSide,
+    PatchSpec,
+    adapter_pair,
+    check_pair,
+    check_patch,
+    patched_generate,
+    patched_logprobs,
+)
 
 from .patched_args import (
     HFLM_ARGS,
@@ -93,7 +99,7 @@ class PatchedQwenLM(HFLM):
         self.receiver, self.donor = (
             (corrupted, clean) if self.patch.corrupted_receives else (clean, corrupted)
         )
-        resolve(self.receiver, self.donor, [self.spec])  # the engine's own checks, up front
+        check_patch(self.receiver, self.donor, [self.spec])  # the engine's own checks, up front
 
     @property
     def spec(self) -> PatchSpec:

@@ -8,8 +8,8 @@
 """
 
 from .models import AdapterSide, adapter_pair
-from .spec import PatchingError, PatchSpec, every_layer
-from .sweep import patched_generate, sweep_generate
+from .spec import PatchingError, PatchSpec, check_pair, every_layer
+from .sweep import check_patch, patched_generate, sweep_generate
 from .teacher_forced import ContinuationScores, patched_logprobs
 
 __all__ = [
@@ -18,6 +18,8 @@ __all__ = [
     "PatchSpec",
     "PatchingError",
     "adapter_pair",
+    "check_pair",
+    "check_patch",
     "every_layer",
     "patched_generate",
     "patched_logprobs",

@@ -37,6 +37,12 @@ def resolve(receiver: Any, donor: Any, specs: Sequence[PatchSpec]) -> tuple[Runn
     return r, d
 
 
+def check_patch(receiver: Any, donor: Any, specs: Sequence[PatchSpec]) -> None:
+    """Raise a one-line ``PatchingError`` unless every spec fits this model pair; runs nothing
+    (``patched_qwen`` calls it at construction, before lm-eval builds any request)."""
+    resolve(receiver, donor, specs)
+
+
 def _token_ids(value: int | Sequence[int] | None, name: str, vocab: int) -> list[int]:
     ids = [] if value is None else [value] if isinstance(value, int) else list(value)
     for i in ids:

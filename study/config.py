@@ -164,14 +164,19 @@ class BaselineSpec(EvalSpec):
 
 @dataclass
 class SweepSpec(EvalSpec):
-    """CMAP sweeps: which fine-tunes are patched (default: all) and the patch blocks
-    (``leaderboard.config.PatchBlock`` fields)."""
+    """CMAP sweeps: which fine-tunes are patched (default: all), the patch blocks
+    (``leaderboard.config.PatchBlock`` fields) and how many patch variants share one engine
+    pass (``leaderboard.config.SweepConfig.generate_together``)."""
 
     corrupted: list[str] = field(default_factory=list)
     patches: list[dict[str, Any]] = field(default_factory=list)
+    generate_together: int = 8
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if type(self.generate_together) is not int or self.generate_together < 1:
+            raise StudyConfigError(f"generate_together={self.generate_together!r}: expected an "
+                                   "integer >= 1 (1: each variant generates alone)")
         for i, block in enumerate(self.patches):
             try:
                 PatchBlock(**_known(PatchBlock, block, f"patches[{i}]"))

@@ -145,7 +145,8 @@ def eval_lines(study: Study, facts: ModelFacts) -> tuple[list[str], float]:
              f"{baselines.limit}); backend {baselines_backend(study)}",
              f"sweeps: {patches} patch variants + {1 + len(cfg.swept)} baselines over "
              f"{', '.join(cfg.swept)}, {rows_s} items each ({', '.join(sweeps.tasks)}, limit "
-             f"{sweeps.limit}), batch {sweeps.batch_size}"]
+             f"{sweeps.limit}), batch {sweeps.batch_size}, {sweeps.generate_together} variants "
+             "per engine pass"]
     by_site: dict[str, int] = {}
     for variant in swept:
         if variant.site:

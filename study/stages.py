@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from leaderboard.config import SweepConfig
 
 from .cache import code_print, file_print
-from .config import EvalSpec, StudyConfig
+from .config import EvalSpec, StudyConfig, SweepSpec
 
 if TYPE_CHECKING:
     from finetune.sft_config import SFTConfig
@@ -72,12 +72,13 @@ class Study:
     def sweep_config(self, name: str, spec: EvalSpec, labels: list[str],
                      patches: list[dict[str, Any]]) -> SweepConfig:
         """A ``leaderboard.sweep`` config writing into ``<stage>/results``."""
+        together = spec.generate_together if isinstance(spec, SweepSpec) else 1  # no patches
         return SweepConfig(
             clean=self.base_model(), corrupted={k: self.corrupted_model(k) for k in labels},
             output_dir=str(self.folder(name) / "results"), tasks=list(spec.tasks),
             patches=list(patches), limit=spec.limit, batch_size=spec.batch_size,
             gen_kwargs=spec.gen_kwargs, bootstrap_iters=spec.bootstrap_iters,
-            device=spec.device, dtype=spec.dtype, name=name)
+            device=spec.device, dtype=spec.dtype, generate_together=together, name=name)
 
 
 @dataclass

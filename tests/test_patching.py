@@ -112,7 +112,7 @@ def test_last_layer_resid_at_all_positions_is_the_donor(pair, batch):
 
 @pytest.mark.parametrize("site", SITES)
 def test_every_site_patch_writes_the_donor_activation(pair, batch, site):
-    """Guard against the original study's no-op head patch: after the patch hook,
+    """Guard against a patch that silently does nothing: after the patch hook,
     the site must hold the donor's values (only in the patched heads) and the
     logits must move."""
     receiver, donor = pair
