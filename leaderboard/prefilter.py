@@ -7,8 +7,8 @@ corrupted model's greedy answer teacher-forced), and the sweep then runs only th
 
 The questions are the LAST ``PREFILTER_ROWS`` rows of the related-math task file, so a sweep
 with ``limit`` below (rows - PREFILTER_ROWS) never evaluates the items the heads were chosen on.
-The choice is written to ``<output_dir>/prefilter.json``. The models are loaded here and again
-by the sweep (``plan_sweep`` runs before the sweep's model cache exists).
+The choice is written to ``<output_dir>/prefilter.json``. The models come from the sweep's
+own cache, so they are loaded once for the prefilter and the sweep.
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ Kept = dict[tuple[int, str], dict[str, set[tuple[int, int]]]]
 
 
 def prefilter_heads(config: SweepConfig, clean: str, corrupted: dict[str, str], task_dir: Path,
-                    n_layers: int, n_heads: int) -> Kept:
+                    n_layers: int, n_heads: int, models: ModelCache | None = None) -> Kept:
     """``kept[(block index, label)][direction]`` = the top_k (layer, head) pairs of each
-    prefiltered block (see ``leaderboard.variants.expand``)."""
-    models = ModelCache(resolve_device(config.device), config.dtype)
+    prefiltered block (see ``leaderboard.variants.expand``); ``models``: the sweep's cache
+    (default: a new one on the config's device)."""
+    models = models or ModelCache(resolve_device(config.device), config.dtype)
     tokenizer = load_tokenizer(clean)
     rows = read_rows(task_dir / "data" / "corrupt_related.jsonl", PREFILTER_ROWS, last=True)
     kept: Kept = {}
@@ -61,5 +62,7 @@ def prefilter_heads(config: SweepConfig, clean: str, corrupted: dict[str, str], 
                 log.warning("prefilter block %d %s %s: heads %s", i, label, direction, heads)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "prefilter.json").write_text(json.dumps(record, indent=1))
+    tmp = out / "prefilter.json.tmp"
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(out / "prefilter.json")
     return kept

@@ -130,8 +130,9 @@ def _model_print(path: str, base: str | None = None) -> str:
     return digest_prints({"path": path, "files": files, "base": base, "base_files": base_files})
 
 
-def plan_sweep(config: SweepConfig) -> SweepPlan:
-    """Resolve paths, read the model shape from its config and expand and hash the variants."""
+def plan_sweep(config: SweepConfig, models: ModelCache | None = None) -> SweepPlan:
+    """Resolve paths, read the model shape from its config and expand and hash the variants;
+    ``models``: where a prefiltered block gets its models (the sweep's cache)."""
     from harness_ext.paths import TASKS_DIR
 
     clean = _local(config.clean)
@@ -152,7 +153,7 @@ def plan_sweep(config: SweepConfig) -> SweepPlan:
     if any(block.prefilter for block in config.patches):
         from .prefilter import prefilter_heads
 
-        kept = prefilter_heads(config, clean, corrupted, task_dir, n_layers, n_heads)
+        kept = prefilter_heads(config, clean, corrupted, task_dir, n_layers, n_heads, models)
     variants = expand(config, n_layers, n_heads, kept)
     hashes = {v.name: variant_hash(config, v, prints, tasks_print) for v in variants}
     return SweepPlan(config, clean, corrupted, bases, task_dir, n_layers, n_heads, variants,
@@ -225,7 +226,8 @@ def run_sweep(config: SweepConfig, shard_index: int = 0, shard_count: int = 1,
     """Run this shard's unfinished variants; a failing variant is logged and the rest go on."""
     from lm_eval.tasks import TaskManager
 
-    plan = plan_sweep(config)
+    models = ModelCache(resolve_device(device or config.device), config.dtype)  # loads lazily
+    plan = plan_sweep(config, models)
     mine = shard(plan.variants, shard_index, shard_count)
     outcome = SweepOutcome()
     pending = []
@@ -241,7 +243,6 @@ def run_sweep(config: SweepConfig, shard_index: int = 0, shard_count: int = 1,
         return outcome
     pending = run_order(pending)
     shared = shared_generators(pending, config.generate_together)
-    models = ModelCache(resolve_device(device or config.device), config.dtype)
     tokenizer = load_tokenizer(plan.clean)
     task_manager = TaskManager(include_defaults=False, include_path=str(plan.task_dir))
     bar = tqdm(pending, desc=f"{config.name} [{shard_index}/{shard_count}]", unit="variant",

@@ -63,6 +63,13 @@ def heatmaps(study: Study) -> list[Path]:
             for p in sorted(plots.glob(f"site-{label}-corrupted_to_clean-*-corrupt_related.png"))]
 
 
+def _which_ran(results: list[StageResult]) -> str:
+    """Names the stages this invocation ran when others were cached, so its wall time is not
+    read as the whole study's."""
+    ran = [r.name for r in results if not r.cached]
+    return "" if len(ran) == len(results) else f", running {', '.join(ran)} (the rest cached)"
+
+
 def render(study: Study, results: list[StageResult], config_path: str,
            started_at: float | None) -> tuple[str, str]:
     """(REPORT.md, the README block body); image links relative to the report folder."""
@@ -73,7 +80,7 @@ def render(study: Study, results: list[StageResult], config_path: str,
     timing = (f"The stages took {fmt_seconds(total)} wall time in all when they ran; peak memory "
               f"{peak / 2**30:.2f} GiB (largest resident set of any stage, process and children)."
               + (f" This `make demo` took {fmt_seconds(now - started_at)} from its start, set-up "
-                 "included." if started_at else ""))
+                 f"included{_which_ran(results)}." if started_at else ""))
     images = [f"![{p.stem}]({p.name})" for p in heatmaps(study)]
     key = _md(summary["key_table"])
     report = "\n".join([
@@ -120,7 +127,8 @@ def publish(study: Study, results: list[StageResult], config_path: str,
             started_at: float | None) -> Path:
     """Write the report folder (report, pages, plots), publish the report with its heatmaps,
     summary and timings (the pages stay in the work dir), and rewrite the README block;
-    returns REPORT.md."""
+    returns REPORT.md. When every stage was cached and a published report exists, the tracked
+    copies are left alone: re-running a finished study changes no file in the checkout."""
     folder = study.work / "report"
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(study.folder("page"), folder,
@@ -134,6 +142,11 @@ def publish(study: Study, results: list[StageResult], config_path: str,
     report, block = render(study, results, config_path, started_at)
     atomic_write_text(folder / "REPORT.md", report)
     spec = study.config.report
+    if spec.publish_dir and all(r.cached for r in results) \
+            and (Path(spec.publish_dir) / "REPORT.md").is_file():
+        print(f"[study] every stage cached: {spec.publish_dir}"
+              f"{' and ' + spec.readme if spec.readme else ''} left as published")
+        return folder / "REPORT.md"
     if spec.publish_dir:
         staged = study.work / ".publish"
         shutil.rmtree(staged, ignore_errors=True)

@@ -68,6 +68,13 @@ def flip(patched: Run, receiver: Run, donor: Run, task: str = RELATED) -> Flip:
     return Flip(patched.name, flipped, differing)
 
 
+def _shown(path: Path) -> str:
+    """A path under the current directory as a relative one: a published summary then names
+    the file the same way on every machine."""
+    path = Path(path).resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
 class Facts:
     """Numbers the paragraph may print: each is recorded with where it came from."""
 
@@ -79,7 +86,7 @@ class Facts:
         text = f"{value:.{digits}f} ± {stderr:.{digits}f}"
         self.items.append({"text": text, "variant": run.name, "task": task, "metric": name,
                            "value": value, "stderr": stderr,
-                           "results_file": str(run.results_file)})
+                           "results_file": _shown(run.results_file)})
         return text
 
     def flip(self, item: Flip) -> str:

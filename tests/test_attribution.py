@@ -273,6 +273,7 @@ def test_sweep_prefilter_keeps_the_top_heads(tmp_path) -> None:
 
     from harness_ext.paths import TASK_DATA_DIR
     from leaderboard.config import PatchBlock, SweepConfigError
+    from leaderboard.loading import ModelCache
     from leaderboard.prefilter import PREFILTER_ROWS
     from leaderboard.sweep import plan_sweep
     from patching.attribution_data import answer_pair_batch, read_rows
@@ -297,7 +298,9 @@ def test_sweep_prefilter_keeps_the_top_heads(tmp_path) -> None:
         "top_k": 3,
         "directions": directions,
     }
-    plan = plan_sweep(tiny_config(clean, over, tmp_path / "out", patches=[block]))
+    cache = ModelCache(torch.device("cpu"), "auto")
+    plan = plan_sweep(tiny_config(clean, over, tmp_path / "out", patches=[block]), cache)
+    assert cache.loads() == 2  # clean and corrupted, now in the cache the sweep scores with
     kept = [v for v in plan.variants if v.role == "patch"]
     assert len(kept) == 3 * len(directions)
     models = [AutoModelForCausalLM.from_pretrained(p).eval() for p in (clean, over)]

@@ -224,8 +224,12 @@ def test_smoke_study_end_to_end(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert time.time() - started < 180
     summary = _check_report(tmp_path, done.stdout)
+    published = [tmp_path / "pub" / "REPORT.md", tmp_path / "pub" / "timings.json",
+                 tmp_path / "README.md"]
+    before = [path.read_bytes() for path in published]
     again = run_study(config)
     assert set(_stage_lines(again.stderr).values()) == {"cached"}
+    assert [path.read_bytes() for path in published] == before  # a finished study edits nothing
     sweeps = tmp_path / "work" / "sweeps" / "results"
     # 3 sites x 6 layers x 2 directions + 4 heads x 2 layers, for the one swept model
     assert len([p for p in sweeps.iterdir() if p.name.startswith("patch-")]) == 44
