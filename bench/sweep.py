@@ -35,7 +35,7 @@ if __package__ in (None, ""):  # run as a script: bench/ itself would shadow the
 import torch  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
-from leaderboard import shared_generation, sweep  # noqa: E402
+from leaderboard import sweep  # noqa: E402
 from leaderboard.config import SweepConfig  # noqa: E402
 from leaderboard.results import Run, load_runs  # noqa: E402
 
@@ -44,19 +44,6 @@ RESULTS = ROOT / "bench" / "results" / "sweep.md"
 TASKS = ["corrupt_related", "corrupt_unrelated_math", "corrupt_general"]
 PATCHES = [{"sites": ["resid", "attn", "mlp"], "layers": "all"},
            {"sites": ["head"], "layers": "last", "heads": "all"}]
-
-
-def _count_engine_calls() -> list[int]:
-    """Record the number of specs of every shared engine call."""
-    calls: list[int] = []
-    real = shared_generation.sweep_generate
-
-    def counting(receiver, donor, input_ids, specs, *args, **kwargs):  # noqa: ANN001, ANN002
-        calls.append(len(specs))
-        return real(receiver, donor, input_ids, specs, *args, **kwargs)
-
-    shared_generation.sweep_generate = counting
-    return calls
 
 
 def _same_work(a: dict[str, Run], b: dict[str, Run]) -> bool:
@@ -85,7 +72,6 @@ def main() -> int:
     settings += [(str(n), n, True) for n in args.together]
     torch.set_num_threads(args.threads)
     logging.disable(logging.WARNING)
-    calls = _count_engine_calls()
     real_env_once = sweep.env_info_once
     rows, runs = [], {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -96,7 +82,6 @@ def main() -> int:
                                  limit=args.limit, batch_size=args.batch_size, device="cpu",
                                  dtype="float32", bootstrap_iters=0,
                                  generate_together=together)
-            calls.clear()
             sweep.env_info_once = real_env_once if env_once else contextlib.nullcontext
             wall, cpu = time.perf_counter(), time.process_time()
             outcome = sweep.run_sweep(config, progress=False)
@@ -106,7 +91,7 @@ def main() -> int:
                 return 1
             runs[i] = {r.name: r for r in load_runs(out)}
             same = i == 0 or _same_work(runs[0], runs[i])
-            rows.append([label, len(outcome.ran), len(calls) or "—", round(wall, 1),
+            rows.append([label, len(outcome.ran), len(outcome.shared_calls) or "—", round(wall, 1),
                          round(cpu, 1), "yes" if same else "NO"])
             print(f"{label}: {wall:.1f} s wall, {cpu:.1f} s CPU", flush=True)
     one_cpu, before_wall = rows[1][4], rows[0][3]

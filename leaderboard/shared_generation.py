@@ -44,7 +44,7 @@ class SharedGeneration:
         self._pending = list(dict.fromkeys(specs))
         self._per_call = specs_per_call
         self._stored: dict[_Key, dict[PatchSpec, Tensor]] = {}
-        self.engine_calls = 0
+        self.call_sizes: list[int] = []  # specs per engine call, in order (for reports, tests)
 
     def __call__(
         self,
@@ -68,7 +68,7 @@ class SharedGeneration:
             todo = [spec, *others[: self._per_call - 1]]
             outs = sweep_generate(receiver, donor, input_ids, todo, attention_mask,
                                   max_new_tokens, eos_token_id, pad_token_id)
-            self.engine_calls += 1
+            self.call_sizes.append(len(todo))
             stored.update({s: o.cpu() for s, o in zip(todo[1:], outs[1:], strict=True)})
             out = outs[0]
         if stored:

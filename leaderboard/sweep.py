@@ -96,11 +96,13 @@ class SweepPlan:
 
 @dataclass
 class SweepOutcome:
-    """Names of the variants this process ran, skipped as finished, and failed (with why)."""
+    """Names of the variants this process ran, skipped as finished, and failed (with why);
+    ``shared_calls``: how many variants each shared engine pass generated for."""
 
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    shared_calls: list[int] = field(default_factory=list)
 
 
 def _manifests(task_dir: Path) -> dict[str, Any]:
@@ -251,6 +253,7 @@ def run_sweep(config: SweepConfig, shard_index: int = 0, shard_count: int = 1,
         for variant in bar:
             bar.set_postfix_str(variant.name, refresh=False)
             _run_variant(plan, variant, models, tokenizer, task_manager, shared, outcome)
+    outcome.shared_calls = [n for generator in shared.values() for n in generator.call_sizes]
     return outcome
 
 
@@ -320,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"{len(outcome.ran)} ran, {len(outcome.skipped)} already finished, "
           f"{len(outcome.failed)} failed in {time.time() - start:.0f} s -> {config.output_dir}")
+    if outcome.shared_calls:
+        print(f"generation shared: {len(outcome.shared_calls)} engine passes for "
+              f"{sum(outcome.shared_calls)} variant-batches")
     for name, why in outcome.failed.items():
         print(f"FAILED {name}: {why}", file=sys.stderr)
     return 1 if outcome.failed else 0

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from leaderboard_fixtures import tiny_config, tiny_pair
 
-from leaderboard import build, shared_generation, store
+from leaderboard import build, store
 from leaderboard.results import load_runs
 from leaderboard.sweep import run_sweep
 
@@ -27,28 +27,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return tiny_pair(tmp_path_factory.mktemp("models"))
 
 
-@pytest.fixture(scope="module")
-def engine_calls(monkeypatch_module: pytest.MonkeyPatch) -> list[int]:
-    """Number of specs of every engine call the shared path makes."""
-    calls: list[int] = []
-    real = shared_generation.sweep_generate
-
-    def counting(receiver, donor, input_ids, specs, *args, **kwargs):  # noqa: ANN001, ANN002
-        calls.append(len(specs))
-        return real(receiver, donor, input_ids, specs, *args, **kwargs)
-
-    monkeypatch_module.setattr(shared_generation, "sweep_generate", counting)
-    return calls
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():  # noqa: ANN201 - the module-scoped twin of pytest's monkeypatch
-    with pytest.MonkeyPatch.context() as patcher:
-        yield patcher
-
-
-def test_tiny_patched_sweep_end_to_end(tmp_path: Path, pair: tuple[Path, Path],
-                                       engine_calls: list[int]) -> None:
+def test_tiny_patched_sweep_end_to_end(tmp_path: Path, pair: tuple[Path, Path]) -> None:
     clean, over = pair
     out = tmp_path / "out"
     cfg = tiny_config(clean, over, out, patches=PATCHES)
@@ -56,7 +35,7 @@ def test_tiny_patched_sweep_end_to_end(tmp_path: Path, pair: tuple[Path, Path],
     assert not outcome.failed, outcome.failed
     # generative tasks of 8 into-clean variants, then of 2 into-corrupted ones, generated
     # together: one engine call per prompt batch and group, never one per variant
-    assert engine_calls and set(engine_calls) == {8, 2}, engine_calls
+    assert outcome.shared_calls and set(outcome.shared_calls) == {8, 2}, outcome.shared_calls
     assert len(outcome.ran) == N_VARIANTS
 
     runs = {r.name: r for r in load_runs(out)}
