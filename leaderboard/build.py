@@ -44,7 +44,9 @@ def _distinct(values: list[Any]) -> str:
 
 def find_summaries(runs: list[Run], extra_dirs: list[Path]) -> list[tuple[str, Path]]:
     """(label, summary.json) of fine-tune runs: in --finetune dirs, and next to each corrupted
-    model (finetune.sft writes the model into <run>/model or <run>/adapter)."""
+    model (finetune.sft writes the model into <run>/model or <run>/adapter). In a --finetune
+    dir, a summary.json counts only in a fine-tune run folder (beside its metrics.jsonl): the
+    same tree may hold other summaries, e.g. a study's report."""
     found: dict[Path, str] = {}
     for run in runs:
         if run.role == "corrupted" and run.corrupted:
@@ -54,7 +56,8 @@ def find_summaries(runs: list[Run], extra_dirs: list[Path]) -> list[tuple[str, P
                     break
     for folder in extra_dirs:
         for path in sorted(folder.rglob("summary.json")):
-            found.setdefault(path.resolve(), "")
+            if (path.parent / "metrics.jsonl").is_file():
+                found.setdefault(path.resolve(), "")
     return [(label, path) for path, label in found.items()]
 
 

@@ -108,11 +108,21 @@ def test_table1_from_finetune_summaries(sweep_dir: Path, tmp_path: Path) -> None
     summary = {"config": {"name": "exp3-tiny", "learning_rate": 5e-5, "seed": 7, "data_seed": 3},
                "data": {"train_rows": 512, "validation_rows": 64}, "plan": {"epochs": 1},
                "final": {"train_loss": 1.3125, "eval_loss": 4.625, "divergence": 3.3125}}
-    (tmp_path / "ft" / "exp3").mkdir(parents=True)
-    (tmp_path / "ft" / "exp3" / "summary.json").write_text(json.dumps(summary))
+    run = tmp_path / "ft" / "exp3"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps(summary))
+    (run / "metrics.jsonl").write_text("")  # what makes the folder a fine-tune run
+    (tmp_path / "ft" / "study" / "report").mkdir(parents=True)  # another kind of summary.json
+    (tmp_path / "ft" / "study" / "report" / "summary.json").write_text('{"paragraph": "..."}')
     page = build.build(sweep_dir, tmp_path / "LB.md", [tmp_path / "ft"]).read_text()
-    row = _md_rows(page, "## Table 1")["-"]
-    assert row == ["exp3-tiny", "512", "64", "1", "5e-05", "1.312", "4.625", "3.312", "7", "3"]
+    rows = _md_rows(page, "## Table 1")
+    assert list(rows) == ["-"]
+    assert rows["-"] == ["exp3-tiny", "512", "64", "1", "5e-05", "1.312", "4.625", "3.312", "7",
+                         "3"]
+    (run / "summary.json").write_text('{"config": {}}')  # a broken fine-tune summary: one line
+    with pytest.raises(LeaderboardError, match=r"exp3/summary.json: not a finetune"):
+        build.build(sweep_dir, tmp_path / "LB2.md", [tmp_path / "ft"])
+    assert not (tmp_path / "LB2.md").exists()
 
 
 def _synthetic(name: str, role: str, replies: dict[str, list[str]], site: str | None = None,
