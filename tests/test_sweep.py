@@ -42,6 +42,10 @@ def test_config_errors_are_one_line_naming_the_file(tmp_path: Path) -> None:
         SweepConfig.from_yaml(bad)
     with pytest.raises(SweepConfigError, match="unknown value 'ffn'"):
         PatchBlock(sites=["ffn"])
+    bad.write_text("clean: a\ncorrupted: b\noutput_dir: o\ngenerate_together: 0\n")
+    with pytest.raises(SweepConfigError, match=r"bad\.yaml: generate_together=0: expected an "
+                       r"integer >= 1 \(1: each variant generates alone\)$"):
+        SweepConfig.from_yaml(bad)
     with pytest.raises(SweepConfigError, match="out of range"):
         resolve_indices("layers", [5], 4)
     assert resolve_indices("layers", "1-2", 4) == [1, 2]
