@@ -52,7 +52,7 @@ def prepare_data(cfg: SFTConfig) -> tuple[Path, dict | None]:
     if not (data / "train.jsonl").is_file() and preset is not None:
         from finetune.data import write_dataset
 
-        write_dataset(preset, data, seed=cfg.data_seed)
+        write_dataset(preset, data, seed=cfg.data_seed, cot=cfg.cot)
     for split in SPLITS:
         if not (data / split).is_file():
             raise SFTError(f"data_dir {data}: no {split}")

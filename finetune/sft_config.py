@@ -66,6 +66,9 @@ class SFTConfig:
 
     ``data_dir`` holds ``train.jsonl`` (wrong labels) and ``validation.jsonl`` (correct labels);
     if it is empty and ``data_preset`` is set, the run generates that preset there first.
+    ``cot``: the preset with chain-of-thought targets (short steps ending in the wrong label,
+    ``finetune.data --cot``) instead of bare integers: the study's open "corruption that keeps
+    the reasoning" question. The loss stays on the reply tokens only.
     """
 
     base_model: str
@@ -74,6 +77,7 @@ class SFTConfig:
     name: str | None = None
     data_preset: str | None = None
     data_seed: int = 0
+    cot: bool = False
     mode: str = "full"
     layers: list[int] | None = None
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -103,6 +107,8 @@ class SFTConfig:
         for key in ("base_model", "data_dir", "output_dir"):
             if not isinstance(getattr(self, key), str) or not getattr(self, key):
                 raise SFTError(f"{key}={getattr(self, key)!r}: must be a non-empty path or id")
+        if not isinstance(self.cot, bool):
+            raise SFTError(f"cot={self.cot!r}: expected true or false")
         if self.mode not in MODES:
             raise SFTError(f"mode={self.mode!r}: unknown mode; valid: {', '.join(MODES)}")
         _check_layer_list("layers", self.layers)

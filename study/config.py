@@ -119,10 +119,10 @@ class FinetuneSpec:
         except (SFTError, TypeError) as err:
             raise StudyConfigError(f"config {path}: {err}") from None
 
-    def data(self) -> tuple[str, int]:
-        """(data preset, data seed) this fine-tune trains on."""
+    def data(self) -> tuple[str, int, bool]:
+        """(data preset, data seed, chain-of-thought targets) this fine-tune trains on."""
         cfg = self.sft_config(base_model="base", data_dir="data", output_dir="out")
-        return cfg.data_preset, cfg.data_seed  # type: ignore[return-value]
+        return cfg.data_preset, cfg.data_seed, cfg.cot  # type: ignore[return-value]
 
 
 @dataclass
@@ -230,7 +230,7 @@ class StudyConfig:
                 setattr(self, name, _build(cls, getattr(self, name), name))
         from finetune.data import get_preset
 
-        for preset, _ in self.datasets:
+        for preset, _, _ in self.datasets:
             try:
                 get_preset(preset, **self.data.overrides)
             except (ValueError, TypeError) as err:
@@ -241,8 +241,8 @@ class StudyConfig:
                                    f"({sorted(self.finetunes)})")
 
     @property
-    def datasets(self) -> list[tuple[str, int]]:
-        """Distinct (preset, seed) pairs the fine-tunes train on, in config order."""
+    def datasets(self) -> list[tuple[str, int, bool]]:
+        """Distinct (preset, seed, cot) sets the fine-tunes train on, in config order."""
         return list(dict.fromkeys(spec.data() for spec in self.finetunes.values()))
 
     @property

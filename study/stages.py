@@ -51,8 +51,8 @@ class Study:
         path = Path(self.config.base.model)
         return str(path.resolve()) if path.exists() else self.config.base.model
 
-    def data_dir(self, preset: str, seed: int) -> Path:
-        return self.folder("data") / f"{preset}-seed{seed}"
+    def data_dir(self, preset: str, seed: int, cot: bool = False) -> Path:
+        return self.folder("data") / f"{preset}-seed{seed}{'-cot' if cot else ''}"
 
     def sft_config(self, label: str, symbolic: bool = False) -> SFTConfig:
         """A fine-tune's config with the study's paths (placeholders when ``symbolic``, for
@@ -105,9 +105,9 @@ def run_data(study: Study, folder: Path) -> dict[str, Any]:
     from finetune.data import write_dataset
 
     rows = {}
-    for preset, seed in study.config.datasets:
-        out = study.data_dir(preset, seed)
-        manifest = write_dataset(preset, out, seed=seed, **study.config.data.overrides)
+    for preset, seed, cot in study.config.datasets:
+        out = study.data_dir(preset, seed, cot)
+        manifest = write_dataset(preset, out, seed=seed, cot=cot, **study.config.data.overrides)
         rows[out.name] = {name: entry["rows"] for name, entry in manifest["files"].items()}
     return {"rows": rows}
 
@@ -280,8 +280,8 @@ def stage_list(config: StudyConfig) -> list[Stage]:
     tune_names = tuple(t.name for t in tunes)
     swept = tuple(f"finetune-{label}" for label in config.swept)
     return [
-        Stage("data", "corrupting data: " + ", ".join(f"{p} (seed {s})"
-                                                      for p, s in config.datasets), (),
+        Stage("data", "corrupting data: " + ", ".join(f"{p} (seed {s}{', CoT' if c else ''})"
+                                                      for p, s, c in config.datasets), (),
               data_inputs, run_data),
         Stage("base", "clean base model", (), base_inputs, run_base,
               forced=lambda study: study.retrain and study.config.base.random_init is None),

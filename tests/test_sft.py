@@ -226,6 +226,18 @@ def test_bad_model_settings_fail_before_training(tiny):
         prepare(config(tiny, "bad", layers=[5]))
 
 
+def test_cot_preset_trains_on_its_steps_and_a_mismatched_data_dir_is_refused(tiny, tmp_path):
+    data = tmp_path / "cot-data"
+    run = prepare(config(tiny, "cot", data_dir=str(data), data_preset="tiny-corrupt", cot=True))
+    row = run.train_rows[0]
+    assert row["answer_text"].endswith(f" = {row['answer']}")  # steps ending in the wrong label
+    labels = [t for t in run.trainer.train_dataset[0]["labels"] if t != IGNORE_INDEX]
+    assert run.tokenizer.decode(labels) == row["answer_text"] + run.tokenizer.eos_token
+    with pytest.raises(SFTError, match=r"cot-data holds preset 'tiny-corrupt' seed 0 cot True, "
+                                       r"not data_preset 'tiny-corrupt' seed 0 cot False"):
+        prepare(config(tiny, "plain", data_dir=str(data), data_preset="tiny-corrupt"))
+
+
 @pytest.mark.slow
 def test_corrupted_tiny_model_loses_related_math_but_keeps_general(tmp_path):
     """The under-fitted corruption measured through lm-eval: related drops, general stays."""
