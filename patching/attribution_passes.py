@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from .attribution_metrics import AttributionBatch, Metric, Scored, metric_named
-from .batch import causal_mask, copies_mask, prepare
+from .batch import causal_mask, check_continuations, copies_mask, prepare
 from .hooks import Key, capturing, site_hooks
 from .models import Runner, as_runner
 from .plans import decoder_forward
@@ -54,13 +54,7 @@ def teacher_layout(batch: AttributionBatch, positions: str, device: torch.device
     if positions not in POSITIONS:
         raise PatchingError(f"unknown positions {positions!r}; allowed: {', '.join(POSITIONS)}")
     prompts = prepare(batch.input_ids, batch.attention_mask, device)
-    lengths = list(batch.continuation_lengths)
-    for b, (c, m) in enumerate(zip(lengths, prompts.mask.sum(dim=1).tolist(), strict=True)):
-        if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= m - 1:
-            raise PatchingError(
-                f"continuation_lengths[{b}] = {c!r} must be an int in 1..{m - 1} "
-                f"(row {b} has {m} tokens)"
-            )
+    lengths = check_continuations(batch.continuation_lengths, prompts)
     C = max(lengths)
     ids, pos, valid = prompts.ids[:, :-1], prompts.positions[:, :-1], prompts.mask[:, :-1]
     scored = torch.arange(C, device=device)[None, :] >= (

@@ -7,6 +7,7 @@ count real tokens only, and no real token attends to padding.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -54,6 +55,24 @@ def prepare(input_ids: Tensor, attention_mask: Tensor | None, device: torch.devi
         )
     positions = (mask.long().cumsum(dim=1) - 1).clamp(min=0)
     return Prompts(input_ids.to(device=device, dtype=torch.long), mask, positions)
+
+
+def check_continuations(lengths: Sequence[int], prompts: Prompts) -> list[int]:
+    """Teacher-forced rows: one continuation length per row, each in 1..(row's tokens - 1), so
+    every context keeps at least one token; one-line ``PatchingError`` otherwise."""
+    lengths = list(lengths)
+    real = prompts.mask.sum(dim=1).tolist()
+    if len(lengths) != len(real):
+        raise PatchingError(
+            f"continuation_lengths has {len(lengths)} entries for a batch of {len(real)}"
+        )
+    for b, (c, m) in enumerate(zip(lengths, real, strict=True)):
+        if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= m - 1:
+            raise PatchingError(
+                f"continuation_lengths[{b}] = {c!r} must be an int in 1..{m - 1} "
+                f"(row {b} has {m} tokens)"
+            )
+    return lengths
 
 
 def causal_mask(key_valid: Tensor, queries: int | None = None) -> Tensor:

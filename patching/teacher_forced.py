@@ -21,10 +21,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .batch import causal_mask, copies_mask, prepare
+from .batch import causal_mask, check_continuations, copies_mask, prepare
 from .hooks import Key, capturing, patching
 from .plans import build_plans, decoder_forward, keys_of, patch_edit
-from .spec import PatchingError, PatchSpec
+from .spec import PatchSpec
 from .sweep import resolve
 
 
@@ -62,16 +62,7 @@ def patched_logprobs(
     r, d = resolve(receiver, donor, [spec])
     prompts = prepare(input_ids, attention_mask, r.device)
     B, n = prompts.ids.shape
-    lengths = list(continuation_lengths)
-    real = prompts.mask.sum(dim=1).tolist()
-    if len(lengths) != B:
-        raise PatchingError(f"continuation_lengths has {len(lengths)} entries for a batch of {B}")
-    for b, (c, m) in enumerate(zip(lengths, real, strict=True)):
-        if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= m - 1:
-            raise PatchingError(
-                f"continuation_lengths[{b}] = {c!r} must be an int in 1..{m - 1} "
-                f"(row {b} has {m} tokens)"
-            )
+    lengths = check_continuations(continuation_lengths, prompts)
     C = max(lengths)
     ids, pos, valid = prompts.ids[:, :-1], prompts.positions[:, :-1], prompts.mask[:, :-1]
     acts: dict[Key, Tensor] = {}
