@@ -20,7 +20,7 @@ from tabulate import tabulate
 from finetune.report import atomic_write_text
 
 from .pipeline import StageResult
-from .report import TIMINGS, fmt_seconds
+from .report import TIMINGS, fmt_seconds, shown_path
 from .stages import StageError, Study
 
 BEGIN, END = "<!-- study:begin", "<!-- study:end -->"
@@ -35,13 +35,6 @@ def _git() -> str:
     out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                          text=True, check=False)
     return out.stdout.strip() or "unknown"
-
-
-def _shown(path: Path) -> str:
-    """A path relative to the current directory when it is inside it (the published report
-    should not name the machine's checkout)."""
-    rel = os.path.relpath(path)
-    return path.as_posix() if rel.startswith("..") else rel
 
 
 def stage_table(results: list[StageResult]) -> dict:
@@ -91,7 +84,7 @@ def render(study: Study, results: list[StageResult], config_path: str,
         "## Baselines (metric ± standard error, lm-eval)", "", key, "",
         "## Where patching flips related math", "", *images, "",
         f"The full leaderboard pages (every variant and heatmap, example replies) are "
-        f"`baselines.md` and `sweeps.md` in `{_shown(study.work / 'report')}`.", "",
+        f"`baselines.md` and `sweeps.md` in `{shown_path(study.work / 'report')}`.", "",
         "## Stages", "", _md(stage_table(results)), "", timing, ""])
     block = [key, "", *images, "", summary["paragraph"], "", timing]
     return report, "\n".join(block)

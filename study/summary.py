@@ -21,6 +21,8 @@ from harness_ext.scoring import extract_final_integer
 from leaderboard.results import Run, load_runs
 from leaderboard.tables import GENERAL, RELATED, UNRELATED, fmt, layer_ranges, sort_key
 
+from .report import shown_path
+
 ETHICS = "corrupt_ethics_mc"
 KEY_COLUMNS = [(RELATED, "exact_match", "related math"), (UNRELATED, "exact_match",
                "unrelated math"), (GENERAL, "exact_match", "general"),
@@ -68,13 +70,6 @@ def flip(patched: Run, receiver: Run, donor: Run, task: str = RELATED) -> Flip:
     return Flip(patched.name, flipped, differing)
 
 
-def _shown(path: Path) -> str:
-    """A path under the current directory as a relative one: a published summary then names
-    the file the same way on every machine."""
-    path = Path(path).resolve()
-    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
-
-
 class Facts:
     """Numbers the paragraph may print: each is recorded with where it came from."""
 
@@ -86,7 +81,7 @@ class Facts:
         text = f"{value:.{digits}f} ± {stderr:.{digits}f}"
         self.items.append({"text": text, "variant": run.name, "task": task, "metric": name,
                            "value": value, "stderr": stderr,
-                           "results_file": _shown(run.results_file)})
+                           "results_file": shown_path(run.results_file)})
         return text
 
     def flip(self, item: Flip) -> str:
