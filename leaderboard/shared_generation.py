@@ -105,14 +105,15 @@ def shared_generators(variants: list[Variant], together: int) -> dict[Any, Share
         return {}
     groups: dict[Any, list[PatchSpec]] = {}
     for variant in variants:
-        if variant.role == "patch":
-            groups.setdefault(pair_of(variant), []).append(patch_spec(variant))
+        if (pair := pair_of(variant)) is not None:
+            groups.setdefault(pair, []).append(patch_spec(variant))
     return {key: SharedGeneration(specs, together) for key, specs in groups.items()}
 
 
-def pair_of(variant: Variant) -> tuple[str | None, str | None]:
-    """The (corrupted label, direction) whose receiver and donor a patch variant runs on."""
-    return variant.label, variant.direction
+def pair_of(variant: Variant) -> tuple[str | None, str | None] | None:
+    """The (corrupted label, direction) whose receiver and donor a patch variant runs on;
+    None for a baseline, which patches nothing."""
+    return (variant.label, variant.direction) if variant.role == "patch" else None
 
 
 def run_order(variants: list[Variant]) -> list[Variant]:
@@ -120,5 +121,5 @@ def run_order(variants: list[Variant]) -> list[Variant]:
     within a pair), so a pair's shared outputs are consumed soon after they are made."""
     first: dict[Any, int] = {}
     for variant in variants:
-        first.setdefault(pair_of(variant) if variant.role == "patch" else None, len(first))
-    return sorted(variants, key=lambda v: first[pair_of(v) if v.role == "patch" else None])
+        first.setdefault(pair_of(variant), len(first))
+    return sorted(variants, key=lambda v: first[pair_of(v)])

@@ -261,7 +261,7 @@ def _run_variant(plan: SweepPlan, variant: Variant, models: ModelCache, tokenize
                  task_manager: Any, shared: dict[Any, SharedGeneration],
                  outcome: SweepOutcome) -> None:
     """Score one variant into its folder; a failure is recorded in ``outcome``, not raised."""
-    generator = shared.get(pair_of(variant)) if variant.role == "patch" else None
+    generator = shared.get(pair_of(variant))  # None: a baseline, or generating alone
     try:
         lm = make_lm(plan, variant, models, tokenizer, generator)
         evaluate_variant(plan, variant, lm, task_manager)
