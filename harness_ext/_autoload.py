@@ -3,7 +3,8 @@
 ``install()`` runs at interpreter start-up (``corrupt_cmap_autoload.pth``) and only puts a
 finder on ``sys.meta_path``; nothing of lm-eval is imported until lm-eval itself is. Then:
 
-* after ``lm_eval.models`` is imported, ``patched_qwen`` joins the model registry as a lazy
+* after ``lm_eval.models`` is imported, ``patched_hf`` and ``patched_qwen`` (one model, two
+  names) join the model registry as a lazy
   ``"module:Class"`` string. Registering any earlier would make the registry non-empty, so
   ``get_model`` would skip importing ``lm_eval.models`` and every built-in model would vanish.
 * after ``lm_eval.tasks`` is imported, ``TaskManager`` adds our task folder whenever it
@@ -26,17 +27,18 @@ if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any
 
-MODEL_NAME = "patched_qwen"
-MODEL_TARGET = "harness_ext.patched_lm:PatchedQwenLM"
+MODEL_NAMES = ("patched_hf", "patched_qwen")
+MODEL_TARGET = "harness_ext.patched_lm:PatchedLM"
 _WRAPPED = "_corrupt_cmap_wrapped"
 
 
 def register_model() -> None:
-    """Register ``patched_qwen`` lazily; an existing entry (e.g. from entry points) stays."""
+    """Register our model's names lazily; an existing entry (e.g. from entry points) stays."""
     from lm_eval.api.registry import model_registry
 
-    if MODEL_NAME not in model_registry:
-        model_registry.register(MODEL_NAME, target=MODEL_TARGET)
+    for name in MODEL_NAMES:
+        if name not in model_registry:
+            model_registry.register(name, target=MODEL_TARGET)
 
 
 def with_tasks_dir(include_path: Any) -> Any:

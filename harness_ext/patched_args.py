@@ -1,4 +1,4 @@
-"""The ``patched_qwen`` arguments: taken off before HFLM sees them, checked before weights load.
+"""Arguments of ``patched_hf`` (``patched_qwen``): popped before HFLM sees them, checked early.
 
 lm-eval hands every ``--model_args`` key to the model, and HFLM forwards the keys it does not
 know to ``from_pretrained``: a misspelled patching argument (``layer=3``) would fail there, far
@@ -18,8 +18,7 @@ from typing import Any
 from lm_eval.models.huggingface import HFLM
 from torch import nn
 
-from patching import PatchingError, PatchSpec
-from patching.sites import SITES
+from patching import SITE_NAMES, PatchingError, PatchSpec
 from patching.spec import POSITIONS
 
 OWN = ("corrupted", "site", "layers", "heads", "positions", "direction")
@@ -83,18 +82,18 @@ def _reject_near_misses(kwargs: dict[str, Any]) -> None:
         close = difflib.get_close_matches(key.lower(), OWN, n=1, cutoff=NEAR)
         if close:
             raise PatchingError(
-                f"unknown patched_qwen argument {key}={kwargs[key]!r}; did you mean "
-                f"{close[0]}=? patched_qwen's own arguments: {', '.join(OWN)}"
+                f"unknown patched_hf argument {key}={kwargs[key]!r}; did you mean "
+                f"{close[0]}=? patched_hf's own arguments: {', '.join(OWN)}"
             )
 
 
 def _reject_unsupported(kwargs: dict[str, Any]) -> None:
     for key, why in UNSUPPORTED.items():
         if kwargs.get(key) not in (None, False):
-            raise PatchingError(f"{key}={kwargs[key]!r} is not supported by patched_qwen: {why}")
+            raise PatchingError(f"{key}={kwargs[key]!r} is not supported by patched_hf: {why}")
     if str(kwargs.get("batch_size", 1)).startswith("auto"):
         raise PatchingError(
-            f"batch_size={kwargs['batch_size']!r} is not supported by patched_qwen (lm-eval "
+            f"batch_size={kwargs['batch_size']!r} is not supported by patched_hf (lm-eval "
             "probes it with unpatched forwards of one model); pass an int"
         )
 
@@ -106,11 +105,11 @@ def take_patch_args(kwargs: dict[str, Any]) -> PatchArgs:
     _reject_unsupported(kwargs)
     for key, allowed in (
         ("corrupted", "a model dir, hub id, PEFT adapter dir or loaded model"),
-        ("site", " | ".join(SITES)),
+        ("site", " | ".join(SITE_NAMES)),
         ("layers", "an int or a list such as [30,31]"),
     ):
         if ours.get(key) is None:
-            raise PatchingError(f"patched_qwen needs {key}= ({allowed})")
+            raise PatchingError(f"patched_hf needs {key}= ({allowed})")
     if isinstance(ours["corrupted"], PurePath):
         ours["corrupted"] = str(ours["corrupted"])
     if not isinstance(ours["corrupted"], (str, nn.Module)):
@@ -208,12 +207,12 @@ def check_greedy(gen_kwargs: dict[str, Any]) -> None:
     """The patching semantics (and the engine) are defined for greedy decoding only."""
     if gen_kwargs.get("do_sample"):
         raise PatchingError(
-            f"patched_qwen decodes greedily; got do_sample=True "
+            f"patched_hf decodes greedily; got do_sample=True "
             f"(temperature={gen_kwargs.get('temperature')!r}); set do_sample=false"
         )
     for key, value in gen_kwargs.items():
         if key != "do_sample" and key not in GREEDY_NOOPS:
             raise PatchingError(
-                f"generation argument {key}={value!r} is not supported by patched_qwen; it "
+                f"generation argument {key}={value!r} is not supported by patched_hf; it "
                 "takes until, max_gen_toks and greedy decoding (do_sample=false)"
             )

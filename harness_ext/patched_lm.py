@@ -1,4 +1,7 @@
-"""``patched_qwen``: lm-eval's HFLM with cross-model activation patching (issue #5).
+"""``patched_hf`` (also ``patched_qwen``): lm-eval's HFLM with cross-model activation patching.
+
+Any decoder family of ``patching.architectures`` works (Llama, Mistral, Qwen2/2.5, Qwen3,
+Qwen3-MoE, Phi-3, OLMo 2, Gemma 2/3); ``patched_qwen`` is the name the study started with.
 
 The receiver (the clean model, or the corrupted one with ``direction=clean_to_corrupted``)
 generates and scores while the donor's activations replace its own per a ``PatchSpec``. Only
@@ -6,7 +9,7 @@ the two places where HFLM runs the model change: ``_model_generate`` runs ``patc
 and ``_loglikelihood_tokens`` runs ``patched_logprobs`` (so ``loglikelihood_rolling`` is patched
 too); batching, chat templates, stop strings and truncation stay lm-eval's own::
 
-    lm_eval --model patched_qwen --apply_chat_template --tasks corrupt_related --model_args \\
+    lm_eval --model patched_hf --apply_chat_template --tasks corrupt_related --model_args \\
       'pretrained=CLEAN,corrupted=CORRUPTED_OR_ADAPTER,site=resid,layers=[30,31],enable_thinking=False'
 
 A LoRA adapter as ``corrupted`` is loaded over the clean model itself: one copy of the base
@@ -71,8 +74,9 @@ def _left_padded(rows: list[list[int]], pad: int) -> tuple[Tensor, Tensor]:
     return ids, mask
 
 
-@register_model("patched_qwen")  # same target as the start-up hook's lazy entry: no clash
-class PatchedQwenLM(HFLM):
+# The start-up hook registers the same names with the same target: no clash.
+@register_model("patched_hf", "patched_qwen")
+class PatchedLM(HFLM):
     """HFLM whose receiver runs with the donor's activations patched in.
 
     Own arguments (popped before HFLM and ``from_pretrained`` see the rest): ``corrupted``
@@ -161,7 +165,7 @@ class PatchedQwenLM(HFLM):
     def _model_call(self, inps: Tensor, attn_mask: Any = None, labels: Any = None) -> Tensor:
         """Refused: an inherited path using it would score the receiver unpatched."""
         raise RuntimeError(
-            "patched_qwen scores through patching.patched_logprobs; HFLM._model_call would "
+            "patched_hf scores through patching.patched_logprobs; HFLM._model_call would "
             "run the receiver unpatched"
         )
 
@@ -230,3 +234,6 @@ def _same_model(a: str, b: str) -> bool:
     return a == b or (
         Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve()
     )
+
+
+PatchedQwenLM = PatchedLM  # the class's first name, for Python callers of the study's era

@@ -14,8 +14,9 @@ from typing import Any
 
 import yaml
 
-SITES: tuple[str, ...] = ("resid", "attn", "mlp", "head")
-POSITIONS: tuple[str, ...] = ("newest", "all")
+from patching import PER_HEAD_SITES, SITE_NAMES
+from patching.spec import POSITIONS
+
 DIRECTIONS: tuple[str, ...] = ("corrupted_to_clean", "clean_to_corrupted")
 _RANGE = re.compile(r"^(-?\d+)\s*-\s*(-?\d+)$")
 # Labels appear in variant folder names, where "-" separates fields.
@@ -96,7 +97,7 @@ class PatchBlock:
     top_k: int | None = None
 
     def __post_init__(self) -> None:
-        self.sites = _str_list("sites", self.sites, SITES)
+        self.sites = _str_list("sites", self.sites, SITE_NAMES)
         self.positions = _str_list("positions", self.positions, POSITIONS)
         self.directions = _str_list("directions", self.directions, DIRECTIONS)
         _check_index_spec("layers", self.layers)
@@ -105,11 +106,12 @@ class PatchBlock:
             raise SweepConfigError(f"together={self.together!r}: expected true or false")
         if self.prefilter is not None or self.top_k is not None:
             top_k_ok = type(self.top_k) is int and self.top_k >= 1
-            if self.prefilter != "attribution" or not top_k_ok or self.sites != ["head"] \
-                    or self.together:
+            per_head = set(self.sites) <= set(PER_HEAD_SITES)
+            if self.prefilter != "attribution" or not top_k_ok or not per_head or self.together:
                 raise SweepConfigError(
                     f"prefilter={self.prefilter!r}, top_k={self.top_k!r}: expected prefilter: "
-                    "attribution with top_k: an int >= 1, on sites: [head], not together")
+                    f"attribution with top_k: an int >= 1, on sites: [{', '.join(PER_HEAD_SITES)}]"
+                    ", not together")
 
 
 def _known(cls: type, raw: Any, where: str) -> dict[str, Any]:

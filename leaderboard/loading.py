@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from patching import PER_HEAD_SITES, SITES
+
 
 class ModelLoadError(ValueError):
     """A model path that cannot be used; one line naming it."""
@@ -31,12 +33,12 @@ def adapter_base(path: str) -> str | None:
 
 
 def model_shape(path: str) -> tuple[int, int]:
-    """(decoder layers, attention heads) from the config alone, without loading weights."""
+    """(decoder layers, heads of the per-head site) from the config alone, no weights loaded."""
     try:
         cfg = AutoConfig.from_pretrained(adapter_base(path) or path)
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"{path}: not a model dir ({str(err).splitlines()[0]})") from None
-    return cfg.num_hidden_layers, cfg.num_attention_heads
+    return cfg.num_hidden_layers, getattr(cfg, SITES[PER_HEAD_SITES[0]].head_count)
 
 
 def resolve_device(device: str) -> torch.device:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from patching import SITES
+
 from .store import SWEEP_KEY, latest_results, samples_file
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.]")
@@ -49,8 +51,8 @@ class Run:
         """Patching the LAST layer's residual stream replaces the receiver's final hidden state
         at the newest position, so its next token is the donor's by definition (either
         positions mode covers the newest position): such a run copies the donor."""
-        return (self.role == "patch" and self.site == "resid" and self.n_layers is not None
-                and self.n_layers - 1 in self.layers)
+        return (self.role == "patch" and self.site is not None and SITES[self.site].block_output
+                and self.n_layers is not None and self.n_layers - 1 in self.layers)
 
     @property
     def single_layer(self) -> int | None:

@@ -168,9 +168,9 @@ def make_lm(plan: SweepPlan, variant: Variant, models: ModelCache, tokenizer: An
     common = {"tokenizer": tokenizer, "batch_size": plan.config.batch_size,
               "enable_thinking": False}
     if variant.role == "patch":
-        from harness_ext.patched_lm import PatchedQwenLM
+        from harness_ext.patched_lm import PatchedLM
 
-        return PatchedQwenLM(
+        return PatchedLM(
             pretrained=models.get(plan.clean), corrupted=models.get(plan.corrupted[variant.label]),
             site=variant.site, layers=list(variant.layers),
             heads=None if variant.heads is None else list(variant.heads),

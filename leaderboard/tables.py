@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from patching import SITE_NAMES
+
 from .agreement import Agreement, agreement
 from .results import Run
 
 RELATED, UNRELATED, GENERAL = "corrupt_related", "corrupt_unrelated_math", "corrupt_general"
 THRESHOLD = 0.5
-SITE_ORDER = {"resid": 0, "attn": 1, "mlp": 2, "head": 3}
+SITE_ORDER = {site: i for i, site in enumerate(SITE_NAMES)}
 BY_CONSTRUCTION = "†"
 AGREEMENT_HEADERS = ["=clean reply", "=clean int", "=corrupted reply", "=corrupted int"]
 

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from patching import SITES
+
 from .config import PatchBlock, SweepConfig, resolve_indices
 
 _SMALL_FILE = 1 << 20
@@ -51,7 +53,7 @@ def _block_variants(block: PatchBlock, label: str, n_layers: int, n_heads: int,
         for positions in block.positions:
             for site in block.sites:
                 head_sets: list[tuple[int, ...] | None] = [None]
-                if site == "head":
+                if SITES[site].head_count:
                     head_sets = [(h,) for h in resolve_indices("heads", block.heads, n_heads)]
                 for layer_set in layer_sets:
                     for heads in head_sets:

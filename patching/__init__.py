@@ -4,20 +4,38 @@
     spec = PatchSpec(site="head", layers=[3], heads=[0, 2], positions="newest")
     ids = patched_generate(receiver, donor, input_ids, spec, attention_mask=mask)
 
-`reference` holds the naive definition the engine is tested against.
+`architectures` is the one table of sites and decoder families (Llama, Mistral, Qwen2/2.5,
+Qwen3, Qwen3-MoE, Phi-3, OLMo 2, Gemma 2, Gemma 3); `reference` holds the naive definition
+the engine is tested against.
 """
 
+from .architectures import (
+    ARCHITECTURES,
+    PER_HEAD_SITES,
+    SITE_NAMES,
+    SITES,
+    Architecture,
+    architecture_for,
+    check_architecture,
+)
 from .models import AdapterSide, adapter_pair
 from .spec import PatchingError, PatchSpec, check_pair, every_layer
 from .sweep import check_patch, patched_generate, sweep_generate
 from .teacher_forced import ContinuationScores, patched_logprobs
 
 __all__ = [
+    "ARCHITECTURES",
+    "PER_HEAD_SITES",
+    "SITES",
+    "SITE_NAMES",
     "AdapterSide",
+    "Architecture",
     "ContinuationScores",
     "PatchSpec",
     "PatchingError",
     "adapter_pair",
+    "architecture_for",
+    "check_architecture",
     "check_pair",
     "check_patch",
     "every_layer",

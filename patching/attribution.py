@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .architectures import RESIDUAL_TERMS, SITE_NAMES, site_named
 from .attribution_metrics import AttributionBatch, KLFisher, Metric, Scored, metric_named
 from .attribution_passes import (
     Component,
@@ -50,15 +51,14 @@ from .attribution_passes import (
 )
 from .hooks import Key, site_hooks
 from .models import Runner, as_runner
-from .sites import SITES
-from .spec import PatchingError, check_pair, head_dim
+from .spec import PatchingError, check_pair
 
-GATED: tuple[str, ...] = ("attn", "mlp")  # a block's residual contribution, for GradDrop
+GATED = RESIDUAL_TERMS  # a block's contributions to the residual stream, for GradDrop
 
 
 @dataclass(frozen=True)
 class AttributionScores:
-    """Scores per site: [layers] for resid/attn/mlp, [layers, heads] for head.
+    """Scores per site: [layers], or [layers, heads] for a site split into heads.
 
     `graddrop` holds the GradDrop scores (same shapes, >= 0) when requested; `base` is the
     unpatched metric value.
@@ -72,7 +72,7 @@ class AttributionScores:
 
     def components(self, site: str) -> list[Component]:
         scores = self.scores[site]
-        if site == "head":
+        if scores.dim() == 2:
             return [
                 (site, layer, h) for layer in range(scores.shape[0]) for h in range(scores.shape[1])
             ]
@@ -128,32 +128,34 @@ def _receiver_graph(
         return _GradGate.apply(act, key[1], gate) if gate and key[0] in GATED else None
 
     with torch.enable_grad():
-        logprobs = run(r, lay, _grad_from_embeddings(r), site_hooks(r.lm, r.table, hooked, edit))
+        logprobs = run(r, lay, _grad_from_embeddings(r), site_hooks(r.lm, r.arch, hooked, edit))
     return logprobs, store
 
 
 def _dot(
-    config: Any,
+    runner: Runner,
     keys: list[Key],
     grads: Sequence[Tensor | None],
     deltas: dict[Key, Tensor],
     span: slice,
 ) -> dict[str, Tensor]:
     """Per-site tables [rows, layers(, heads)] of delta . grad summed over positions."""
-    L, H = config.num_hidden_layers, config.num_attention_heads
+    L = runner.config.num_hidden_layers
     out: dict[str, Tensor] = {}
     for key, grad in zip(keys, grads, strict=True):
         site, layer = key
         delta = deltas[key]
         B = delta.shape[0]
-        table = out.setdefault(site, delta.new_zeros((B, L, H) if site == "head" else (B, L)))
+        count = site_named(site).head_count
+        H = getattr(runner.config, count) if count else None
+        table = out.setdefault(site, delta.new_zeros((B, L) if H is None else (B, L, H)))
         if grad is None:  # the metric does not depend on this activation
             continue
-        per_row = (delta * grad[:, span].to(delta.dtype)).sum(dim=1)  # [B, width]
-        if site == "head":
-            table[:, layer] = per_row.view(B, H, head_dim(config)).sum(dim=-1)
-        else:
+        per_row = (delta * grad[:, span].to(delta.dtype)).sum(dim=1)  # (B, width)
+        if H is None:
             table[:, layer] = per_row.sum(dim=-1)
+        else:
+            table[:, layer] = per_row.view(B, H, runner.head_dim).sum(dim=-1)
     return out
 
 
@@ -181,7 +183,7 @@ def attribution_scores(
     donor: Any,
     batch: AttributionBatch,
     metric: str | Metric,
-    sites: Sequence[str] = SITES,
+    sites: Sequence[str] = SITE_NAMES,
     positions: str = "all",
     graddrop: bool = False,
 ) -> AttributionScores:
@@ -197,8 +199,7 @@ def attribution_scores(
     r, d = as_runner(receiver), as_runner(donor)
     check_pair(r.config, d.config)
     for site in sites:
-        if site not in SITES:
-            raise PatchingError(f"unknown site {site!r}; allowed: {', '.join(SITES)}")
+        site_named(site)
     L = r.config.num_hidden_layers
     if graddrop and L < 2:
         raise PatchingError("graddrop needs a model with at least 2 layers")
@@ -222,7 +223,7 @@ def attribution_scores(
 
     def grad_of(output: Tensor, retain: bool) -> dict[str, Tensor]:
         grads = torch.autograd.grad(output, inputs, retain_graph=retain, allow_unused=True)
-        return _dot(r.config, keys, grads, deltas, lay.span)
+        return _dot(r, keys, grads, deltas, lay.span)
 
     if isinstance(m, KLFisher):
         fisher = _fisher(m, logprobs, s, grad_of)

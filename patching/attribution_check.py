@@ -31,12 +31,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .architectures import SITE_NAMES
 from .attribution import AttributionScores, attribution_scores
 from .attribution_data import answer_pair_batch, own_reply_batch, read_rows
 from .attribution_metrics import AttributionBatch, metric_named
 from .attribution_passes import Component, exact_effects
 from .attribution_report import render, scatter
-from .sites import SITES
 from .spec import PatchSpec
 from .teacher_forced import patched_logprobs
 
@@ -158,7 +158,7 @@ def check_metric(
         )
         gd_s = _clock() - start
     sites, exact_s, measured, total = {}, 0.0, 0, 0
-    for site in SITES:
+    for site in SITE_NAMES:
         ranked = scores.ranked(site)
         total += len(ranked)
         chosen = sorted(c for c, _ in ranked[: cfg.top_k or len(ranked)])

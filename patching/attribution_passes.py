@@ -24,12 +24,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .architectures import site_named
 from .attribution_metrics import AttributionBatch, Metric, Scored, metric_named
 from .batch import causal_mask, check_continuations, copies_mask, prepare
 from .hooks import Key, capturing, site_hooks
 from .models import Runner, as_runner
-from .plans import decoder_forward
-from .spec import POSITIONS, PatchingError, check_pair, head_dim
+from .plans import MaskFor, decoder_forward
+from .spec import POSITIONS, PatchingError, check_pair
 
 Component = tuple[str, int, "int | None"]  # (site, layer, head or None)
 
@@ -38,12 +39,12 @@ Component = tuple[str, int, "int | None"]  # (site, layer, head or None)
 class Layout:
     """Receiver and donor inputs of one teacher-forced batch (module docstring)."""
 
-    ids: Tensor  # receiver [B, S]
+    ids: Tensor  # receiver (B, S)
     positions: Tensor
-    mask: Tensor  # [B, 1, S, S] bool
-    donor_ids: Tensor  # x[:-1], [B, n-1]
+    mask: MaskFor  # (B, 1, S, S) bool for a sliding window
+    donor_ids: Tensor  # x[:-1], (B, n - 1)
     donor_positions: Tensor
-    donor_mask: Tensor
+    donor_mask: MaskFor
     span: slice  # patched positions, in receiver and donor sequences alike
     targets: Tensor  # [B, C]
     scored: Tensor  # [B, C] bool
@@ -60,14 +61,14 @@ def teacher_layout(batch: AttributionBatch, positions: str, device: torch.device
     scored = torch.arange(C, device=device)[None, :] >= (
         C - torch.tensor(lengths, device=device)[:, None]
     )
-    donor = (ids, pos, causal_mask(valid))
+    donor = (ids, pos, lambda window: causal_mask(valid, window=window))
     if positions == "all":
         receiver, span = donor, slice(None)
     else:
         receiver = (
             torch.cat([ids, ids[:, -C:]], dim=1),
             torch.cat([pos, pos[:, -C:]], dim=1),
-            copies_mask(valid, C),
+            lambda window: copies_mask(valid, C, window),
         )
         span = slice(-C, None)
     return Layout(*receiver, *donor, span, prompts.ids[:, -C:], scored)
@@ -83,13 +84,20 @@ def run(
     runner: Runner, lay: Layout, *hooks: AbstractContextManager[Any], donor: bool = False
 ) -> Tensor:
     """Log-probs [B, C, V] at the scored positions of one pass under `hooks`."""
-    args = (
+    ids, positions, mask_for = (
         (lay.donor_ids, lay.donor_positions, lay.donor_mask)
         if donor
         else (lay.ids, lay.positions, lay.mask)
     )
     dev = runner.device
-    hidden = decoder_forward(runner, *(a.to(dev) for a in args), None, *hooks)
+    hidden = decoder_forward(
+        runner,
+        ids.to(dev),
+        positions.to(dev),
+        lambda window: mask_for(window).to(dev),
+        None,
+        *hooks,
+    )
     return log_softmax(runner, hidden[:, -lay.targets.shape[1] :])
 
 
@@ -101,7 +109,7 @@ def all_keys(config: Any, sites: Iterable[str]) -> list[Key]:
 def donor_pass(donor: Runner, lay: Layout, keys: Sequence[Key]) -> tuple[dict[Key, Tensor], Tensor]:
     """The donor's activations at `keys` and its log-probs; no graph is ever built."""
     acts: dict[Key, Tensor] = {}
-    logprobs = run(donor, lay, capturing(donor.lm, donor.table, keys, acts), donor=True)
+    logprobs = run(donor, lay, capturing(donor.lm, donor.arch, keys, acts), donor=True)
     return acts, logprobs
 
 
@@ -118,16 +126,19 @@ def scored_inputs(lay: Layout, batch: AttributionBatch, own: Tensor, donor: Tens
 
 def check_components(config: Any, components: Sequence[Component]) -> None:
     for site, layer, head in components:
-        if not 0 <= layer < config.num_hidden_layers or (site == "head") != (head is not None):
+        count = site_named(site).head_count
+        ok = 0 <= layer < config.num_hidden_layers and (
+            head is None if count is None else 0 <= head < getattr(config, count)
+        )
+        if not ok:
             raise PatchingError(f"component {(site, layer, head)!r} does not exist in this model")
 
 
-def head_columns(config: Any, head: int | None) -> slice:
+def head_columns(runner: Runner, head: int | None) -> slice:
     """The columns of a site's activation that a component owns (all, or one head's slice)."""
     if head is None:
         return slice(None)
-    hd = head_dim(config)
-    return slice(head * hd, (head + 1) * hd)
+    return slice(head * runner.head_dim, (head + 1) * runner.head_dim)
 
 
 @contextmanager
@@ -135,7 +146,7 @@ def _partial_patch(
     r: Runner, lay: Layout, component: Component, donor_act: Tensor, alpha: float
 ) -> Iterator[None]:
     site, layer, head = component
-    cols = head_columns(r.config, head)
+    cols = head_columns(r, head)
 
     def edit(key: Key, act: Tensor) -> Tensor:
         new = act.clone()
@@ -143,7 +154,7 @@ def _partial_patch(
         here += alpha * (donor_act[:, lay.span, cols].to(act) - here)
         return new
 
-    with site_hooks(r.lm, r.table, [(site, layer)], edit):
+    with site_hooks(r.lm, r.arch, [(site, layer)], edit):
         yield
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .spec import PatchingError
+from .errors import PatchingError
 
 
 @dataclass(frozen=True)
@@ -75,30 +75,45 @@ def check_continuations(lengths: Sequence[int], prompts: Prompts) -> list[int]:
     return lengths
 
 
-def causal_mask(key_valid: Tensor, queries: int | None = None) -> Tensor:
-    """[B, 1, q, k] boolean mask for the last q of k positions: causal, padding hidden.
+def causal_mask(key_valid: Tensor, queries: int | None = None, window: int | None = None
+                ) -> Tensor:
+    """[B, 1, q, k] boolean mask for the last q of k positions: causal, padding hidden, and
+    with a `window`, only the `window` latest keys (the query's own included).
 
-    A padding query attends to itself only: a row with no visible key would give
-    NaN K/V that later leak into real rows through the cache.
+    A window counts slots, which here are positions: padding sits only at the left, so real
+    tokens are contiguous. A padding query attends to itself only: a row with no visible key
+    would give NaN K/V that later leak into real rows through the cache.
     """
     keys = key_valid.shape[1]
     queries = keys if queries is None else queries
-    rows = torch.arange(keys - queries, keys, device=key_valid.device)[:, None]
-    cols = torch.arange(keys, device=key_valid.device)[None, :]
-    allowed = (cols <= rows)[None] & key_valid[:, None, :]
+    rows = torch.arange(keys - queries, keys, device=key_valid.device)[:, None]  # (q, 1)
+    cols = torch.arange(keys, device=key_valid.device)[None, :]  # (1, k)
+    near = cols <= rows if window is None else (cols <= rows) & (rows - cols < window)
+    allowed = near[None] & key_valid[:, None, :]  # (B, q, k)
     allowed |= (cols == rows)[None]
     return allowed[:, None]
 
 
-def copies_mask(key_valid: Tensor, copies: int) -> Tensor:
+def copies_mask(key_valid: Tensor, copies: int, window: int | None = None) -> Tensor:
     """Mask for [x[:-1] | copies of its last `copies` positions]: copy t sees the real tokens
-    before it and itself, so each copy computes "unpatched history, patched newest" exactly."""
+    before it and itself, so each copy computes "unpatched history, patched newest" exactly.
+    A `window` counts positions from the copied token, as it would from the token itself."""
     B, n = key_valid.shape
     size = n + copies
     mask = torch.zeros(B, 1, size, size, dtype=torch.bool, device=key_valid.device)
-    mask[:, :, :n, :n] = causal_mask(key_valid)
-    source = torch.arange(n - copies, n, device=key_valid.device)[:, None]
-    before = torch.arange(n, device=key_valid.device)[None, :] < source
+    mask[:, :, :n, :n] = causal_mask(key_valid, window=window)
+    source = torch.arange(n - copies, n, device=key_valid.device)[:, None]  # (copies, 1)
+    cols = torch.arange(n, device=key_valid.device)[None, :]  # (1, n)
+    before = cols < source if window is None else (cols < source) & (source - cols < window)
     mask[:, 0, n:, :n] = before[None] & key_valid[:, None, :]
     mask[:, 0, n:, n:] = torch.eye(copies, dtype=torch.bool, device=key_valid.device)
     return mask
+
+
+def newest_query_mask(key_valid: Tensor, window: int | None = None) -> Tensor:
+    """[B, 1, 1, k] mask of one query at the last of k slots (a decode step)."""
+    mask = key_valid[:, None, None, :]
+    if window is None:
+        return mask
+    keys = key_valid.shape[-1]
+    return mask & (torch.arange(keys, device=key_valid.device) > keys - 1 - window)

@@ -15,8 +15,6 @@ import torch
 from torch import Tensor
 from transformers.cache_utils import Cache, CacheLayerMixin
 
-from .spec import head_dim
-
 Rows = slice | Tensor
 
 
@@ -59,13 +57,15 @@ class SlotCache(Cache):
     def __init__(
         self,
         config: Any,
+        head_dim: int,
         num_layers: int,
         rows: int,
         max_len: int,
         dtype: torch.dtype,
         device: torch.device,
     ) -> None:
-        shape = (2, num_layers, rows, config.num_key_value_heads, max_len, head_dim(config))
+        # (2: keys/values, layers, rows, kv_heads, slots, head_dim)
+        shape = (2, num_layers, rows, config.num_key_value_heads, max_len, head_dim)
         self.kv = torch.empty(shape, dtype=dtype, device=device)
         self.length = 0
         self.starts = [0] * num_layers  # first cache row of each block's batch

@@ -24,25 +24,30 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
-from .batch import Prompts, causal_mask
+from .architectures import BLOCK_OUTPUT_SITE
+from .batch import Prompts, causal_mask, newest_query_mask
 from .cache import SlotCache
 from .hooks import Key, capturing, patching
-from .layout import Layout
+from .layout import Layout, fed_by_donor
 from .models import Runner
-from .plans import Plan, build_plans, decoder_forward, keys_of, patch_edit
+from .plans import MaskFor, Plan, build_plans, decoder_forward, keys_of, patch_edit
 from .rows import RowPlan, row_windows
 from .spec import PatchSpec
 
 
 def _site_plans_of(spec: PatchSpec) -> PatchSpec | None:
-    """The part of a spec that site hooks apply: resid at the first layer is the join."""
-    if spec.site != "resid":
+    """The part of a spec that site hooks apply: a block output's first layer is the join."""
+    if not fed_by_donor(spec):
         return spec
     return replace(spec, layers=spec.layers[1:]) if len(spec.layers) > 1 else None
 
 
 class Lockstep:
-    """Greedy patched generation of many specs over one prompt batch (see module docstring)."""
+    """Greedy patched generation of many specs over one prompt batch (see module docstring).
+
+    Letters in shape comments: B prompts, P prompt length, R = specs x B patched rows,
+    G token-history groups (G <= R), S cache slots (P + max_new_tokens - 1).
+    """
 
     def __init__(
         self,
@@ -57,32 +62,40 @@ class Lockstep:
         self.receiver, self.donor, self.prompts, self.specs = receiver, donor, prompts, list(specs)
         self.eos, self.pad, self.max_new = eos, pad, max_new_tokens
         self.device = dev = receiver.device
-        self.B, self.P = B, P = prompts.ids.shape
-        self.R = R = len(self.specs) * B
-        self.layers = N = receiver.config.num_hidden_layers
+        self.batch, self.prompt_len = prompts.ids.shape
+        self.n_rows = len(self.specs) * self.batch
+        self.layers = receiver.config.num_hidden_layers
         self.keys = sorted({k for s in self.specs for k in keys_of(s)})
-        rows = torch.arange(R, device=dev)
-        self.row_prompt, self.spec_of = rows % B, rows // B
-        self.depth = torch.tensor([max(s.layers) for s in self.specs], device=dev)[self.spec_of]
+        rows = torch.arange(self.n_rows, device=dev)  # (R,) patched row r runs spec r // B
+        self.prompt_of_row, self.spec_of = rows % self.batch, rows // self.batch
+        deepest = torch.tensor([max(s.layers) for s in self.specs], device=dev)
+        self.deepest_layer_of_row = deepest[self.spec_of]  # (R,)
         is_all = torch.tensor([s.positions == "all" for s in self.specs], device=dev)
         self.all_rows, self.newest_rows = rows[is_all[self.spec_of]], rows[~is_all[self.spec_of]]
         history_fed = [
-            min(s.layers) for s in self.specs if s.positions == "all" and s.site != "resid"
+            min(s.layers) for s in self.specs if s.positions == "all" and not fed_by_donor(s)
         ]
-        self.history_depth = N if len(self.newest_rows) else max(history_fed, default=0)
-        self.layout = Layout.build(rows, self.specs, self.spec_of, N, self.history_depth)
-        self.cache_row = torch.empty_like(rows)
-        self.cache_row[self.layout.rows] = rows
-        self.newest_cache = self.cache_row[self.newest_rows]
-        self.group_of_row, self.group_prompt = self.row_prompt.clone(), torch.arange(B, device=dev)
-        self.key_valid = torch.ones(B, P + max_new_tokens - 1, dtype=torch.bool, device=dev)
-        self.key_valid[:, :P] = prompts.mask
-        self.done = torch.zeros(R, dtype=torch.bool, device=dev)
-        self.acts: dict[Key, Tensor] = {}  # the donor's captures of the current pass
+        # History rows run blocks < history_depth: all of them while "newest" rows read their
+        # K/V, else only up to the deepest block where an "all" row joins from its history.
+        self.history_depth = (
+            self.layers if len(self.newest_rows) else max(history_fed, default=0)
+        )
+        self.layout = Layout.build(rows, self.specs, self.spec_of, self.layers, self.history_depth)
+        self.cache_row_of = torch.empty_like(rows)  # (R,) receiver cache row of patched row r
+        self.cache_row_of[self.layout.rows] = rows
+        self.newest_cache_rows = self.cache_row_of[self.newest_rows]
+        self.group_of_row = self.prompt_of_row.clone()  # (R,) every row starts in its prompt's
+        self.prompt_of_group = torch.arange(self.batch, device=dev)  # (G,)
+        slots = self.prompt_len + max_new_tokens - 1
+        self.key_valid = torch.ones(self.batch, slots, dtype=torch.bool, device=dev)  # (B, S)
+        self.key_valid[:, : self.prompt_len] = prompts.mask
+        self.done = torch.zeros(self.n_rows, dtype=torch.bool, device=dev)  # (R,)
+        self.donor_acts: dict[Key, Tensor] = {}  # the donor's captures of the current pass
 
     # -- plans -----------------------------------------------------------------------
     def _receiver_plan(
-        self, layout: Layout, cache_row: Tensor, input_row: Tensor, inputs: int, donor_row: Tensor
+        self, layout: Layout, cache_row_of: Tensor, input_row: Tensor, inputs: int,
+        donor_row: Tensor,
     ) -> tuple[RowPlan, dict[Key, Plan], list[int]]:
         """Row windows, joins and patch plans of one receiver pass.
 
@@ -97,43 +110,47 @@ class Lockstep:
         for j in range(self.layers + 1):
             fed, hist = layout.joining(j)
             if len(fed) or len(hist):
-                a = plan.incoming(j)[0]
-                joins[j] = (donor_row[layout.rows[fed]], n + input_row[hist] - a)
+                first_incoming = plan.incoming(j)[0]
+                joins[j] = (donor_row[layout.rows[fed]], n + input_row[hist] - first_incoming)
 
         def join(j: int, hidden: Tensor) -> Tensor:
             fed, hist = joins[j]
-            parts = [self.acts[("resid", j - 1)][fed].to(hidden)] if len(fed) else []
+            donor_out = self.donor_acts.get((BLOCK_OUTPUT_SITE, j - 1))
+            parts = [donor_out[fed].to(hidden)] if len(fed) else []
             return torch.cat([*parts, hidden[hist]]) if len(hist) else parts[0]
 
         parts = []
         for i, spec in enumerate(self.specs):
             rows = layout.rows[self.spec_of[layout.rows] == i].sort().values
             if (sited := _site_plans_of(spec)) is not None and len(rows):
-                parts.append((sited, cache_row[rows], donor_row[rows]))
+                parts.append((sited, cache_row_of[rows], donor_row[rows]))
         plan.join = join
-        return plan, build_plans(parts, self.receiver.config, starts), starts
+        return plan, build_plans(parts, self.receiver, starts), starts
 
     def _refresh(self) -> None:
         """Recompute the donor order and the receiver plans after the groups changed."""
-        U = len(self.group_prompt)
-        depth = torch.zeros(U, dtype=torch.long, device=self.device)
-        depth.scatter_reduce_(0, self.group_of_row, self.depth, "amax", include_self=False)
-        self.d_order = torch.sort(-depth, stable=True).indices  # donor batch: deepest first
-        self.d_pos = torch.empty_like(self.d_order)
-        self.d_pos[self.d_order] = torch.arange(U, device=self.device)
+        groups = len(self.prompt_of_group)
+        depth = torch.zeros(groups, dtype=torch.long, device=self.device)  # (G,)
+        depth.scatter_reduce_(
+            0, self.group_of_row, self.deepest_layer_of_row, "amax", include_self=False
+        )
+        self.donor_order = torch.sort(-depth, stable=True).indices  # (G,) deepest group first
+        self.donor_row_of_group = torch.empty_like(self.donor_order)  # (G,)
+        self.donor_row_of_group[self.donor_order] = torch.arange(groups, device=self.device)
         kept = [(0, int((depth >= j).sum())) for j in range(self.layers)]
-        self.d_plan = RowPlan((0, U), kept + kept[-1:])
+        self.donor_rows = RowPlan((0, groups), kept + kept[-1:])
         # Per-group positions and key masks, in receiver and donor order (sliced each step).
-        self.g_pos0 = self.prompts.last_position[self.group_prompt][:, None]
-        self.g_valid = self.key_valid[self.group_prompt][:, None, None]
-        self.d_pos0, self.d_valid = self.g_pos0[self.d_order], self.g_valid[self.d_order]
-        self.newest_history = self.R + self.group_of_row[self.newest_rows]
-        self.r_plan, self.plans, self.r_cache.starts = self._receiver_plan(
+        self.group_position = self.prompts.last_position[self.prompt_of_group][:, None]  # (G, 1)
+        self.group_key_valid = self.key_valid[self.prompt_of_group]  # (G, S)
+        self.donor_position = self.group_position[self.donor_order]
+        self.donor_key_valid = self.group_key_valid[self.donor_order]
+        self.newest_history_rows = self.n_rows + self.group_of_row[self.newest_rows]
+        self.receiver_rows, self.patch_plans, self.receiver_cache.starts = self._receiver_plan(
             self.layout,
-            self.cache_row,
+            self.cache_row_of,
             self.group_of_row[self.layout.rows],
-            U,
-            self.d_pos[self.group_of_row],
+            groups,
+            self.donor_row_of_group[self.group_of_row],
         )
 
     def _regroup(self, tokens: Tensor) -> None:
@@ -142,106 +159,134 @@ class Lockstep:
         A group keeps its index for one of its tokens; each other token opens a new
         group at the end, whose cache rows start as copies of the parent's.
         """
-        U = len(self.group_prompt)
-        if U == self.R:  # one row per group: nothing can split
+        groups = len(self.prompt_of_group)
+        if groups == self.n_rows:  # one row per group: nothing can split
             self.group_token = torch.empty_like(tokens)
             self.group_token[self.group_of_row] = tokens
             return
         vocab = self.receiver.config.vocab_size
         found, inverse = torch.unique(self.group_of_row * vocab + tokens, return_inverse=True)
-        if len(found) == U:  # sorted by group, one token each: indices unchanged
+        if len(found) == groups:  # sorted by group, one token each: indices unchanged
             self.group_token = found % vocab
             return
         parent = found // vocab
         opens = torch.zeros_like(parent, dtype=torch.bool)
         opens[1:] = parent[1:] == parent[:-1]
-        new_id = torch.where(opens, U + opens.cumsum(0) - 1, parent)
+        new_id = torch.where(opens, groups + opens.cumsum(0) - 1, parent)
         parents = parent[opens]
         self.group_of_row = new_id[inverse]
         self.group_token = torch.empty_like(found)
         self.group_token[new_id] = found % vocab
-        self.group_prompt = torch.cat([self.group_prompt, self.group_prompt[parents]])
-        self.r_cache.copy_rows(self.R + parents, self.R + U)
-        old_pos = torch.cat([self.d_pos, self.d_pos[parents]])  # a new group starts as its parent
+        self.prompt_of_group = torch.cat([self.prompt_of_group, self.prompt_of_group[parents]])
+        self.receiver_cache.copy_rows(self.n_rows + parents, self.n_rows + groups)
+        # A new group's donor cache row starts as its parent's.
+        old_donor_row = torch.cat([self.donor_row_of_group, self.donor_row_of_group[parents]])
         self._refresh()
-        self.d_cache.select_rows(old_pos[self.d_order].to(self.donor.device), self.R)
+        self.donor_cache.select_rows(
+            old_donor_row[self.donor_order].to(self.donor.device), self.n_rows
+        )
 
     # -- passes ----------------------------------------------------------------------
     def _caches(self, receiver_rows: int) -> None:
-        length, d, r = self.P + self.max_new - 1, self.donor, self.receiver
-        self.d_cache = SlotCache(
-            d.config, int(self.depth.max()) + 1, self.R, length, d.dtype, d.device
+        slots, d, r = self.prompt_len + self.max_new - 1, self.donor, self.receiver
+        self.donor_cache = SlotCache(
+            d.config, d.head_dim, int(self.deepest_layer_of_row.max()) + 1, self.n_rows, slots,
+            d.dtype, d.device,
         )
-        self.r_cache = SlotCache(r.config, self.layers, receiver_rows, length, r.dtype, self.device)
+        self.receiver_cache = SlotCache(
+            r.config, r.head_dim, self.layers, receiver_rows, slots, r.dtype, self.device
+        )
 
-    def _donor_pass(self, ids: Tensor, positions: Tensor, mask: Tensor, plan: RowPlan) -> None:
+    def _donor_pass(self, ids: Tensor, positions: Tensor, mask_for: MaskFor, plan: RowPlan
+                    ) -> None:
         d = self.donor
         decoder_forward(
             d,
             ids.to(d.device),
             positions.to(d.device),
-            mask.to(d.device),
-            self.d_cache,
-            capturing(d.lm, d.table, self.keys, self.acts, stop=True),
-            row_windows(d.lm, d.table, plan),
+            lambda window: mask_for(window).to(d.device),
+            self.donor_cache,
+            capturing(d.lm, d.arch, self.keys, self.donor_acts, stop=True),
+            row_windows(d.lm, d.arch, plan),
         )
 
     def _receiver_pass(
-        self, ids: Tensor, positions: Tensor, mask: Tensor, plan: RowPlan, plans: dict[Key, Plan]
+        self, ids: Tensor, positions: Tensor, mask_for: MaskFor, plan: RowPlan,
+        plans: dict[Key, Plan],
     ) -> Tensor:
         r = self.receiver
         return decoder_forward(
             r,
             ids,
             positions,
-            mask,
-            self.r_cache,
-            patching(r.lm, r.table, plans, patch_edit(plans, self.acts)),
-            row_windows(r.lm, r.table, plan),
+            mask_for,
+            self.receiver_cache,
+            patching(r.lm, r.arch, plans, patch_edit(plans, self.donor_acts)),
+            row_windows(r.lm, r.arch, plan),
         )
 
     def _prefill(self) -> None:
         """All prompt tokens but the last: the donor and the history once per prompt, and the
         "all" rows (patched) from the block they join at."""
-        B, R, n, dev = self.B, self.R, self.P - 1, self.device
+        B, dev = self.batch, self.device
+        n = self.prompt_len - 1
         layout = Layout.build(
             self.all_rows, self.specs, self.spec_of, self.layers, self.history_depth
         )
-        A = len(layout.rows)
-        self._caches(A + B)
-        ids, pos = self.prompts.ids[:, :n], self.prompts.positions[:, :n]
-        mask = causal_mask(self.prompts.mask[:, :n])
-        self._donor_pass(ids, pos, mask, RowPlan((0, B), [(0, B)] * (self.layers + 1)))
-        pre_row = torch.full((R,), -1, device=dev)
-        pre_row[layout.rows] = torch.arange(A, device=dev)
-        plan, plans, self.r_cache.starts = self._receiver_plan(
-            layout, pre_row, self.row_prompt[layout.rows], B, self.row_prompt
+        n_all = len(layout.rows)
+        self._caches(n_all + B)
+        ids, pos = self.prompts.ids[:, :n], self.prompts.positions[:, :n]  # (B, P - 1)
+        valid = self.prompts.mask[:, :n]
+
+        def mask_for(window: int | None) -> Tensor:
+            return causal_mask(valid, window=window)
+
+        self._donor_pass(ids, pos, mask_for, RowPlan((0, B), [(0, B)] * (self.layers + 1)))
+        prefill_row = torch.full((self.n_rows,), -1, device=dev)  # (R,) -1: not prefilled
+        prefill_row[layout.rows] = torch.arange(n_all, device=dev)
+        plan, plans, self.receiver_cache.starts = self._receiver_plan(
+            layout, prefill_row, self.prompt_of_row[layout.rows], B, self.prompt_of_row
         )
-        self._receiver_pass(ids, pos, mask, plan, plans)
+        self._receiver_pass(ids, pos, mask_for, plan, plans)
         # Decode layout: an "all" row keeps its rows; a "newest" row and a history row
         # start as the prompt's unpatched history.
-        start = torch.where(pre_row >= 0, pre_row, A + self.row_prompt)[self.layout.rows]
-        self.r_cache.select_rows(torch.cat([start, A + torch.arange(B, device=dev)]), 2 * R)
+        start = torch.where(prefill_row >= 0, prefill_row, n_all + self.prompt_of_row)
+        self.receiver_cache.select_rows(
+            torch.cat([start[self.layout.rows], n_all + torch.arange(B, device=dev)]),
+            2 * self.n_rows,
+        )
 
     def _step(self, k: int) -> Tensor:
         """Feed token k (the prompt's last at k=0) to every group; return each row's next token."""
-        slot, ids = self.P - 1 + k, self.group_token[:, None]
-        d_ids = self.group_token[self.d_order, None]
-        self._donor_pass(d_ids, self.d_pos0 + k, self.d_valid[..., : slot + 1], self.d_plan)
+        slot = self.prompt_len - 1 + k
+        ids = self.group_token[:, None]  # (G, 1)
+        donor_valid = self.donor_key_valid[:, : slot + 1]
+        receiver_valid = self.group_key_valid[:, : slot + 1]
+        self._donor_pass(
+            ids[self.donor_order],
+            self.donor_position + k,
+            lambda window: newest_query_mask(donor_valid, window),
+            self.donor_rows,
+        )
         hidden = self._receiver_pass(
-            ids, self.g_pos0 + k, self.g_valid[..., : slot + 1], self.r_plan, self.plans
+            ids,
+            self.group_position + k,
+            lambda window: newest_query_mask(receiver_valid, window),
+            self.receiver_rows,
+            self.patch_plans,
         )
         if len(self.newest_rows):
-            self.r_cache.copy_slot(self.newest_cache, self.newest_history, slot)
-        return self.receiver.logits(hidden[: self.R, -1]).argmax(dim=-1)[self.cache_row]
+            self.receiver_cache.copy_slot(self.newest_cache_rows, self.newest_history_rows, slot)
+        logits = self.receiver.logits(hidden[: self.n_rows, -1])  # (R, vocab), cache-row order
+        return logits.argmax(dim=-1)[self.cache_row_of]
 
     def run(self, progress: bool = False) -> list[Tensor]:
         """Generate; return one [B, P + new] tensor per spec, each cut where all its rows ended."""
-        B = self.B
-        if self.P > 1:
+        B = self.batch
+        if self.prompt_len > 1:
             self._prefill()
         else:
-            self._caches(2 * self.R)
+            self._caches(2 * self.n_rows)
         self._refresh()
         self.group_token = self.prompts.ids[:, -1]
         steps: list[Tensor] = []
@@ -262,7 +307,7 @@ class Lockstep:
             if k + 1 == self.max_new or all(n <= k + 1 for n in lengths):
                 break
             self._regroup(tokens)
-        new = torch.stack(steps, dim=1)
+        new = torch.stack(steps, dim=1)  # (R, steps)
         return [
             torch.cat([self.prompts.ids, new[s * B : (s + 1) * B, : lengths[s]]], dim=1)
             for s in range(len(self.specs))

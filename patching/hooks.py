@@ -15,7 +15,7 @@ from typing import Any
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from .sites import SiteTable, locate
+from .architectures import Architecture, locate
 
 Key = tuple[str, int]  # (site, layer)
 Edit = Callable[[Key, Tensor], "Tensor | None"]  # return a replacement, or None to leave it
@@ -44,16 +44,18 @@ def _pre_hook(edit: Edit, key: Key) -> Callable[..., Any]:
 
 
 @contextmanager
-def site_hooks(lm: nn.Module, table: SiteTable, keys: Iterable[Key], edit: Edit) -> Iterator[None]:
+def site_hooks(
+    lm: nn.Module, arch: Architecture, keys: Iterable[Key], edit: Edit
+) -> Iterator[None]:
     """Call `edit((site, layer), activation)` wherever a listed site is computed.
 
-    The activation is [batch, seq, width] (width = hidden size, or heads*head_dim for
-    "head"); a returned tensor replaces it in the forward pass.
+    The activation is [batch, seq, width] (width = hidden size, or heads * head_dim for a
+    site split into heads); a returned tensor replaces it in the forward pass.
     """
     handles: list[RemovableHandle] = []
     try:
         for key in keys:
-            module, read = locate(lm, table, *key)
+            module, read = locate(lm, arch, *key)
             if read == "input[0]":
                 handles.append(module.register_forward_pre_hook(_pre_hook(edit, key)))
             else:
@@ -67,7 +69,7 @@ def site_hooks(lm: nn.Module, table: SiteTable, keys: Iterable[Key], edit: Edit)
 @contextmanager
 def capturing(
     lm: nn.Module,
-    table: SiteTable,
+    arch: Architecture,
     keys: Iterable[Key],
     store: dict[Key, Tensor],
     stop: bool = False,
@@ -82,12 +84,12 @@ def capturing(
             raise StopForward
 
     store.clear()
-    with site_hooks(lm, table, keys, record):
+    with site_hooks(lm, arch, keys, record):
         yield
 
 
 @contextmanager
-def patching(lm: nn.Module, table: SiteTable, keys: Iterable[Key], edit: Edit) -> Iterator[None]:
+def patching(lm: nn.Module, arch: Architecture, keys: Iterable[Key], edit: Edit) -> Iterator[None]:
     """Replace each listed site's activation with `edit`'s result."""
-    with site_hooks(lm, table, keys, edit):
+    with site_hooks(lm, arch, keys, edit):
         yield

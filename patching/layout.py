@@ -1,10 +1,11 @@
 """Where each patched row sits in the receiver's batch, and at which block it joins.
 
 A patched row computes exactly what its unpatched "history" row computes until
-its first patch, so it joins the batch there (rows.py): a row patching resid at
-l joins at block l + 1 with the donor's resid output as its input (after the last
-block, straight into the final norm, when l is the last layer); any other row
-joins at its first patched block with its history row's block input. Cache rows 0..n-1 hold
+its first patch, so it joins the batch there (rows.py): a row patching a block
+output (site "resid") at l joins at block l + 1 with the donor's block output as
+its input (after the last block, straight into the final norm, when l is the
+last layer); any other row joins at its first patched block with its history
+row's block input. Cache rows 0..n-1 hold
 the patched rows, latest joiners first and, within one block, donor-fed rows
 first, so every block runs one contiguous window; history rows follow.
 """
@@ -16,18 +17,25 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .architectures import site_named
 from .spec import PatchSpec
 
 
+def fed_by_donor(spec: PatchSpec) -> bool:
+    """A block-output patch: its rows join the next block with the donor's value."""
+    return site_named(spec.site).block_output
+
+
 def entry_of(spec: PatchSpec) -> int:
-    return min(spec.layers) + (spec.site == "resid")
+    """The block a row of this spec joins at."""
+    return min(spec.layers) + fed_by_donor(spec)
 
 
 @dataclass(frozen=True)
 class Layout:
-    rows: Tensor  # [n] the patched row held by each cache row
-    entry: Tensor  # [n] the block each cache row joins at
-    from_donor: Tensor  # [n] bool: joins with the donor's resid output
+    rows: Tensor  # (n,) the patched row held by each cache row
+    entry: Tensor  # (n,) the block each cache row joins at
+    from_donor: Tensor  # (n,) bool: joins with the donor's block output
     layers: int
     history_depth: int  # history rows run blocks < history_depth
 
@@ -37,7 +45,7 @@ class Layout:
     ) -> Layout:
         """Lay out patched `rows` (spec_of[r] = index of row r's spec)."""
         entry = torch.tensor([entry_of(s) for s in specs], device=rows.device)[spec_of[rows]]
-        fed = torch.tensor([s.site == "resid" for s in specs], device=rows.device)[spec_of[rows]]
+        fed = torch.tensor([fed_by_donor(s) for s in specs], device=rows.device)[spec_of[rows]]
         order = torch.sort(-(2 * entry + fed), stable=True).indices
         return cls(rows[order], entry[order], fed[order], layers, history_depth)
 

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .sites import SiteTable, table_for
-from .spec import PatchingError
+from .architectures import Architecture, architecture_for, cache_argument
+from .errors import PatchingError
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,10 @@ class Runner:
     """A model argument resolved to the transformers module tree the hooks attach to."""
 
     lm: nn.Module  # the causal LM (for PEFT: the base model with LoRA layers injected)
-    table: SiteTable
+    arch: Architecture
     context: Callable[[], AbstractContextManager[Any]]  # entered around every forward
+    windows: dict[str, int | None]  # {layer type: sliding window or None}, in layer order
+    cache_argument: str  # the decoder's KV-cache keyword (architectures.cache_argument)
 
     @property
     def config(self) -> Any:
@@ -55,7 +57,7 @@ class Runner:
 
     @property
     def decoder(self) -> nn.Module:
-        return self.lm.get_submodule(self.table.decoder)
+        return self.lm.get_submodule(self.arch.decoder)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -65,8 +67,15 @@ class Runner:
     def device(self) -> torch.device:
         return next(self.lm.parameters()).device
 
+    @property
+    def head_dim(self) -> int:
+        return self.arch.head_dim(self.config)
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm.get_output_embeddings()(hidden)
+        """The unembedding of final hidden states, soft-capped where the family does it."""
+        logits = self.lm.get_output_embeddings()(hidden)
+        cap = self.arch.softcap(self.config)
+        return logits if cap is None else torch.tanh(logits / cap) * cap
 
 
 def as_runner(model: Any) -> Runner:
@@ -83,4 +92,6 @@ def as_runner(model: Any) -> Runner:
             "expected a transformers causal LM, a PeftModel or an AdapterSide, "
             f"got a {type(model).__name__}"
         )
-    return Runner(model, table_for(model.config.model_type), context)
+    arch = architecture_for(model.config)
+    decoder = model.get_submodule(arch.decoder)
+    return Runner(model, arch, context, arch.windows(model.config), cache_argument(decoder))

@@ -1,13 +1,14 @@
 """Patch plans and the single decoder pass every patched run is made of.
 
 A plan says, for one (site, layer), which rows of a block's batch take which rows
-of the donor's batch (and, for site "head", which columns); `patch_edit` turns
-plans into the hook that writes them.
+of the donor's batch (and, for a site split into heads, which columns); `patch_edit`
+turns plans into the hook that writes them. `decoder_forward` gives each family its
+masks in the form its decoder takes (architectures.Architecture.mask_form).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -15,10 +16,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .architectures import site_named
 from .cache import Rows
 from .hooks import Key, StopForward
 from .models import Runner
-from .spec import PatchSpec, head_dim
+from .spec import PatchSpec
+
+# The boolean [B, 1, queries, keys] mask of one pass for a sliding window (None: no window);
+# each model evaluates it for the windows its layer types use (batch.causal_mask and kin).
+MaskFor = Callable[[int | None], Tensor]
 
 
 def keys_of(spec: PatchSpec) -> list[Key]:
@@ -39,22 +45,31 @@ class Plan:
 
     rows: Rows  # positions in the block's batch
     src: Rows  # positions in the donor's batch
-    cols: Tensor | None  # [rows, 1, width] bool for site "head"; None = the whole site
+    cols: Tensor | None  # (rows, 1, width) bool for a site split into heads; None = all of it
+
+
+def head_columns(runner: Runner, spec: PatchSpec, device: torch.device) -> Tensor | None:
+    """(width,) bool: the columns of the spec's heads; None for a site not split into heads."""
+    count = site_named(spec.site).head_count
+    if count is None:
+        return None
+    size = runner.head_dim
+    cols = torch.zeros(getattr(runner.config, count) * size, dtype=torch.bool, device=device)
+    for h in spec.heads:
+        cols[h * size : (h + 1) * size] = True
+    return cols
 
 
 def build_plans(
-    parts: Sequence[tuple[PatchSpec, Tensor, Tensor]], config: Any, starts: Sequence[int]
+    parts: Sequence[tuple[PatchSpec, Tensor, Tensor]], runner: Runner, starts: Sequence[int]
 ) -> dict[Key, Plan]:
-    """Plans from (spec, cache rows, donor rows) parts; block j's batch starts at starts[j]."""
+    """Plans from (spec, cache rows, donor rows) parts for the receiver `runner`; block j's
+    batch starts at starts[j]."""
     found: dict[Key, list[tuple[Tensor, Tensor, Tensor | None]]] = {}
-    width = config.num_attention_heads * head_dim(config)
     for spec, rows, src in parts:
-        cols = None
-        if spec.site == "head":
-            cols = torch.zeros(width, dtype=torch.bool, device=rows.device)
-            for h in spec.heads:
-                cols[h * head_dim(config) : (h + 1) * head_dim(config)] = True
-            cols = cols.expand(len(rows), 1, width)
+        cols = head_columns(runner, spec, rows.device)
+        if cols is not None:
+            cols = cols.expand(len(rows), 1, len(cols))
         for key in keys_of(spec):
             found.setdefault(key, []).append((rows - starts[key[1]], src, cols))
     plans = {}
@@ -83,11 +98,13 @@ def decoder_forward(
     runner: Runner,
     ids: Tensor,
     positions: Tensor,
-    mask: Tensor,
+    mask_for: MaskFor,
     cache: Any,
     *hooks: AbstractContextManager[Any],
 ) -> Tensor | None:
     """One decoder pass (no lm_head) under `hooks`; None if a capture hook stopped it early."""
+    masks = {kind: attention_bias(runner, mask_for(w)) for kind, w in runner.windows.items()}
+    by_type = runner.arch.mask_form == "by_layer_type"
     with runner.context(), ExitStack() as stack:
         for hook in hooks:
             stack.enter_context(hook)
@@ -95,9 +112,9 @@ def decoder_forward(
             out = runner.decoder(
                 input_ids=ids,
                 position_ids=positions,
-                attention_mask={"full_attention": attention_bias(runner, mask)},
-                past_key_values=cache,
+                attention_mask=masks if by_type else next(iter(masks.values())),
                 use_cache=cache is not None,
+                **{runner.cache_argument: cache},
             )
         except StopForward:
             out = None

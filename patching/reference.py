@@ -16,32 +16,32 @@ from torch import Tensor
 
 from .hooks import Key, capturing, patching
 from .models import Runner, as_runner
-from .spec import PatchSpec, head_dim
+from .spec import PatchSpec
 
 
-def _column_mask(spec: PatchSpec, config: Any, act: Tensor) -> Tensor:
+def _column_mask(spec: PatchSpec, runner: Runner, act: Tensor) -> Tensor:
     """True where `spec` replaces the activation: every column, or the heads' slices."""
     if spec.heads is None:
         return torch.ones(act.shape[-1], dtype=torch.bool, device=act.device)
-    hd = head_dim(config)
-    return torch.tensor([c // hd in spec.heads for c in range(act.shape[-1])], device=act.device)
+    size = runner.head_dim
+    return torch.tensor([c // size in spec.heads for c in range(act.shape[-1])], device=act.device)
 
 
 def patched_logits(receiver: Runner, donor: Runner, x: Tensor, spec: PatchSpec) -> Tensor:
     """Receiver logits [len(x), vocab] on the 1-D context `x` with the spec applied."""
     keys = [(spec.site, layer) for layer in spec.layers]
     acts: dict[Key, Tensor] = {}
-    with donor.context(), capturing(donor.lm, donor.table, keys, acts):
+    with donor.context(), capturing(donor.lm, donor.arch, keys, acts):
         donor.lm(input_ids=x[None].to(donor.device), use_cache=False)
 
     def edit(key: Key, act: Tensor) -> Tensor:
         new = act.clone()
         where = slice(None) if spec.positions == "all" else slice(-1, None)
-        cols = _column_mask(spec, receiver.config, act)
+        cols = _column_mask(spec, receiver, act)
         new[:, where] = torch.where(cols, acts[key][:, where].to(act), act[:, where])
         return new
 
-    with receiver.context(), patching(receiver.lm, receiver.table, keys, edit):
+    with receiver.context(), patching(receiver.lm, receiver.arch, keys, edit):
         return receiver.lm(input_ids=x[None].to(receiver.device), use_cache=False).logits[0]
 
 

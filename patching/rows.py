@@ -3,7 +3,7 @@
 See layout.py for why: patched rows join at their first patched block, donor rows
 leave after their deepest needed block. A pre-hook on a block reshapes the batch
 and its per-row arguments (mask, position ids, rotary embeddings: named in the
-site table); a hook on the last block lets rows join just before the final norm;
+architecture table); a hook on the last block lets rows join just before the final norm;
 a block with no row to run is skipped (its forward is the identity for the pass).
 The model code is unchanged and everything is restored on exit.
 """
@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from .sites import SiteTable
+from .architectures import Architecture
 
 Window = tuple[int, int] | None  # cache rows [lo, hi) a block runs; None: the block is skipped
 Join = Callable[[int, Tensor], Tensor]  # (block j, its incoming batch) -> inputs of the joiners
@@ -63,9 +63,12 @@ def _identity(hidden_states: Tensor, *args: Any, **kwargs: Any) -> Tensor:
 
 
 @contextmanager
-def row_windows(lm: nn.Module, table: SiteTable, plan: RowPlan) -> Iterator[None]:
+def row_windows(lm: nn.Module, arch: Architecture, plan: RowPlan) -> Iterator[None]:
     """Install the per-block row reshaping for one forward pass."""
-    every: dict[str, Any] = {}  # the model passes the same per-row arguments to every block
+    # A per-row argument extended to every cache row, once per argument object: blocks of one
+    # layer type share their mask and rotary embeddings (Gemma 3's differ between types).
+    # The original is kept with it, so its id cannot be reused within the pass.
+    every: dict[int, tuple[Any, Any]] = {}
 
     def reshape(j: int, hidden: Tensor) -> Tensor:
         (a, _), (c, d) = plan.incoming(j), plan.windows[j]
@@ -77,16 +80,17 @@ def row_windows(lm: nn.Module, table: SiteTable, plan: RowPlan) -> Iterator[None
     def pre_hook(j: int):
         def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             c, d = plan.windows[j]
-            for name in table.row_kwargs:
+            for name in arch.row_kwargs:
                 if name in kwargs:
-                    if name not in every:
-                        every[name] = _every_row(kwargs[name], plan.source)
-                    kwargs[name] = _window(every[name], c, d)
+                    value = kwargs[name]
+                    if id(value) not in every:
+                        every[id(value)] = (value, _every_row(value, plan.source))
+                    kwargs[name] = _window(every[id(value)][1], c, d)
             return (reshape(j, args[0]), *args[1:]), kwargs
 
         return hook
 
-    blocks = lm.get_submodule(table.layers)
+    blocks = lm.get_submodule(arch.layers)
     handles: list[RemovableHandle] = []
     skipped: list[tuple[nn.Module, Any]] = []
     try:

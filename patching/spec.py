@@ -10,13 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .sites import SITES
+from .architectures import SITE_NAMES, architecture_for, site_named
+from .errors import PatchingError
 
 POSITIONS: tuple[str, ...] = ("newest", "all")
-
-
-class PatchingError(ValueError):
-    """Bad patching input; the message is one line naming the value and what is allowed."""
 
 
 def _int_tuple(name: str, value: Any) -> tuple[int, ...]:
@@ -39,10 +36,10 @@ def _int_tuple(name: str, value: Any) -> tuple[int, ...]:
 class PatchSpec:
     """Which donor activations replace the receiver's, and at which positions.
 
-    site: "resid" | "attn" | "mlp" | "head"; layers: block indices; heads: only for
-    site "head" (required there), applied in every listed layer; positions: "newest"
-    (only the newest token, the study's scheme) or "all" (the component is replaced
-    outright, prompt included).
+    site: a name of `architectures.SITES` ("resid", "attn", "mlp", "head"); layers: block
+    indices; heads: only for a site split into heads (required there), applied in every
+    listed layer; positions: "newest" (only the newest token, the study's scheme) or "all"
+    (the component is replaced outright, prompt included).
     """
 
     site: str
@@ -51,20 +48,23 @@ class PatchSpec:
     positions: str = "newest"
 
     def __post_init__(self) -> None:
-        if self.site not in SITES:
-            raise PatchingError(f"unknown site {self.site!r}; allowed: {', '.join(SITES)}")
+        site = site_named(self.site)
         if self.positions not in POSITIONS:
             raise PatchingError(
                 f"unknown positions {self.positions!r}; allowed: {', '.join(POSITIONS)}"
             )
         object.__setattr__(self, "layers", _int_tuple("layers", self.layers))
-        if self.site == "head":
+        if site.head_count is not None:
             if self.heads is None:
-                raise PatchingError("site 'head' needs heads=[...] (head indices to patch)")
+                raise PatchingError(
+                    f"site {self.site!r} needs heads=[...] (head indices to patch)"
+                )
             object.__setattr__(self, "heads", _int_tuple("heads", self.heads))
         elif self.heads is not None:
+            per_head = [name for name in SITE_NAMES if site_named(name).head_count]
             raise PatchingError(
-                f"heads={self.heads!r} is only allowed with site 'head', not {self.site!r}"
+                f"heads={self.heads!r} is only allowed with site {' or '.join(map(repr, per_head))}"
+                f", not {self.site!r}"
             )
 
     def check(self, config: Any) -> None:
@@ -76,7 +76,8 @@ class PatchSpec:
                     f"layer {layer} is out of range for a {n_layers}-layer model "
                     f"(0..{n_layers - 1})"
                 )
-        n_heads = config.num_attention_heads
+        count = site_named(self.site).head_count
+        n_heads = getattr(config, count) if count else 0
         for head in self.heads or ():
             if head >= n_heads:
                 raise PatchingError(
@@ -92,33 +93,31 @@ def every_layer(
     return [PatchSpec(site, [layer], heads, positions) for layer in range(num_layers)]
 
 
-def head_dim(config: Any) -> int:
-    """Qwen3 sets head_dim explicitly; hidden_size // heads is only a fallback."""
-    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-
-
 def check_pair(receiver_config: Any, donor_config: Any) -> None:
-    """Raise unless donor activations fit the receiver (same shapes at every site)."""
+    """Raise unless donor activations fit the receiver: one family, the same shape at every
+    site; both families supported and loaded with an attention implementation the engine's
+    masks serve."""
+    families = []
+    for role, config in (("receiver", receiver_config), ("donor", donor_config)):
+        families.append(architecture_for(config))
+        attention = getattr(config, "_attn_implementation", None) or "sdpa"
+        if attention not in ("sdpa", "eager"):
+            raise PatchingError(
+                f"{role} uses attn_implementation={attention!r}; load it with 'sdpa' or 'eager'"
+            )
+    if families[0] is not families[1]:
+        raise PatchingError(
+            f"donor and receiver are of different families: receiver {families[0].name} "
+            f"({receiver_config.model_type}), donor {families[1].name} ({donor_config.model_type})"
+        )
     fields = {
         "num_hidden_layers": lambda c: c.num_hidden_layers,
         "hidden_size": lambda c: c.hidden_size,
         "num_attention_heads": lambda c: c.num_attention_heads,
-        "head_dim": head_dim,
+        "head_dim": families[0].head_dim,
         "vocab_size": lambda c: c.vocab_size,
     }
     for name, get in fields.items():
         r, d = get(receiver_config), get(donor_config)
         if r != d:
             raise PatchingError(f"donor and receiver differ in {name}: receiver {r}, donor {d}")
-    for role, config in (("receiver", receiver_config), ("donor", donor_config)):
-        attention = getattr(config, "_attn_implementation", None) or "sdpa"
-        if attention not in ("sdpa", "eager"):
-            raise PatchingError(
-                f"{role} uses attn_implementation={attention!r}; load it with 'sdpa' or 'eager'"
-            )
-        layer_types = set(getattr(config, "layer_types", None) or ["full_attention"])
-        if layer_types != {"full_attention"}:
-            raise PatchingError(
-                f"{role} uses attention layer types {sorted(layer_types)}; "
-                "only full_attention is supported"
-            )

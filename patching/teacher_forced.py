@@ -71,20 +71,20 @@ def patched_logprobs(
         d,
         ids.to(dev),
         pos.to(dev),
-        causal_mask(valid).to(dev),
+        lambda window: causal_mask(valid, window=window).to(dev),
         None,
-        capturing(d.lm, d.table, keys_of(spec), acts, stop=True),
+        capturing(d.lm, d.arch, keys_of(spec), acts, stop=True),
     )
     rows = torch.arange(B, device=r.device)
-    plans = build_plans([(spec, rows, rows)], r.config, [0] * r.config.num_hidden_layers)
+    plans = build_plans([(spec, rows, rows)], r, [0] * r.config.num_hidden_layers)
     if spec.positions == "all":
         hidden = decoder_forward(
             r,
             ids,
             pos,
-            causal_mask(valid),
+            lambda window: causal_mask(valid, window=window),
             None,
-            patching(r.lm, r.table, plans, patch_edit(plans, acts)),
+            patching(r.lm, r.arch, plans, patch_edit(plans, acts)),
         )[:, -C:]
     else:
         acts = {key: act[:, -C:] for key, act in acts.items()}
@@ -99,9 +99,9 @@ def patched_logprobs(
             r,
             torch.cat([ids, ids[:, -C:]], dim=1),
             torch.cat([pos, pos[:, -C:]], dim=1),
-            copies_mask(valid, C),
+            lambda window: copies_mask(valid, C, window),
             None,
-            patching(r.lm, r.table, plans, edit_copies),
+            patching(r.lm, r.arch, plans, edit_copies),
         )[:, copies:]
     logits = r.logits(hidden)
     logprobs = torch.log_softmax(

@@ -17,7 +17,7 @@ from lm_eval.models.huggingface import HFLM
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from finetune.tiny import TinyModelConfig, build_tiny_model_dir
-from harness_ext.patched_lm import PatchedQwenLM
+from harness_ext.patched_lm import PatchedLM
 from patching import AdapterSide, PatchingError
 from patching.reference import naive_generate, naive_logprobs
 
@@ -50,10 +50,10 @@ def models(dirs: tuple[Path, Path]) -> tuple[torch.nn.Module, torch.nn.Module, o
     return load[0], load[1], AutoTokenizer.from_pretrained(dirs[0])
 
 
-def make(models, **patch) -> PatchedQwenLM:
+def make(models, **patch) -> PatchedLM:
     clean, corrupted, tok = models
     args = {"site": "resid", "layers": [3], "batch_size": 3} | patch
-    return PatchedQwenLM(pretrained=clean, corrupted=corrupted, tokenizer=tok, **args)
+    return PatchedLM(pretrained=clean, corrupted=corrupted, tokenizer=tok, **args)
 
 
 def generations(lm: HFLM) -> list[str]:
@@ -63,7 +63,7 @@ def generations(lm: HFLM) -> list[str]:
     return lm.generate_until(reqs)
 
 
-def naive_replies(lm: PatchedQwenLM, receiver, donor) -> list[str]:
+def naive_replies(lm: PatchedLM, receiver, donor) -> list[str]:
     """Each prompt alone through the naive definition, decoded and cut as lm-eval does."""
     out = []
     for q in QUESTIONS:
@@ -79,7 +79,7 @@ def loglikelihoods(lm: HFLM) -> list[tuple[float, bool]]:
     return lm.loglikelihood(reqs)
 
 
-def naive_totals(lm: PatchedQwenLM, receiver, donor) -> list[float]:
+def naive_totals(lm: PatchedLM, receiver, donor) -> list[float]:
     totals = []
     for context, continuation in PAIRS:
         if context:
@@ -154,7 +154,7 @@ def test_lora_adapter_shares_one_base_and_matches_merged_model(dirs, models, tmp
         return real(cls, *args, **kwargs)
 
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(counted))
-    lm = PatchedQwenLM(
+    lm = PatchedLM(
         pretrained=str(clean_dir),
         corrupted=str(tmp_path / "adapter"),
         site="mlp",
@@ -195,7 +195,7 @@ def odd_dirs(dirs, tmp_path_factory) -> dict[str, Path]:
 
 BAD = {
     "no corrupted": ({"corrupted": None}, "needs corrupted="),
-    "layer=": ({"layer": 1}, "unknown patched_qwen argument layer=1; did you mean layers=?"),
+    "layer=": ({"layer": 1}, "unknown patched_hf argument layer=1; did you mean layers=?"),
     "position=": ({"position": "all"}, "did you mean positions=?"),
     "site=residual": ({"site": "residual"}, "unknown site 'residual'; allowed: resid"),
     "layers=all": ({"layers": "all"}, "layers=all is for the sweep runner"),
@@ -204,7 +204,7 @@ BAD = {
     "heads off head": ({"heads": [0]}, "only allowed with site 'head'"),
     "direction": ({"direction": "into_clean"}, "unknown direction 'into_clean'; allowed"),
     "positions": ({"positions": "last"}, "unknown positions 'last'; allowed: newest, all"),
-    "peft=": ({"peft": "ADAPTER"}, "peft='ADAPTER' is not supported by patched_qwen"),
+    "peft=": ({"peft": "ADAPTER"}, "peft='ADAPTER' is not supported by patched_hf"),
     "batch auto": ({"batch_size": "auto"}, "batch_size='auto' is not supported"),
     "empty dir": ({"corrupted": "empty"}, "exists but is neither a model dir"),
     "missing dir": ({"corrupted": "/no/such/dir"}, "does not exist"),
@@ -230,7 +230,7 @@ def test_bad_argument_fails_in_one_line_before_weights_load(case, dirs, odd_dirs
     if args["corrupted"] in odd_dirs:
         args["corrupted"] = str(odd_dirs[args["corrupted"]])
     with pytest.raises(PatchingError) as err:
-        PatchedQwenLM(**args)
+        PatchedLM(**args)
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
@@ -240,7 +240,7 @@ def test_bad_argument_fails_in_one_line_before_weights_load(case, dirs, odd_dirs
 def test_sampling_is_refused_in_one_line(models, extra):
     lm = make(models)
     prompt = lm.apply_chat_template([{"role": "user", "content": "Hi"}])
-    with pytest.raises(PatchingError, match="patched_qwen") as err:
+    with pytest.raises(PatchingError, match="patched_hf") as err:
         gen = {"until": GEN["until"], "max_gen_toks": 6} | extra
         lm.generate_until([Instance("generate_until", {}, (prompt, gen), 0)])
     assert "\n" not in str(err.value)
@@ -253,7 +253,8 @@ def test_simple_evaluate_through_registry(dirs):
 
     from harness_ext.paths import TASKS_DIR
 
-    assert get_model("patched_qwen") is PatchedQwenLM
+    assert get_model("patched_qwen") is PatchedLM
+    assert get_model("patched_hf") is PatchedLM
     args = {
         "pretrained": str(dirs[0]),
         "corrupted": str(dirs[1]),

@@ -121,15 +121,15 @@ def test_every_site_patch_writes_the_donor_activation(pair, batch, site):
     spec = spec_for(site, "all", layers=[1])
     key = (site, 1)
     donor_acts, own, seen = {}, {}, {}
-    with capturing(d.lm, d.table, [key], donor_acts):
+    with capturing(d.lm, d.arch, [key], donor_acts):
         donor(ids)
-    with capturing(r.lm, r.table, [key], own):
+    with capturing(r.lm, r.arch, [key], own):
         clean = receiver(ids).logits
     rows = torch.arange(1)
-    plans = build_plans([(spec, rows, rows)], r.config, [0, 0, 0])
+    plans = build_plans([(spec, rows, rows)], r, [0, 0, 0])
     with (
-        patching(r.lm, r.table, plans, patch_edit(plans, donor_acts)),
-        capturing(r.lm, r.table, [key], seen),
+        patching(r.lm, r.arch, plans, patch_edit(plans, donor_acts)),
+        capturing(r.lm, r.arch, [key], seen),
     ):
         patched = receiver(ids).logits
     after, want, before = seen[key], donor_acts[key], own[key]
@@ -344,7 +344,10 @@ def test_adapter_pair_runs_both_sides_from_one_base(pair, batch):
 
 @pytest.mark.parametrize("positions", ["newest", "all"])
 def test_eager_attention_matches_naive_definition(pair, batch, positions):
-    """Eager attention takes an additive float mask, not sdpa's booleans."""
+    """Eager attention takes an additive float mask, not sdpa's booleans. Log-probs agree to
+    1e-6, not 1e-10: transformers' eager kernel (5.24) takes its softmax in float32, whose
+    rounding depends on where the masked keys sit, and the "newest" copies sit elsewhere than
+    in the naive run."""
     receiver, donor = (copy.deepcopy(m) for m in pair)
     for model in (receiver, donor):
         model.config._attn_implementation = "eager"
@@ -357,7 +360,7 @@ def test_eager_attention_matches_naive_definition(pair, batch, positions):
     scores = patched_logprobs(receiver, donor, *scored(batch)[:1], spec, lengths, scored(batch)[1])
     ref = naive_logprobs(receiver, donor, *scored(batch)[:1], spec, lengths, scored(batch)[1])
     for row, c in enumerate(lengths):
-        torch.testing.assert_close(scores.logprobs[row, -c:], ref[row], rtol=0, atol=1e-10)
+        torch.testing.assert_close(scores.logprobs[row, -c:], ref[row], rtol=0, atol=1e-6)
 
 
 def test_donor_in_another_dtype(pair, batch):

@@ -183,7 +183,8 @@ def test_unsupported_models(model):
     )
     other.config.model_type = "gpt2"
     raises(
-        r"model type 'gpt2' has no site table; supported: qwen3",
+        r"model type 'gpt2' has no architecture entry; supported: gemma2, gemma3_text, llama, "
+        r"mistral, olmo2, phi3, qwen2, qwen3, qwen3_moe$",
         patched_generate,
         model,
         other,

@@ -58,6 +58,7 @@ import lm_eval.models
 items = dict(model_registry.items())
 report["builtins_intact"] = all(items.get(k) == v for k, v in lm_eval.models.MODEL_MAPPING.items())
 report["patched_qwen"] = items.get("patched_qwen")
+report["patched_hf"] = items.get("patched_hf")
 if "patched_qwen" in items:
     import inspect
     from lm_eval.api.registry import get_model
@@ -86,7 +87,8 @@ def test_hook_is_lazy_and_keeps_builtin_models(tmp_path: Path) -> None:
     report = registry_report(BIN / "python", tmp_path)
     assert report["heavy_at_startup"] == []
     assert report["builtins_intact"]  # hf, dummy, vllm, ... map to lm-eval's own classes
-    assert report["patched_qwen"] == "harness_ext.patched_lm:PatchedQwenLM"
+    assert report["patched_qwen"] == "harness_ext.patched_lm:PatchedLM"
+    assert report["patched_hf"] == "harness_ext.patched_lm:PatchedLM"
     assert Path(report["patched_qwen_file"]).is_relative_to(REPO)
     assert report["task_paths"][1:] == [str(REPO / "tasks")]  # after lm-eval's own folder
 
@@ -147,14 +149,15 @@ def test_hf_model_scores_corrupt_related(tiny_model_dir: Path, tmp_path: Path) -
     assert "corrupt_related" in results["results"]
 
 
-def test_patched_qwen_runs_from_the_cli(tiny_model_dir: Path, tmp_path: Path) -> None:
-    """A real patched run of a clean/corrupted pair; the results file records the patch."""
+def test_patched_hf_runs_from_the_cli(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A real patched run of a clean/corrupted pair under the architecture-neutral name; the
+    results file records the patch."""
     from leaderboard_fixtures import perturbed
 
     corrupted = perturbed(tiny_model_dir, tmp_path / "corrupted", seed=1)
     done = run(
         BIN / "lm_eval",
-        "--model", "patched_qwen",
+        "--model", "patched_hf",
         "--model_args", f"pretrained={tiny_model_dir},corrupted={corrupted},site=resid,layers=[1]",
         "--tasks", "corrupt_related",
         "--limit", "3",
@@ -182,8 +185,8 @@ def test_patched_qwen_bad_argument_fails_in_one_line(tiny_model_dir: Path, tmp_p
     )  # fmt: skip
     assert done.returncode != 0
     assert last_line(done.stderr) == (
-        "patching.spec.PatchingError: unknown patched_qwen argument layer=1; did you mean "
-        "layers=? patched_qwen's own arguments: "
+        "patching.errors.PatchingError: unknown patched_hf argument layer=1; did you mean "
+        "layers=? patched_hf's own arguments: "
         "corrupted, site, layers, heads, positions, direction"
     )
 
