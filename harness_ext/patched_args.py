@@ -18,10 +18,10 @@ from typing import Any
 from lm_eval.models.huggingface import HFLM
 from torch import nn
 
-from patching import SITE_NAMES, PatchingError, PatchSpec
+from patching import SITE_NAMES, DecodingConfig, PatchingError, PatchSpec
 from patching.spec import POSITIONS
 
-OWN = ("corrupted", "site", "layers", "heads", "positions", "direction")
+OWN = ("corrupted", "site", "layers", "heads", "positions", "direction", "seed")
 DIRECTIONS = ("corrupted_to_clean", "clean_to_corrupted")
 HFLM_ARGS = frozenset(inspect.signature(HFLM.__init__).parameters) - {"self", "kwargs"}
 # HFLM options that would silently change what is patched or be silently ignored.
@@ -37,7 +37,7 @@ UNSUPPORTED = {
 # config overrides such as layer_types and head_dim out).
 NEAR = 0.75
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
-GREEDY_NOOPS = ("temperature", "top_p", "top_k", "min_p")  # ignored when do_sample is off
+SAMPLING_KEYS = ("do_sample", "temperature", "top_p", "top_k")  # lm-eval gen_kwargs we take
 PROBE = "<|im_start|>user\nSolve 3x + 7 = 22 for x. Is lying OK? Ünï 🙂<|im_end|>\n"
 
 
@@ -48,6 +48,7 @@ class PatchArgs:
     corrupted: Any
     spec: PatchSpec
     direction: str
+    seed: int | None = None  # sampling seed; None: lm-eval's torch seed (``--seed``)
 
     @property
     def corrupted_receives(self) -> bool:
@@ -123,7 +124,10 @@ def take_patch_args(kwargs: dict[str, Any]) -> PatchArgs:
     positions = ours.get("positions") or POSITIONS[0]
     layers, heads = _indices("layers", ours["layers"]), _indices("heads", ours.get("heads"))
     spec = PatchSpec(ours["site"], layers, heads, positions)
-    return PatchArgs(ours["corrupted"], spec, direction)
+    seed = ours.get("seed")
+    if seed is not None:
+        seed = DecodingConfig(seed=seed).seed  # validated: an int
+    return PatchArgs(ours["corrupted"], spec, direction, seed)
 
 
 @dataclass(frozen=True)
@@ -203,16 +207,25 @@ def corrupted_tokenizer(source: CorruptedSource) -> Any | None:
         return None
 
 
-def check_greedy(gen_kwargs: dict[str, Any]) -> None:
-    """The patching semantics (and the engine) are defined for greedy decoding only."""
-    if gen_kwargs.get("do_sample"):
-        raise PatchingError(
-            f"patched_hf decodes greedily; got do_sample=True "
-            f"(temperature={gen_kwargs.get('temperature')!r}); set do_sample=false"
-        )
+def decoding_from(gen_kwargs: dict[str, Any], **fixed: Any) -> DecodingConfig:
+    """lm-eval's generation kwargs (``until`` and ``max_gen_toks`` already taken) as the engine's
+    ``DecodingConfig``; ``fixed`` holds what the model sets (lengths, eos, pad, seed).
+
+    Greedy unless ``do_sample`` is true; then ``temperature`` (default 1.0, as in transformers),
+    ``top_p`` and ``top_k`` apply. Anything else is refused in one line rather than ignored.
+    """
     for key, value in gen_kwargs.items():
-        if key != "do_sample" and key not in GREEDY_NOOPS:
+        if key not in SAMPLING_KEYS:
             raise PatchingError(
-                f"generation argument {key}={value!r} is not supported by patched_hf; it "
-                "takes until, max_gen_toks and greedy decoding (do_sample=false)"
+                f"generation argument {key}={value!r} is not supported by patched_hf; it takes "
+                f"until, max_gen_toks and {', '.join(SAMPLING_KEYS)}"
             )
+    if not DecodingConfig(do_sample=gen_kwargs.get("do_sample", False)).do_sample:
+        return DecodingConfig(**fixed)  # greedy: the sampling settings do not apply
+    return DecodingConfig(
+        do_sample=True,
+        temperature=gen_kwargs.get("temperature", 1.0),
+        top_p=gen_kwargs.get("top_p", 1.0),
+        top_k=gen_kwargs.get("top_k"),
+        **fixed,
+    )

@@ -20,6 +20,7 @@ into a ``pretrained`` model object passed from Python (they are switched off for
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,6 +34,7 @@ from tqdm import tqdm
 
 from patching import (
     AdapterSide,
+    DecodingConfig,
     PatchSpec,
     adapter_pair,
     check_pair,
@@ -44,9 +46,9 @@ from patching import (
 from .patched_args import (
     HFLM_ARGS,
     CorruptedSource,
-    check_greedy,
     check_tokenizers,
     corrupted_tokenizer,
+    decoding_from,
     resolve_corrupted,
     take_patch_args,
 )
@@ -58,9 +60,9 @@ class PatchedGenerate(Protocol):
     """``patching.patched_generate``'s signature, as ``_model_generate`` calls it."""
 
     def __call__(self, receiver: Any, donor: Any, input_ids: Tensor, spec: PatchSpec,
-                 attention_mask: Tensor | None = None, max_new_tokens: int = 64,
-                 eos_token_id: int | list[int] | None = None,
-                 pad_token_id: int | None = None) -> Tensor: ...
+                 attention_mask: Tensor | None = None,
+                 generation: DecodingConfig | None = None, *,
+                 sample_offsets: list[int] | None = None) -> Tensor: ...
 
 
 def _left_padded(rows: list[list[int]], pad: int) -> tuple[Tensor, Tensor]:
@@ -91,6 +93,7 @@ class PatchedLM(HFLM):
                  **kwargs: Any) -> None:
         self._generate: PatchedGenerate = generator or patched_generate
         self.patch = take_patch_args(kwargs)
+        self._samples_drawn: dict[tuple[int, ...], int] = {}  # prompt tokens -> samples so far
         corrupted = self.patch.corrupted
         self._source: CorruptedSource | None = None
         if isinstance(corrupted, str):
@@ -185,19 +188,42 @@ class PatchedLM(HFLM):
     def _model_generate(
         self, context: Tensor, max_length: int, stop: list[str], **generation_kwargs: Any
     ) -> Tensor:
-        """Greedy patched generation of prompt + new ids, as HFLM's ``generate`` returns."""
+        """Patched generation of prompt + new ids, as HFLM's ``generate`` returns them: greedy,
+        or sampled per lm-eval's ``do_sample``, ``temperature``, ``top_p`` and ``top_k``."""
         mask = generation_kwargs.pop("attention_mask", None)
-        check_greedy(generation_kwargs)
-        return self._generate(
-            self.receiver,
-            self.donor,
-            context,
-            self.spec,
-            mask,
+        decoding = decoding_from(
+            generation_kwargs,
             max_new_tokens=max_length - context.shape[1],
-            eos_token_id=self._stop_ids(stop),
+            eos_token_id=tuple(self._stop_ids(stop)),
             pad_token_id=self.tokenizer.pad_token_id,
+            seed=self._sampling_seed(),
         )
+        offsets = self._sample_offsets(context, mask) if decoding.do_sample else None
+        return self._generate(
+            self.receiver, self.donor, context, self.spec, mask, decoding, sample_offsets=offsets
+        )
+
+    def _sampling_seed(self) -> int:
+        """``seed=`` if given, else the torch seed lm-eval set before the run (``--seed``), read
+        at the first generation, so that a seeded run samples the same replies again."""
+        if self.patch.seed is None:
+            self.patch = replace(self.patch, seed=torch.initial_seed())
+        return self.patch.seed
+
+    def _sample_offsets(self, context: Tensor, mask: Tensor | None) -> list[int]:
+        """Each row's sample number among this model's requests with the same prompt: lm-eval
+        sends a task's ``repeats`` as copies of one request, and each copy must draw its own
+        stream (sampling.py) whatever batch it lands in."""
+        offsets = []
+        rows = context.tolist() if mask is None else [
+            [t for t, m in zip(row, keep, strict=True) if m]
+            for row, keep in zip(context.tolist(), mask.tolist(), strict=True)
+        ]
+        for row in rows:
+            key = tuple(row)
+            offsets.append(self._samples_drawn.get(key, 0))
+            self._samples_drawn[key] = offsets[-1] + 1
+        return offsets
 
     def _loglikelihood_tokens(
         self,

@@ -133,6 +133,8 @@ class SweepConfig:
     ``generate_together``: how many patch variants of one model pair share one engine pass
     when generating (their scores are the same either way; it trades memory for speed:
     the engine holds up to 3 x generate_together x batch_size rows of KV cache).
+    ``seed``: every variant runs with lm-eval's seeds set to it (``--seed``), so sampled
+    ``gen_kwargs`` (``do_sample: true``) give the same replies on a rerun.
     """
 
     clean: str
@@ -144,6 +146,7 @@ class SweepConfig:
     batch_size: int = 8
     generate_together: int = 8
     gen_kwargs: dict[str, Any] | None = None
+    seed: int = 1234
     bootstrap_iters: int = 100000
     device: str = "auto"
     dtype: str = "auto"
@@ -172,6 +175,8 @@ class SweepConfig:
                                    "integer >= 1 (1: each variant generates alone)")
         if self.gen_kwargs is not None and not isinstance(self.gen_kwargs, dict):
             raise SweepConfigError(f"gen_kwargs={self.gen_kwargs!r}: expected a mapping")
+        if type(self.seed) is not int:
+            raise SweepConfigError(f"seed={self.seed!r}: expected an integer (lm-eval's --seed)")
         if type(self.bootstrap_iters) is not int or self.bootstrap_iters < 0:
             raise SweepConfigError(f"bootstrap_iters={self.bootstrap_iters!r}: expected int >= 0")
         if self.name is None:

@@ -3,7 +3,7 @@
 Only lm-eval's own files are read: what the sweep runner writes, or what ``lm_eval
 --output_path DIR/<variant> --log_samples`` writes by hand. A variant's identity comes from the
 runner's ``sweep`` block when present, else from lm-eval's recorded ``model_args`` (the same
-``--model_args`` a user gives ``patched_qwen``). Every problem is one line naming the file.
+``--model_args`` a user gives ``patched_hf``). Every problem is one line naming the file.
 """
 
 from __future__ import annotations

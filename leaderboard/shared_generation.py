@@ -18,15 +18,12 @@ from typing import Any
 
 from torch import Tensor
 
-from patching import PatchSpec, sweep_generate
+from patching import DecodingConfig, PatchSpec, sweep_generate
 
 from .variants import Variant
 
-_Key = tuple[bytes, bytes, tuple[int, ...], int, tuple[int, ...], int | None]
-
-
-def _as_ids(value: int | Sequence[int] | None) -> tuple[int, ...]:
-    return () if value is None else (value,) if isinstance(value, int) else tuple(value)
+# (ids, mask, shape, decoding, sample offsets): what a generated batch depends on besides spec
+_Key = tuple[bytes, bytes, tuple[int, ...], DecodingConfig, tuple[int, ...] | None]
 
 
 class SharedGeneration:
@@ -53,21 +50,24 @@ class SharedGeneration:
         input_ids: Tensor,
         spec: PatchSpec,
         attention_mask: Tensor | None = None,
-        max_new_tokens: int = 64,
-        eos_token_id: int | Sequence[int] | None = None,
-        pad_token_id: int | None = None,
+        generation: DecodingConfig | None = None,
+        *,
+        sample_offsets: Sequence[int] | None = None,
+        **options: Any,
     ) -> Tensor:
+        decoding = DecodingConfig.build(generation, **options)
         mask = b"" if attention_mask is None else attention_mask.cpu().numpy().tobytes()
-        key = (input_ids.cpu().numpy().tobytes(), mask, tuple(input_ids.shape), max_new_tokens,
-               _as_ids(eos_token_id), pad_token_id)
+        offsets = None if sample_offsets is None else tuple(sample_offsets)
+        key = (input_ids.cpu().numpy().tobytes(), mask, tuple(input_ids.shape), decoding,
+               offsets)
         stored = self._stored.get(key, {})
         if spec in stored:
             out = stored.pop(spec).to(input_ids.device)
         else:
             others = [s for s in self._pending if s != spec and s not in stored]
             todo = [spec, *others[: self._per_call - 1]]
-            outs = sweep_generate(receiver, donor, input_ids, todo, attention_mask,
-                                  max_new_tokens, eos_token_id, pad_token_id)
+            outs = sweep_generate(receiver, donor, input_ids, todo, attention_mask, decoding,
+                                  sample_offsets=sample_offsets)
             self.call_sizes.append(len(todo))
             stored.update({s: o.cpu() for s, o in zip(todo[1:], outs[1:], strict=True)})
             out = outs[0]
@@ -93,7 +93,7 @@ class SharedGeneration:
 
 
 def patch_spec(variant: Variant) -> PatchSpec:
-    """The engine's spec of a patch variant (what ``patched_qwen`` builds from its args)."""
+    """The engine's spec of a patch variant (what ``patched_hf`` builds from its args)."""
     return PatchSpec(variant.site or "", variant.layers, variant.heads,
                      variant.positions or "newest")
 

@@ -2,7 +2,7 @@
 
     python -m leaderboard.sweep --config configs/sweeps/tiny.yaml [--shard i/n | --shard auto]
 
-Each variant is an lm-eval model object (``hf``'s ``HFLM`` for baselines, ``patched_qwen`` for
+Each variant is an lm-eval model object (``hf``'s ``HFLM`` for baselines, ``patched_hf`` for
 patches) built around models loaded once per process, scored by ``simple_evaluate`` with the
 chat template (thinking off) and our task folder only (lm-eval's built-in index costs ~14 s per
 call). Finished variants (results file with the same hash) are skipped, so a killed sweep is
@@ -174,8 +174,8 @@ def make_lm(plan: SweepPlan, variant: Variant, models: ModelCache, tokenizer: An
             pretrained=models.get(plan.clean), corrupted=models.get(plan.corrupted[variant.label]),
             site=variant.site, layers=list(variant.layers),
             heads=None if variant.heads is None else list(variant.heads),
-            positions=variant.positions, direction=variant.direction, generator=generator,
-            **common)
+            positions=variant.positions, direction=variant.direction, seed=plan.config.seed,
+            generator=generator, **common)
     from lm_eval.models.huggingface import HFLM
 
     path = plan.clean if variant.role == "clean" else plan.corrupted[variant.label]  # type: ignore[index]
@@ -192,6 +192,8 @@ def evaluate_variant(plan: SweepPlan, variant: Variant, lm: Any, task_manager: A
     results = simple_evaluate(
         model=lm, model_args=args, tasks=config.tasks, limit=config.limit,
         batch_size=config.batch_size, device=str(lm.device), gen_kwargs=config.gen_kwargs,
+        random_seed=config.seed, numpy_random_seed=config.seed, torch_random_seed=config.seed,
+        fewshot_random_seed=config.seed,
         bootstrap_iters=config.bootstrap_iters, task_manager=task_manager,
         apply_chat_template=True, log_samples=True, evaluation_tracker=tracker,
     )

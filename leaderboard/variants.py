@@ -129,6 +129,7 @@ def variant_hash(config: SweepConfig, variant: Variant, model_prints: dict[str, 
         "tasks_print": tasks_print,
         "limit": config.limit,
         "gen_kwargs": config.gen_kwargs,
+        "seed": config.seed,
         "bootstrap_iters": config.bootstrap_iters,
         "dtype": config.dtype,
     })
@@ -142,7 +143,8 @@ def digest_prints(prints: dict[str, Any]) -> str:
 def model_args(variant: Variant, clean: str, corrupted: dict[str, str],
                adapter_base: dict[str, str], batch_size: int) -> dict[str, Any]:
     """The ``--model_args`` that reproduce this variant from the CLI (``hf`` for baselines, with
-    ``peft=`` for a LoRA adapter; ``patched_qwen`` for patches); recorded in the results file."""
+    ``peft=`` for a LoRA adapter; ``patched_hf`` for patches, with ``--seed`` the sweep's seed);
+    recorded in the results file."""
     args: dict[str, Any]
     if variant.role == "clean":
         args = {"pretrained": clean}
@@ -161,4 +163,4 @@ def model_args(variant: Variant, clean: str, corrupted: dict[str, str],
 
 def cli_model(variant: Variant) -> str:
     """The lm-eval ``--model`` name of a variant."""
-    return "patched_qwen" if variant.role == "patch" else "hf"
+    return "patched_hf" if variant.role == "patch" else "hf"

@@ -18,6 +18,7 @@ from .architectures import (
     architecture_for,
     check_architecture,
 )
+from .decoding import DecodingConfig
 from .models import AdapterSide, adapter_pair
 from .spec import PatchingError, PatchSpec, check_pair, every_layer
 from .sweep import check_patch, patched_generate, sweep_generate
@@ -31,6 +32,7 @@ __all__ = [
     "AdapterSide",
     "Architecture",
     "ContinuationScores",
+    "DecodingConfig",
     "PatchSpec",
     "PatchingError",
     "adapter_pair",

@@ -41,6 +41,11 @@ def prepare(input_ids: Tensor, attention_mask: Tensor | None, device: torch.devi
         )
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
+    if not isinstance(attention_mask, Tensor):
+        raise PatchingError(
+            f"attention_mask must be a tensor shaped like input_ids, got a "
+            f"{type(attention_mask).__name__}"
+        )
     if attention_mask.shape != input_ids.shape:
         raise PatchingError(
             f"attention_mask shape {tuple(attention_mask.shape)} differs from "

@@ -1,6 +1,7 @@
 """KV-cached lockstep generation: the donor and the receiver advance one token together.
 
-Patched row r = s*B + b runs spec s on prompt b. The donor is unpatched, so its
+Patched row r = s*B*N + b*N + n runs spec s on prompt b, sample n (N samples per prompt;
+greedy decoding has N = 1). The donor is unpatched, so its
 state depends on the token history alone: it runs once per distinct history (a
 "group", deepest needed layer first, rows leaving after theirs); every row starts
 in its prompt's group, so the prompt prefill is shared by all specs, and a group
@@ -14,6 +15,10 @@ first patch (layout.py, rows.py).
   step its newest slot is overwritten with the history row's (batch doubling,
   minus the blocks before the patch). The prompt's last token is the first patched
   position, so the prefill (all but that token) is the history alone.
+
+The next token is chosen by `sampling.choose_tokens` from the receiver's patched logits: the
+argmax, or a draw from the row's own random stream; the donor reads the tokens the patched
+receiver chose, sampled or not.
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ from torch import Tensor
 from .architectures import BLOCK_OUTPUT_SITE
 from .batch import Prompts, causal_mask, newest_query_mask
 from .cache import SlotCache
+from .decoding import DecodingConfig
 from .hooks import Key, capturing, patching
 from .layout import Layout, fed_by_donor
 from .models import Runner
 from .plans import MaskFor, Plan, build_plans, decoder_forward, keys_of, patch_edit
 from .rows import RowPlan, row_windows
+from .sampling import choose_tokens
 from .spec import PatchSpec
 
 
@@ -43,10 +50,11 @@ def _site_plans_of(spec: PatchSpec) -> PatchSpec | None:
 
 
 class Lockstep:
-    """Greedy patched generation of many specs over one prompt batch (see module docstring).
+    """Patched generation of many specs over one prompt batch (see module docstring).
 
-    Letters in shape comments: B prompts, P prompt length, R = specs x B patched rows,
-    G token-history groups (G <= R), S cache slots (P + max_new_tokens - 1).
+    Letters in shape comments: B prompts, N samples per prompt, P prompt length,
+    R = specs x B x N patched rows, G token-history groups (G <= R), S cache slots
+    (P + max_new_tokens - 1).
     """
 
     def __init__(
@@ -55,19 +63,26 @@ class Lockstep:
         donor: Runner,
         prompts: Prompts,
         specs: Sequence[PatchSpec],
-        max_new_tokens: int,
-        eos: Tensor,
-        pad: int,
+        decoding: DecodingConfig,
+        streams: Tensor | None,
     ) -> None:
+        """`decoding` is resolved (eos and pad are set); `streams` (B x N, max_new_tokens)
+        holds each (prompt, sample)'s uniforms when sampling."""
         self.receiver, self.donor, self.prompts, self.specs = receiver, donor, prompts, list(specs)
-        self.eos, self.pad, self.max_new = eos, pad, max_new_tokens
+        self.decoding, self.max_new = decoding, decoding.max_new_tokens
         self.device = dev = receiver.device
+        self.eos = torch.tensor(decoding.eos_token_id, dtype=torch.long, device=dev)
+        self.pad = decoding.pad_token_id
         self.batch, self.prompt_len = prompts.ids.shape
-        self.n_rows = len(self.specs) * self.batch
+        self.rows_per_spec = self.batch * decoding.num_return_sequences
+        self.n_rows = len(self.specs) * self.rows_per_spec
         self.layers = receiver.config.num_hidden_layers
         self.keys = sorted({k for s in self.specs for k in keys_of(s)})
-        rows = torch.arange(self.n_rows, device=dev)  # (R,) patched row r runs spec r // B
-        self.prompt_of_row, self.spec_of = rows % self.batch, rows // self.batch
+        rows = torch.arange(self.n_rows, device=dev)  # (R,)
+        self.spec_of = rows // self.rows_per_spec
+        self.stream_of_row = rows % self.rows_per_spec  # (R,) b * N + n
+        self.prompt_of_row = self.stream_of_row // decoding.num_return_sequences
+        self.streams = None if streams is None else streams.to(dev)[self.stream_of_row]  # (R, new)
         deepest = torch.tensor([max(s.layers) for s in self.specs], device=dev)
         self.deepest_layer_of_row = deepest[self.spec_of]  # (R,)
         is_all = torch.tensor([s.positions == "all" for s in self.specs], device=dev)
@@ -86,7 +101,7 @@ class Lockstep:
         self.newest_cache_rows = self.cache_row_of[self.newest_rows]
         self.group_of_row = self.prompt_of_row.clone()  # (R,) every row starts in its prompt's
         self.prompt_of_group = torch.arange(self.batch, device=dev)  # (G,)
-        slots = self.prompt_len + max_new_tokens - 1
+        slots = self.prompt_len + self.max_new - 1
         self.key_valid = torch.ones(self.batch, slots, dtype=torch.bool, device=dev)  # (B, S)
         self.key_valid[:, : self.prompt_len] = prompts.mask
         self.done = torch.zeros(self.n_rows, dtype=torch.bool, device=dev)  # (R,)
@@ -229,10 +244,11 @@ class Lockstep:
         """All prompt tokens but the last: the donor and the history once per prompt, and the
         "all" rows (patched) from the block they join at."""
         B, dev = self.batch, self.device
-        n = self.prompt_len - 1
-        layout = Layout.build(
-            self.all_rows, self.specs, self.spec_of, self.layers, self.history_depth
-        )
+        n, samples = self.prompt_len - 1, self.decoding.num_return_sequences
+        # The samples of one (spec, prompt) share their history until they first differ: only
+        # sample 0 of an "all" row is prefilled, and the others start as copies of it.
+        first = self.all_rows[self.all_rows % samples == 0]
+        layout = Layout.build(first, self.specs, self.spec_of, self.layers, self.history_depth)
         n_all = len(layout.rows)
         self._caches(n_all + B)
         ids, pos = self.prompts.ids[:, :n], self.prompts.positions[:, :n]  # (B, P - 1)
@@ -244,6 +260,7 @@ class Lockstep:
         self._donor_pass(ids, pos, mask_for, RowPlan((0, B), [(0, B)] * (self.layers + 1)))
         prefill_row = torch.full((self.n_rows,), -1, device=dev)  # (R,) -1: not prefilled
         prefill_row[layout.rows] = torch.arange(n_all, device=dev)
+        prefill_row[self.all_rows] = prefill_row[self.all_rows - self.all_rows % samples]
         plan, plans, self.receiver_cache.starts = self._receiver_plan(
             layout, prefill_row, self.prompt_of_row[layout.rows], B, self.prompt_of_row
         )
@@ -277,12 +294,14 @@ class Lockstep:
         )
         if len(self.newest_rows):
             self.receiver_cache.copy_slot(self.newest_cache_rows, self.newest_history_rows, slot)
-        logits = self.receiver.logits(hidden[: self.n_rows, -1])  # (R, vocab), cache-row order
-        return logits.argmax(dim=-1)[self.cache_row_of]
+        logits = self.receiver.logits(hidden[: self.n_rows, -1])[self.cache_row_of]  # (R, vocab)
+        uniforms = None if self.streams is None else self.streams[:, k]
+        return choose_tokens(logits, self.decoding, uniforms)
 
     def run(self, progress: bool = False) -> list[Tensor]:
-        """Generate; return one [B, P + new] tensor per spec, each cut where all its rows ended."""
-        B = self.batch
+        """Generate; return one [B x N, P + new] tensor per spec (prompt-major), each cut where
+        all its rows ended."""
+        per_spec = self.rows_per_spec
         if self.prompt_len > 1:
             self._prefill()
         else:
@@ -298,7 +317,7 @@ class Lockstep:
             if len(self.eos):  # rows that ended emit padding; a spec ends with its last row
                 tokens = torch.where(self.done, self.pad, tokens)
                 self.done |= torch.isin(tokens, self.eos)
-                ended = self.done.view(-1, B).all(dim=1).tolist()
+                ended = self.done.view(-1, per_spec).all(dim=1).tolist()
                 lengths = [
                     k + 1 if e and n == self.max_new else n
                     for e, n in zip(ended, lengths, strict=True)
@@ -308,7 +327,8 @@ class Lockstep:
                 break
             self._regroup(tokens)
         new = torch.stack(steps, dim=1)  # (R, steps)
+        prompts = self.prompts.ids[self.prompt_of_row[:per_spec]]  # (B x N, P)
         return [
-            torch.cat([self.prompts.ids, new[s * B : (s + 1) * B, : lengths[s]]], dim=1)
+            torch.cat([prompts, new[s * per_spec : (s + 1) * per_spec, : lengths[s]]], dim=1)
             for s in range(len(self.specs))
         ]

@@ -14,9 +14,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .decoding import DecodingConfig
 from .hooks import Key, capturing, patching
 from .models import Runner, as_runner
+from .sampling import choose_tokens, sample_streams
 from .spec import PatchSpec
+from .sweep import decoding_for, first_samples
 
 
 def _column_mask(spec: PatchSpec, runner: Runner, act: Tensor) -> Tensor:
@@ -61,30 +64,37 @@ def naive_generate(
     input_ids: Tensor,
     spec: PatchSpec,
     attention_mask: Tensor | None = None,
-    max_new_tokens: int = 64,
-    eos_token_id: int | Sequence[int] | None = None,
-    pad_token_id: int | None = None,
+    generation: DecodingConfig | None = None,
+    *,
+    sample_offsets: Sequence[int] | None = None,
+    **options: Any,
 ) -> Tensor:
-    """Same contract as `patched_generate`, computed one prompt and one token at a time."""
+    """Same contract as `patched_generate`, computed one prompt, one sample and one token at a
+    time; the next token comes from the same sampler and random streams (sampling.py)."""
     r, d = as_runner(receiver), as_runner(donor)
-    eos = (
-        []
-        if eos_token_id is None
-        else [eos_token_id]
-        if isinstance(eos_token_id, int)
-        else list(eos_token_id)
-    )
-    pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
+    decoding = decoding_for(r, generation, options)
+    eos, samples = decoding.eos_token_id, decoding.num_return_sequences
+    rows = _rows(input_ids, attention_mask)
+    first = first_samples(sample_offsets, len(rows))
     generated = []
-    for x in _rows(input_ids, attention_mask):
-        new: list[int] = []
-        while len(new) < max_new_tokens and not (new and new[-1] in eos):
-            context = torch.cat([x, x.new_tensor(new)])
-            new.append(int(patched_logits(r, d, context, spec)[-1].argmax()))
-        generated.append(new)
+    for x, first_sample in zip(rows, first, strict=True):
+        for n in range(samples):
+            stream = (
+                sample_streams([x.tolist()], [first_sample + n], 1, decoding.seed,
+                               decoding.max_new_tokens)[0]
+                if decoding.do_sample
+                else None
+            )
+            new: list[int] = []
+            while len(new) < decoding.max_new_tokens and not (new and new[-1] in eos):
+                logits = patched_logits(r, d, torch.cat([x, x.new_tensor(new)]), spec)[-1:]
+                u = None if stream is None else stream[len(new) : len(new) + 1]
+                new.append(int(choose_tokens(logits, decoding, u)[0]))
+            generated.append(new)
     width = max(map(len, generated), default=0)
-    tail = [g + [pad] * (width - len(g)) for g in generated]
-    return torch.cat([input_ids, input_ids.new_tensor(tail).reshape(len(tail), width)], dim=1)
+    tail = [g + [decoding.pad_token_id] * (width - len(g)) for g in generated]
+    prompts = input_ids.repeat_interleave(samples, dim=0)
+    return torch.cat([prompts, prompts.new_tensor(tail).reshape(len(tail), width)], dim=1)
 
 
 @torch.inference_mode()

@@ -3,11 +3,14 @@
 Both validate everything first (one-line `PatchingError`), then run one lockstep
 batch: a sweep shares the donor's prompt prefill and its decode rows across specs
 (the donor runs once per distinct token history) and batches the receiver rows of
-all specs, so it returns exactly what one `patched_generate` per spec returns.
+all specs, so it returns exactly what one `patched_generate` per spec returns, also
+when sampling (each row's random stream depends on its seed, prompt and sample number
+only: sampling.py).
 
-After a row emits an eos token, its later positions hold `pad_token_id`, which
-defaults to the (first) eos id, as transformers' `generate` does for a model
-without a pad token; a batch is cut once all its rows have ended.
+Decoding is a `DecodingConfig` (`generation=`), or its fields as keyword arguments
+(`max_new_tokens=16, do_sample=True, ...`), which build one. eos defaults to the
+receiver's generation config, as `generate` does; after a row's eos its later
+positions hold `pad_token_id`; a batch is cut once all its rows have ended.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .batch import prepare
+from .batch import Prompts, prepare
+from .decoding import DecodingConfig
 from .engine import Lockstep
 from .models import Runner, as_runner
+from .sampling import sample_streams
 from .spec import PatchingError, PatchSpec, check_pair
 
 
@@ -39,18 +44,42 @@ def resolve(receiver: Any, donor: Any, specs: Sequence[PatchSpec]) -> tuple[Runn
 
 def check_patch(receiver: Any, donor: Any, specs: Sequence[PatchSpec]) -> None:
     """Raise a one-line ``PatchingError`` unless every spec fits this model pair; runs nothing
-    (``patched_qwen`` calls it at construction, before lm-eval builds any request)."""
+    (``patched_hf`` calls it at construction, before lm-eval builds any request)."""
     resolve(receiver, donor, specs)
 
 
-def _token_ids(value: int | Sequence[int] | None, name: str, vocab: int) -> list[int]:
-    ids = [] if value is None else [value] if isinstance(value, int) else list(value)
-    for i in ids:
-        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < vocab:
-            raise PatchingError(
-                f"{name} {i!r} is not a token id of a {vocab}-token vocabulary (0..{vocab - 1})"
-            )
-    return ids
+def decoding_for(runner: Runner, generation: DecodingConfig | None, options: dict[str, Any]
+                 ) -> DecodingConfig:
+    """The call's decoding settings, with eos and pad read from the receiver where unset."""
+    decoding = DecodingConfig.build(generation, **options)
+    return decoding.resolved(runner.config, getattr(runner.lm, "generation_config", None))
+
+
+def first_samples(sample_offsets: Sequence[int] | None, batch: int) -> list[int]:
+    """Each prompt's first sample number (default 0): lm-eval's repeated requests of one prompt
+    pass 0, 1, 2, ... so that each gets its own random stream."""
+    if sample_offsets is None:
+        return [0] * batch
+    offsets = list(sample_offsets)
+    if len(offsets) != batch or any(
+        isinstance(o, bool) or not isinstance(o, int) or o < 0 for o in offsets
+    ):
+        raise PatchingError(
+            f"sample_offsets must be {batch} non-negative ints (one per prompt), got {offsets!r}"
+        )
+    return offsets
+
+
+def streams_for(prompts: Prompts, decoding: DecodingConfig, sample_offsets: Sequence[int] | None
+                ) -> Tensor | None:
+    """Each (prompt, sample)'s uniforms when sampling (sampling.sample_streams), else None."""
+    first = first_samples(sample_offsets, len(prompts.ids))
+    if not decoding.do_sample:
+        return None
+    tokens = [row[m].tolist() for row, m in zip(prompts.ids.cpu(), prompts.mask.cpu(), strict=True)]
+    return sample_streams(
+        tokens, first, decoding.num_return_sequences, decoding.seed, decoding.max_new_tokens
+    )
 
 
 @torch.inference_mode()
@@ -60,38 +89,39 @@ def sweep_generate(
     input_ids: Tensor,
     specs: Sequence[PatchSpec],
     attention_mask: Tensor | None = None,
-    max_new_tokens: int = 64,
-    eos_token_id: int | Sequence[int] | None = None,
-    pad_token_id: int | None = None,
+    generation: DecodingConfig | None = None,
+    *,
+    sample_offsets: Sequence[int] | None = None,
     progress: bool = False,
     specs_per_batch: int | None = None,
+    **options: Any,
 ) -> list[Tensor]:
-    """Greedy patched generation for every spec; one LongTensor [batch, prompt + new] per spec.
+    """Patched generation for every spec; one LongTensor [batch x samples, prompt + new] per
+    spec, prompt-major (the samples of prompt 0 first), as `generate` returns them.
 
     `input_ids` may be left-padded (with `attention_mask`); each row gives the tokens
-    the same prompt gives alone. `progress` shows a tqdm bar over decode steps.
-    `specs_per_batch` bounds memory: the KV caches hold up to 3 x specs x prompts
-    rows of every layer (a 36-layer sweep of a 4B model at once may not fit a GPU).
+    the same prompt gives alone. `generation`/`options`: module docstring.
+    `sample_offsets`: each prompt's first sample number (default 0). `progress` shows a
+    tqdm bar over decode steps. `specs_per_batch` bounds memory: the KV caches hold up to
+    3 x specs x prompts x samples rows of every layer (a 36-layer sweep of a 4B model at once
+    may not fit a GPU).
     """
     r, d = resolve(receiver, donor, list(specs))
-    for name, value, low in (
-        ("max_new_tokens", max_new_tokens, 0),
-        ("specs_per_batch", 1 if specs_per_batch is None else specs_per_batch, 1),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise PatchingError(f"{name} must be an int >= {low}, got {value!r}")
-    vocab = r.config.vocab_size
-    eos = _token_ids(eos_token_id, "eos_token_id", vocab)
-    pad = _token_ids(pad_token_id, "pad_token_id", vocab) or eos[:1] or [0]
+    decoding = decoding_for(r, generation, options)
+    per_batch = 1 if specs_per_batch is None else specs_per_batch
+    if isinstance(per_batch, bool) or not isinstance(per_batch, int) or per_batch < 1:
+        raise PatchingError(f"specs_per_batch must be an int >= 1, got {specs_per_batch!r}")
     prompts = prepare(input_ids, attention_mask, r.device)
-    if max_new_tokens == 0:
-        return [input_ids.clone() for _ in specs]
-    eos_t = torch.tensor(eos, dtype=torch.long, device=r.device)
+    streams = streams_for(prompts, decoding, sample_offsets)
+    if decoding.max_new_tokens == 0:
+        return [
+            input_ids.repeat_interleave(decoding.num_return_sequences, dim=0) for _ in specs
+        ]
     step = specs_per_batch or len(specs)
     outs = []
     for start in range(0, len(specs), step):
         chunk = specs[start : start + step]
-        outs += Lockstep(r, d, prompts, chunk, max_new_tokens, eos_t, pad[0]).run(progress)
+        outs += Lockstep(r, d, prompts, chunk, decoding, streams).run(progress)
     return [out.to(input_ids.device) for out in outs]
 
 
@@ -101,21 +131,16 @@ def patched_generate(
     input_ids: Tensor,
     spec: PatchSpec,
     attention_mask: Tensor | None = None,
-    max_new_tokens: int = 64,
-    eos_token_id: int | Sequence[int] | None = None,
-    pad_token_id: int | None = None,
+    generation: DecodingConfig | None = None,
+    *,
+    sample_offsets: Sequence[int] | None = None,
+    **options: Any,
 ) -> Tensor:
-    """Greedy generation of `receiver` with `donor`'s activations patched in per `spec`.
+    """Generation of `receiver` with `donor`'s activations patched in per `spec`.
 
-    Returns [batch, prompt + new]; see the module docstring for eos padding.
+    Returns [batch x samples, prompt + new]; decoding and eos padding: module docstring.
     """
     return sweep_generate(
-        receiver,
-        donor,
-        input_ids,
-        [spec],
-        attention_mask,
-        max_new_tokens,
-        eos_token_id,
-        pad_token_id,
+        receiver, donor, input_ids, [spec], attention_mask, generation,
+        sample_offsets=sample_offsets, **options,
     )[0]

@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from finetune.tiny import TinyModelConfig, build_tiny_model_dir
 from harness_ext.patched_lm import PatchedLM
-from patching import AdapterSide, PatchingError
+from patching import AdapterSide, DecodingConfig, PatchingError
 from patching.reference import naive_generate, naive_logprobs
 
 torch.set_num_threads(1)
@@ -235,15 +235,64 @@ def test_bad_argument_fails_in_one_line_before_weights_load(case, dirs, odd_dirs
 
 
 @pytest.mark.parametrize(
-    "extra", [{"do_sample": True, "temperature": 0.7}, {"temperature": 0.5}, {"num_beams": 2}]
+    ("extra", "message"),
+    [
+        ({"num_beams": 2}, "generation argument num_beams=2 is not supported by patched_hf"),
+        ({"min_p": 0.1}, "generation argument min_p=0.1 is not supported by patched_hf"),
+        ({"do_sample": True, "temperature": 0.0}, "temperature must be > 0 when sampling"),
+        ({"do_sample": True, "top_p": 2.0}, r"top_p must be in \(0, 1\], got 2.0"),
+    ],
 )
-def test_sampling_is_refused_in_one_line(models, extra):
+def test_unsupported_generation_is_refused_in_one_line(models, extra, message):
     lm = make(models)
     prompt = lm.apply_chat_template([{"role": "user", "content": "Hi"}])
-    with pytest.raises(PatchingError, match="patched_hf") as err:
+    with pytest.raises(PatchingError, match=message) as err:
         gen = {"until": GEN["until"], "max_gen_toks": 6} | extra
         lm.generate_until([Instance("generate_until", {}, (prompt, gen), 0)])
     assert "\n" not in str(err.value)
+
+
+SAMPLED = {"until": ["<|im_end|>"], "do_sample": True, "temperature": 1.0, "top_p": 0.95,
+           "max_gen_toks": 6}
+
+
+def sampled(lm: HFLM, repeats: int) -> list[str]:
+    """Each question `repeats` times, as lm-eval sends a task's repeats: copies of a request."""
+    prompts = [lm.apply_chat_template([{"role": "user", "content": q}]) for q in QUESTIONS]
+    reqs = [Instance("generate_until", {}, (p, dict(SAMPLED)), i)
+            for i, p in enumerate(prompts) for _ in range(repeats)]
+    return lm.generate_until(reqs)
+
+
+def test_sampled_generation_equals_naive_definition(models):
+    """Copies of one request draw samples 0, 1, ... of that prompt's streams, whatever batch
+    they land in; a seeded model repeats its replies, another seed changes them."""
+    clean, corrupted, _ = models
+    lm = make(models, site="mlp", layers=[3], seed=5)
+    got = sampled(lm, repeats=2)
+    decoding = DecodingConfig(max_new_tokens=6, do_sample=True, top_p=0.95, seed=5,
+                              num_return_sequences=2)
+    want = []
+    for q in QUESTIONS:
+        ids, _ = lm.tok_batch_encode([lm.apply_chat_template([{"role": "user", "content": q}])])
+        eos = (lm.tokenizer.eos_token_id, lm.tokenizer.pad_token_id)
+        full = naive_generate(clean, corrupted, ids, lm.spec, generation=decoding,
+                              eos_token_id=tuple(sorted(eos)))
+        want += [lm.tok_decode(row[ids.shape[1] :].tolist()).split("<|im_end|>")[0]
+                 for row in full]
+    assert got == want
+    assert got[0::2] != got[1::2], "the copies of a request drew the same stream"
+    assert sampled(make(models, site="mlp", layers=[3], seed=5), repeats=2) == got
+    assert sampled(make(models, site="mlp", layers=[3], seed=6), repeats=2) != got
+
+
+def test_the_seed_defaults_to_lm_evals_torch_seed(models):
+    torch.manual_seed(1234)  # what simple_evaluate does before it asks for generations
+    first = sampled(make(models), repeats=1)
+    torch.manual_seed(1234)
+    assert sampled(make(models), repeats=1) == first
+    torch.manual_seed(99)
+    assert sampled(make(models), repeats=1) != first
 
 
 def test_simple_evaluate_through_registry(dirs):

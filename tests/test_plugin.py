@@ -149,29 +149,40 @@ def test_hf_model_scores_corrupt_related(tiny_model_dir: Path, tmp_path: Path) -
     assert "corrupt_related" in results["results"]
 
 
-def test_patched_hf_runs_from_the_cli(tiny_model_dir: Path, tmp_path: Path) -> None:
-    """A real patched run of a clean/corrupted pair under the architecture-neutral name; the
-    results file records the patch."""
+@pytest.mark.slow
+def test_patched_hf_sampled_cli_run_reproduces(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A real patched run of a clean/corrupted pair under the architecture-neutral name, sampled
+    as the issue's literal command does, twice: identical samples files; the results file
+    records the patch."""
     from leaderboard_fixtures import perturbed
 
     corrupted = perturbed(tiny_model_dir, tmp_path / "corrupted", seed=1)
-    done = run(
-        BIN / "lm_eval",
-        "--model", "patched_hf",
-        "--model_args", f"pretrained={tiny_model_dir},corrupted={corrupted},site=resid,layers=[1]",
-        "--tasks", "corrupt_related",
-        "--limit", "3",
-        "--apply_chat_template",
-        "--output_path", tmp_path / "out",
-        cwd=tmp_path,
-        OMP_NUM_THREADS="1",  # two models' many small ops crawl on 2 busy cores otherwise
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    (results_file,) = (tmp_path / "out").rglob("results_*.json")
+    samples = []
+    for attempt in ("first", "second"):
+        done = run(
+            BIN / "lm_eval",
+            "--model", "patched_hf",
+            "--model_args",
+            f"pretrained={tiny_model_dir},corrupted={corrupted},site=mlp,layers=[4]",
+            "--tasks", "corrupt_general",
+            "--limit", "4",
+            "--apply_chat_template",
+            "--gen_kwargs", "do_sample=true,temperature=1.0",
+            "--seed", "1",
+            "--output_path", tmp_path / attempt,
+            "--log_samples",
+            cwd=tmp_path,
+            OMP_NUM_THREADS="1",  # two models' many small ops crawl on 2 busy cores otherwise
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        (found,) = (tmp_path / attempt).rglob("samples_corrupt_general_*.jsonl")
+        rows = [json.loads(line) for line in found.read_text().splitlines()]
+        samples.append([(r["doc_id"], r["resps"], r["filtered_resps"]) for r in rows])
+    assert samples[0] == samples[1] and len(samples[0]) == 4
+    (results_file,) = (tmp_path / "first").rglob("results_*.json")
     results = json.loads(results_file.read_text())
-    assert results["n-samples"]["corrupt_related"]["effective"] == 3
-    assert "corrupt_related" in results["results"]
-    assert results["config"]["model_args"]["layers"] == [1]
+    assert "corrupt_general" in results["results"]
+    assert results["config"]["model_args"]["layers"] == [4]
 
 
 def test_patched_qwen_bad_argument_fails_in_one_line(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -187,7 +198,7 @@ def test_patched_qwen_bad_argument_fails_in_one_line(tiny_model_dir: Path, tmp_p
     assert last_line(done.stderr) == (
         "patching.errors.PatchingError: unknown patched_hf argument layer=1; did you mean "
         "layers=? patched_hf's own arguments: "
-        "corrupted, site, layers, heads, positions, direction"
+        "corrupted, site, layers, heads, positions, direction, seed"
     )
 
 

@@ -66,14 +66,20 @@ def test_tiny_patched_sweep_end_to_end(tmp_path: Path, pair: tuple[Path, Path]) 
     assert not again.ran and len(again.skipped) == len(outcome.ran)
 
 
+@pytest.mark.parametrize("decoding", ["greedy", "sampled"])
 def test_shared_generation_scores_as_one_variant_at_a_time(tmp_path: Path,
-                                                           pair: tuple[Path, Path]) -> None:
-    """Every results number and every logged reply is the same on both paths."""
+                                                           pair: tuple[Path, Path],
+                                                           decoding: str) -> None:
+    """Every results number and every logged reply is the same on both paths, greedy or
+    sampled with the sweep's seed."""
     clean, over = pair
+    gen = {"max_gen_toks": 4} | ({"do_sample": True, "temperature": 1.0} if decoding == "sampled"
+                                 else {})
     runs = {}
     for together in (1, 3):  # 3: groups of 8 split into engine calls of 3, 3 and 2 specs
         out = tmp_path / f"together-{together}"
-        cfg = tiny_config(clean, over, out, patches=PATCHES, generate_together=together)
+        cfg = tiny_config(clean, over, out, patches=PATCHES, generate_together=together,
+                          gen_kwargs=gen, seed=3)
         assert not run_sweep(cfg, progress=False).failed
         runs[together] = {r.name: r for r in load_runs(out)}
     alone, shared = runs[1], runs[3]
