@@ -72,22 +72,26 @@ def build_nested(obj: Any, error: type[Exception]) -> None:
         if value is None and optional:
             continue
         if shape == "one":
-            built: Any = value if isinstance(value, kind) else load_dataclass(
-                kind, value, error=error, where=name)
+            built: Any = _from_data(kind, value, error, name)
         elif shape == "list":
             if value is not None and not isinstance(value, list):
                 raise error(f"{name}: expected a list of mappings, got {type(value).__name__}")
-            built = [item if isinstance(item, kind) else
-                     load_dataclass(kind, item, error=error, where=f"{name}[{i}]")
+            built = [_from_data(kind, item, error, f"{name}[{i}]")
                      for i, item in enumerate(value or [])]
         else:
             if value is not None and not isinstance(value, Mapping):
                 raise error(f"{name}: expected a mapping of name: settings, got "
                             f"{type(value).__name__}")
-            built = {key: item if isinstance(item, kind) else
-                     load_dataclass(kind, item, error=error, where=f"{name}.{key}")
+            built = {key: _from_data(kind, item, error, f"{name}.{key}")
                      for key, item in (value or {}).items()}
         object.__setattr__(obj, name, built)  # frozen dataclasses too
+
+
+def _from_data(kind: type, value: Any, error: type[Exception], where: str) -> Any:
+    """``value`` as a ``kind``; plain data only (a string here is a value, never a file)."""
+    if isinstance(value, kind):
+        return value
+    return load_dataclass(kind, _mapping(kind, value, where, error), error=error, where=where)
 
 
 def _mapping(cls: type, source: Any, where: str, error: type[Exception]) -> dict[str, Any]:

@@ -65,7 +65,7 @@ def test_yaml_and_python_build_the_same_nested_config(tmp_path: Path) -> None:
     ("title: t\nnamed: {a: {sise: 1}}\n", "c.yaml: named.a: unknown key(s) ['sise'] "
                                           "(did you mean 'size'?); known: ['name', 'size']"),
     ("title: t\nitems: {size: 1}\n", "c.yaml: items: expected a list of mappings, got dict"),
-    ("title: t\ninner: 3\n", "c.yaml: inner: expected a mapping of Inner keys, got int"),
+    ("title: t\ninner: c.yaml\n", "c.yaml: inner: expected a mapping of Inner keys, got str"),
     ("- title\n", "c.yaml: expected a mapping of Outer keys, got list"),
     ("title: [t\n", "c.yaml: not valid YAML (line 2, column 1: expected ',' or ']', but got "
                     "'<stream end>')"),
