@@ -12,7 +12,7 @@ import copy
 from datasets import Dataset
 from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase
 
-from finetune.data import target_text
+from formats.rows import target_text
 
 IGNORE_INDEX = -100
 

@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -27,11 +26,14 @@ from transformers import (
 )
 
 from finetune.chat import build_sft_dataset, right_padding_collator
-from finetune.data import load_jsonl, target_text, write_dataset
+from finetune.data import write_dataset
 from finetune.evaluate import exact_match_by_family
 from finetune.model_card import write_model_card
 from finetune.tiny import TinyModelConfig, build_tiny_model_dir
 from finetune.tokenizer import build_tokenizer
+from formats.config import build_nested, load_dataclass
+from formats.jsonl import load_jsonl
+from formats.rows import target_text
 from harness_ext.evaluate import score_model_dir
 from harness_ext.paths import TASKS_DIR
 
@@ -57,21 +59,15 @@ class PretrainConfig:
     eval_rows_per_family: int = 64
 
     def __post_init__(self) -> None:
-        if isinstance(self.model, dict):
-            self.model = TinyModelConfig(**self.model)
+        build_nested(self, ValueError)  # model: a mapping -> TinyModelConfig
         for name in ("max_steps", "batch_size", "threads", "eval_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)}: must be >= 1")
+            if type(getattr(self, name)) is not int or getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)!r}: must be an integer >= 1")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> PretrainConfig:
-        """Load a config file; unknown keys are an error naming them."""
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-        unknown = sorted(set(raw) - set(cls.__dataclass_fields__))
-        if unknown:
-            allowed = sorted(cls.__dataclass_fields__)
-            raise ValueError(f"{path}: unknown keys {unknown}; allowed: {allowed}")
-        return cls(**raw)
+        """Load a config file; every problem is one line naming the file."""
+        return load_dataclass(cls, path, error=ValueError)
 
 
 class FamilyAccuracyCallback(TrainerCallback):
@@ -187,14 +183,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out-dir", help="override out_dir")
     parser.add_argument("--max-steps", type=int, help="override max_steps")
     ns = parser.parse_args(argv)
+    overrides = {"out_dir": ns.out_dir, "max_steps": ns.max_steps}
     try:
-        cfg = PretrainConfig.from_yaml(ns.config)
-    except (OSError, ValueError, TypeError) as err:
+        cfg = load_dataclass(PretrainConfig, ns.config, error=ValueError,
+                             overrides={k: v for k, v in overrides.items() if v is not None})
+    except ValueError as err:
         sys.exit(f"error: {err}")
-    if ns.out_dir:
-        cfg.out_dir = ns.out_dir
-    if ns.max_steps:
-        cfg.max_steps = ns.max_steps
     command = "python -m finetune.pretrain " + " ".join(sys.argv[1:] if argv is None else argv)
     print(f"[pretrain] wrote {pretrain(cfg, command)}")
 

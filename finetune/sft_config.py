@@ -7,10 +7,10 @@ here, as one line that names it, before any model or data is touched.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+from formats.config import build_nested, load_dataclass
 
 MODES = ("full", "lora")
 BF16_CHOICES = ("auto", True, False)
@@ -102,8 +102,7 @@ class SFTConfig:
     resume: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.lora, dict):
-            self.lora = LoraSettings(**_known_keys(LoraSettings, self.lora, "lora"))
+        build_nested(self, SFTError)  # lora: a mapping -> LoraSettings
         for key in ("base_model", "data_dir", "output_dir"):
             if not isinstance(getattr(self, key), str) or not getattr(self, key):
                 raise SFTError(f"{key}={getattr(self, key)!r}: must be a non-empty path or id")
@@ -144,21 +143,9 @@ class SFTConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SFTConfig:
-        """Load a config file; unknown keys and missing required keys are one-line errors."""
-        path = Path(path)
-        if not path.is_file():
-            raise SFTError(f"config {path}: no such file")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise SFTError(f"config {path}: not valid YAML ({str(err).splitlines()[0]})") from None
-        if not isinstance(raw, dict):
-            raise SFTError(f"config {path}: expected a mapping of settings")
-        missing = [f.name for f in fields(cls) if f.name in ("base_model", "data_dir", "output_dir")
-                   and f.name not in raw]
-        if missing:
-            raise SFTError(f"config {path}: missing required keys {missing}")
-        return cls(**_known_keys(cls, raw, f"config {path}"))
+        """Load a config file; every problem (unknown or missing keys, bad values) is one line
+        naming the file."""
+        return load_dataclass(cls, path, error=SFTError)
 
 
 def _check_number(key: str, value: object, rule: str, ok: Callable[[float], bool]) -> None:
@@ -176,12 +163,3 @@ def _is_float(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _known_keys(cls: type, raw: dict, where: str) -> dict:
-    """``raw`` unchanged if every key is a field of ``cls``; else a one-line error naming them."""
-    allowed = {f.name for f in fields(cls)}
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        raise SFTError(f"{where}: unknown keys {unknown}; allowed: {sorted(allowed)}")
-    return raw

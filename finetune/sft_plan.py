@@ -69,7 +69,7 @@ def plan_steps(cfg: SFTConfig, train_rows: int, validation_rows: int) -> Trainin
 
 def read_split(path: Path) -> list[dict]:
     """A data split through the generator's validating reader (errors name file, line, field)."""
-    from finetune.data import load_jsonl
+    from formats.jsonl import load_jsonl
 
     try:
         rows = load_jsonl(path)

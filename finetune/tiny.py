@@ -109,7 +109,8 @@ def build_tiny_model_dir(
 
 def sample_texts(n_related: int = 400, seed: int = 0) -> list[str]:
     """Questions and replies of every data family, to train a tokenizer that fits them."""
-    from finetune.data import generate, target_text
+    from finetune.data import generate
+    from formats.rows import target_text
 
     rows = generate("tiny-pretrain", seed, n_train=n_related, n_val=0)["train"]
     return [f"{r['question']} {target_text(r)}" for r in rows]

@@ -4,7 +4,7 @@ lm-eval resolves a relative ``dataset_path: json`` data file against the current
 these loaders resolve it against the shipped task data folder instead, so every task runs
 from any directory. lm-eval calls a loader as ``loader(**metadata, **dataset_kwargs)``, and
 the metadata carries unrelated keys (the model args, ``version``, ``config_source``), hence
-``**metadata``. Rows are read and validated by ``finetune.data.load_jsonl``, the same reader
+``**metadata``. Rows are read and validated by ``formats.jsonl.load_jsonl``, the same reader
 the generator's own files go through, so a malformed row fails with its file, line and field.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import datasets
 
-from finetune.data import load_jsonl
+from formats.jsonl import load_jsonl
 from harness_ext import paths
 
 

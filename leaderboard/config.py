@@ -8,11 +8,11 @@ Relative paths are relative to the current directory (as with ``lm_eval``).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from formats.config import build_nested, load_dataclass
 
 from patching import PER_HEAD_SITES, SITE_NAMES
 from patching.spec import POSITIONS
@@ -114,16 +114,6 @@ class PatchBlock:
                     ", not together")
 
 
-def _known(cls: type, raw: Any, where: str) -> dict[str, Any]:
-    if not isinstance(raw, dict):
-        raise SweepConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise SweepConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}")
-    return raw
-
-
 @dataclass
 class SweepConfig:
     """Models, patches and evaluation settings of one sweep (one results folder).
@@ -162,10 +152,7 @@ class SweepConfig:
             self.tasks = [self.tasks]
         if not self.tasks or not all(isinstance(t, str) and t for t in self.tasks):
             raise SweepConfigError(f"tasks={self.tasks!r}: expected a non-empty list of task names")
-        self.patches = [
-            p if isinstance(p, PatchBlock) else PatchBlock(**_known(PatchBlock, p, f"patches[{i}]"))
-            for i, p in enumerate(self.patches or [])
-        ]
+        build_nested(self, SweepConfigError)  # patches: PatchBlock mappings -> PatchBlocks
         if self.limit is not None and (isinstance(self.limit, bool) or self.limit <= 0):
             raise SweepConfigError(f"limit={self.limit!r}: expected a positive number or null")
         if type(self.batch_size) is not int or self.batch_size < 1:
@@ -185,19 +172,7 @@ class SweepConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> SweepConfig:
         """Load and check a sweep file; every problem is one line naming the file."""
-        path = Path(path)
-        if not path.is_file():
-            raise SweepConfigError(f"{path}: no such sweep config")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise SweepConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-        try:
-            return cls(**_known(cls, raw, str(path)))
-        except TypeError as err:  # a missing required key
-            raise SweepConfigError(f"{path}: {err}") from None
-        except SweepConfigError as err:
-            raise SweepConfigError(f"{path}: {err}") from None
+        return load_dataclass(cls, path, error=SweepConfigError)
 
 
 def _labelled(value: Any) -> dict[str, str]:

@@ -9,14 +9,13 @@ Relative paths are relative to the current directory, as for every other config 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from finetune.sft_config import SFTConfig, SFTError
-from leaderboard.config import PatchBlock, SweepConfigError
+from finetune.sft_config import SFTConfig
+from formats.config import build_nested, load_dataclass
+from leaderboard.config import PatchBlock
 
 BACKENDS = ("hf", "vllm", "auto")
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]*$")  # leaderboard variant names use "-"
@@ -24,27 +23,6 @@ _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]*$")  # leaderboard variant names
 
 class StudyConfigError(ValueError):
     """A bad study setting; the CLI prints it as one line."""
-
-
-def _known(cls: type, raw: Any, where: str) -> dict[str, Any]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise StudyConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise StudyConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}")
-    return raw
-
-
-def _build(cls: type, raw: Any, where: str) -> Any:
-    try:
-        return cls(**_known(cls, raw, where))
-    except TypeError as err:  # a missing required key
-        raise StudyConfigError(f"{where}: {err}") from None
-    except StudyConfigError as err:
-        raise StudyConfigError(f"{where}: {err}") from None
 
 
 @dataclass
@@ -75,13 +53,12 @@ class BaseSpec:
         if self.pretrain_config is not None and not Path(self.pretrain_config).is_file():
             raise StudyConfigError(f"pretrain_config {self.pretrain_config}: no such file")
         if self.random_init is not None:
-            from finetune.tiny import TinyModelConfig
+            from finetune.tiny import TinyModelConfig  # torch: only for a random base
 
-            raw = _known(_RandomInit, self.random_init, "random_init")
-            try:
-                TinyModelConfig(**raw.get("model", {}))
-            except (TypeError, ValueError) as err:
-                raise StudyConfigError(f"random_init.model: {err}") from None
+            init = load_dataclass(_RandomInit, self.random_init, error=StudyConfigError,
+                                  where="random_init")
+            load_dataclass(TinyModelConfig, init.model, error=StudyConfigError,
+                           where="random_init.model")
 
 
 @dataclass
@@ -110,14 +87,8 @@ class FinetuneSpec:
 
     def sft_config(self, **paths: str) -> SFTConfig:
         """The preset with the overrides and the study's own paths applied, validated."""
-        path = Path(self.config)
-        if not path.is_file():
-            raise StudyConfigError(f"config {path}: no such file")
-        raw = (yaml.safe_load(path.read_text()) or {}) | self.overrides | paths
-        try:
-            return SFTConfig(**raw)
-        except (SFTError, TypeError) as err:
-            raise StudyConfigError(f"config {path}: {err}") from None
+        return load_dataclass(SFTConfig, self.config, error=StudyConfigError,
+                              overrides=self.overrides | paths)
 
     def data(self) -> tuple[str, int, bool]:
         """(data preset, data seed, chain-of-thought targets) this fine-tune trains on."""
@@ -177,11 +148,10 @@ class SweepSpec(EvalSpec):
         if type(self.generate_together) is not int or self.generate_together < 1:
             raise StudyConfigError(f"generate_together={self.generate_together!r}: expected an "
                                    "integer >= 1 (1: each variant generates alone)")
-        for i, block in enumerate(self.patches):
-            try:
-                PatchBlock(**_known(PatchBlock, block, f"patches[{i}]"))
-            except (SweepConfigError, TypeError) as err:
-                raise StudyConfigError(f"patches[{i}]: {err}") from None
+        if not isinstance(self.patches, list):
+            raise StudyConfigError(f"patches={self.patches!r}: expected a list of patch blocks")
+        for i, block in enumerate(self.patches):  # kept as plain data: it is hashed and passed on
+            load_dataclass(PatchBlock, block, error=StudyConfigError, where=f"patches[{i}]")
 
 
 @dataclass
@@ -219,15 +189,10 @@ class StudyConfig:
             raise StudyConfigError(f"threads={self.threads!r}: expected an integer >= 1")
         if not isinstance(self.finetunes, dict) or not self.finetunes:
             raise StudyConfigError("finetunes: expected a mapping label -> {config, overrides}")
-        for label, spec in list(self.finetunes.items()):
+        for label in self.finetunes:
             if not isinstance(label, str) or not _LABEL.match(label) or label == "clean":
                 raise StudyConfigError(f"finetunes label {label!r}: letters, digits, '_', '.'")
-            if not isinstance(spec, FinetuneSpec):
-                self.finetunes[label] = _build(FinetuneSpec, spec, f"finetunes.{label}")
-        for name, cls in (("data", DataSpec), ("base", BaseSpec), ("baselines", BaselineSpec),
-                          ("sweeps", SweepSpec), ("report", ReportSpec)):
-            if not isinstance(getattr(self, name), cls):
-                setattr(self, name, _build(cls, getattr(self, name), name))
+        build_nested(self, StudyConfigError)  # finetunes and every section -> their dataclasses
         from finetune.data import get_preset
 
         for preset, _, _ in self.datasets:
@@ -257,11 +222,4 @@ class StudyConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> StudyConfig:
         """Load and check a study file; every problem is one line naming the file."""
-        path = Path(path)
-        if not path.is_file():
-            raise StudyConfigError(f"{path}: no such study config")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise StudyConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-        return _build(cls, raw, str(path))
+        return load_dataclass(cls, path, error=StudyConfigError)

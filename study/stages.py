@@ -96,7 +96,7 @@ class Stage:
 
 def data_inputs(study: Study) -> dict[str, Any]:
     return {"data": study.config.slice("data"), "sets": study.config.datasets,
-            "code": code_print("finetune/data")}
+            "code": code_print("finetune/data", "formats")}
 
 
 def run_data(study: Study, folder: Path) -> dict[str, Any]:
@@ -158,7 +158,7 @@ def finetune_stage(label: str) -> Stage:
 
     def inputs(study: Study) -> dict[str, Any]:
         return {"sft": asdict(study.sft_config(label, symbolic=True)),
-                "code": code_print("finetune")}
+                "code": code_print("finetune", "formats")}
 
     def run(study: Study, folder: Path) -> dict[str, Any]:
         from finetune.sft import run_sft
@@ -197,7 +197,7 @@ def baselines_backend(study: Study) -> str:
 
 
 def baselines_inputs(study: Study) -> dict[str, Any]:
-    return _eval_inputs(study, "baselines", ("harness_ext", "leaderboard")) | {
+    return _eval_inputs(study, "baselines", ("formats", "harness_ext", "leaderboard")) | {
         "backend": baselines_backend(study)}
 
 
@@ -226,8 +226,8 @@ def run_baselines(study: Study, folder: Path) -> dict[str, Any]:
 
 
 def sweeps_inputs(study: Study) -> dict[str, Any]:
-    return _eval_inputs(study, "sweeps", ("harness_ext", "leaderboard", "patching")) | {
-        "swept": study.config.swept}
+    packages = ("formats", "harness_ext", "leaderboard", "patching")
+    return _eval_inputs(study, "sweeps", packages) | {"swept": study.config.swept}
 
 
 def run_sweeps(study: Study, folder: Path) -> dict[str, Any]:

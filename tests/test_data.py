@@ -19,16 +19,15 @@ from finetune.data import (
     export_tasks,
     generate,
     get_preset,
-    load_jsonl,
     to_hf_dataset,
     verify_manifest,
     write_dataset,
 )
 from finetune.data.build import TASKS_DATA
 from finetune.data.equations import RelatedRanges
-from finetune.data.io import write_files_atomic
 from finetune.data.manifest import sha256
 from finetune.data.presets import TINY_RANGES
+from formats.jsonl import load_jsonl, write_files_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "validation", "test")

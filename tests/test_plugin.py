@@ -237,6 +237,13 @@ def test_wheel_install_registers_model_and_tasks_and_uninstalls_cleanly(tmp_path
     assert report["builtins_intact"]
     assert Path(report["patched_qwen_file"]).is_relative_to(site)
     assert report["task_paths"][1:] == [str(site / "harness_ext" / "tasks")]
+    # A task's loader reads the wheel's own task data with the wheel's formats package.
+    load = ("from harness_ext.datasets import load_task_data; import formats; "
+            "print(len(load_task_data('corrupt_related.jsonl')['test']), formats.__file__)")
+    loaded = run(python, "-c", load, cwd=tmp_path)
+    assert loaded.returncode == 0, loaded.stderr
+    rows, formats_file = loaded.stdout.split()
+    assert rows == "300" and Path(formats_file).is_relative_to(site)
 
     borrowed.unlink()
     pip("uninstall", "--yes", "--quiet", "corrupt-cmap")

@@ -210,7 +210,7 @@ def write_config(tmp_path: Path, tiny: dict[str, Path], **settings) -> str:
     ({"layers": [1, 3]}, "[3] out of range for a 3-layer model"),
     ({"mode": "lora", "lora": {"layers_to_transform": [7]}}, "[7] out of range"),
     ({"learning_rate": "5e-5"}, "learning_rate='5e-5'"),
-    ({"epoch": 2}, "unknown keys ['epoch']"),
+    ({"epoch": 2}, "unknown key(s) ['epoch'] (did you mean 'epochs'?)"),
 ])
 def test_bad_input_is_one_line_naming_the_value(tmp_path, tiny, capsys, settings, needle):
     path = write_config(tmp_path, tiny, **settings)

@@ -34,7 +34,7 @@ def test_config_errors_are_one_line_naming_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("clean: a\ncorrupted: b\noutput_dir: o\n"
                    "patches: [{sites: [resid], layers: x}]\n")
-    with pytest.raises(SweepConfigError, match=r"bad\.yaml: layers='x'") as err:
+    with pytest.raises(SweepConfigError, match=r"bad\.yaml: patches\[0\]: layers='x'") as err:
         SweepConfig.from_yaml(bad)
     assert "\n" not in str(err.value)
     bad.write_text("clean: a\ncorrupted: b\noutput_dir: o\nlayer: 3\n")

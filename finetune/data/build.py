@@ -9,11 +9,11 @@ from pathlib import Path
 
 from finetune.data import ethics, general, hard_math, unrelated
 from finetune.data.holdout import Candidate, in_pool
-from finetune.data.io import jsonl_bytes, write_files_atomic
 from finetune.data.manifest import MANIFEST, build_manifest, manifest_bytes
 from finetune.data.presets import TINY_RANGES, Preset, get_preset
 from finetune.data.related import draw_related, template_ids
-from finetune.data.rows import RowError, check_row
+from formats.jsonl import jsonl_bytes, write_files_atomic
+from formats.rows import RowError, check_row
 
 TASKS_DATA = Path(__file__).resolve().parents[2] / "tasks" / "data"
 TASK_COUNTS = {"related": 300, "unrelated_math": 300, "general": 200, "ethics_mc": 100}

@@ -1,4 +1,8 @@
-"""JSONL in and out: canonical bytes, atomic multi-file writes, validated loading, HF datasets."""
+"""JSONL in and out: canonical bytes, atomic multi-file writes, validated loading.
+
+The data generator writes its files with it; fine-tuning and the task loaders that lm-eval
+calls read them with it, so the writer and every reader agree on one row format.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,8 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from finetune.data.rows import RowError, check_row, target_text
-
-if TYPE_CHECKING:
-    from datasets import Dataset
+from formats.rows import RowError, check_row
 
 
 def dumps_row(row: dict) -> str:
@@ -69,22 +69,3 @@ def load_jsonl(path: str | Path) -> list[dict]:
             rows.append(row)
     return rows
 
-
-def to_hf_dataset(path: str | Path) -> Dataset:
-    """A ``datasets.Dataset`` of a data file, plus a ``target`` column (the training reply).
-
-    A column whose values differ in type across rows (``answer`` in a mixed pretraining corpus:
-    int for math, str for general) is stored as strings; keys missing from a row become None.
-    """
-    from datasets import Dataset  # slow to import; the generator and its CLI never need it
-
-    rows = load_jsonl(path)
-    keys = sorted({k for r in rows for k in r})
-    columns: dict[str, list] = {k: [r.get(k) for r in rows] for k in keys}
-    for key, values in columns.items():
-        if len({type(v) for v in values if v is not None}) > 1:
-            columns[key] = [
-                None if v is None else (v if isinstance(v, str) else json.dumps(v)) for v in values
-            ]
-    columns["target"] = [target_text(r) if r["family"] != "open_question" else None for r in rows]
-    return Dataset.from_dict(columns)
