@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from .metric import DEFAULT_METRIC, metric_error
+
 SITES: tuple[str, ...] = ("resid", "attn", "mlp", "head")
 POSITIONS: tuple[str, ...] = ("newest", "all")
 DIRECTIONS: tuple[str, ...] = ("corrupted_to_clean", "clean_to_corrupted")
@@ -131,6 +133,8 @@ class SweepConfig:
     ``generate_together``: how many patch variants of one model pair share one engine pass
     when generating (their scores are the same either way; it trades memory for speed:
     the engine holds up to 3 x generate_together x batch_size rows of KV cache).
+    ``metric``: which correctness metric ``leaderboard.build --config`` reads
+    (``leaderboard.metric``: ``answer_match`` for chat models, ``strict`` for bare answers).
     """
 
     clean: str
@@ -147,8 +151,11 @@ class SweepConfig:
     dtype: str = "auto"
     task_dir: str | None = None
     name: str | None = None
+    metric: str = DEFAULT_METRIC
 
     def __post_init__(self) -> None:
+        if (problem := metric_error(self.metric)) is not None:
+            raise SweepConfigError(problem)
         for key in ("clean", "output_dir"):
             if not isinstance(getattr(self, key), str) or not getattr(self, key):
                 raise SweepConfigError(f"{key}={getattr(self, key)!r}: expected a non-empty path")
