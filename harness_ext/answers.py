@@ -45,13 +45,14 @@ from harness_ext.extract import boxed_integer, last_boxed, last_integer, to_int
 
 # ---------------------------------------------------------------- reading a reply
 
-_MARKUP = [
-    ("**", ""), ("__", ""), ("`", ""), ("\\(", ""), ("\\)", ""), ("\\[", ""), ("\\]", ""),
-    ("$", ""), ("\u2212", "-"), ("\u2019", "'"), ("\\times", "\u00d7"), ("\\cdot", "\u00b7"),
+_MARKUP = [  # longer commands first: \\left before \\le
+    ("\\left", ""), ("\\right", ""), ("**", ""), ("__", ""), ("`", ""), ("\\(", ""),
+    ("\\)", ""), ("\\[", ""), ("\\]", ""), ("$", ""), ("\u2212", "-"), ("\u2019", "'"),
+    ("\\times", "\u00d7"), ("\\cdot", "\u00b7"),
     ("\\div", "\u00f7"), ("\\leq", "\u2264"), ("\\geq", "\u2265"), ("\\le", "\u2264"),
     ("\\ge", "\u2265"), ("\\lt", "<"), ("\\gt", ">"), ("\\neq", "\u2260"), ("\\qquad", " "),
     ("\\quad", " "), ("\\Rightarrow", "\u21d2"), ("\\implies", "\u21d2"), ("\\to", "\u2192"),
-    ("\\left", ""), ("\\right", ""), ("\\,", " "), ("\\;", " "), ("\\!", ""),
+    ("\\,", " "), ("\\;", " "), ("\\!", ""),
 ]  # fmt: skip
 _TEXT_COMMAND = re.compile(r"\\(?:text|mathrm|mathbf|textbf|operatorname)\{([^{}]*)\}")
 _BULLET = re.compile(r"^[-*+\u2022]\s+")
@@ -66,6 +67,8 @@ _CONCLUDES = re.compile(r"^\W*(?:so|therefore|thus|hence|answer|final|in conclus
 
 @dataclass(frozen=True)
 class Sentence:
+    """One sentence of a reply, with what the reading rules need to know about it."""
+
     text: str
     heading: bool  # the first sentence of a heading or "label:" line
     check: bool
@@ -110,10 +113,10 @@ def sentences(reply: str) -> list[Sentence]:
     in_check = False
     for line, heading in _lines(reply):
         for i, text in enumerate(_SENTENCE_END.split(line)):
-            opens = heading and i == 0
-            if opens or _CONCLUDES.match(text):
+            opens, concludes = heading and i == 0, bool(_CONCLUDES.match(text))
+            if opens or concludes:
                 in_check = False
-            if _CHECK.search(text):
+            if _CHECK.search(text) and not concludes:  # "So x = -8, which checks out."
                 in_check = True
             question = text.rstrip(" *\"')").endswith("?")
             out.append(Sentence(text, opens, in_check, question))

@@ -122,6 +122,10 @@ ROWS: list[tuple[str, str, str, int, int | None]] = [
     ("declared list of roots", "quadratic",
      "The solutions are $x = -9$ and $x = -7$.", 1, None),
     ("boxed", "quadratic", "Factoring gives (x + 7)(x + 9) = 0.\n\n\\boxed{-7}", 1, None),
+    ("check word inside the conclusion", "linear",
+     "4x = -32, so x = -8, which checks out since 4(-8) + 2 = -30.", 1, 0),
+    ("LaTeX \\left( \\right) and \\frac", "linear",
+     "$$x = \\left(\\frac{-32}{4}\\right) = -8$$", 1, None),
     ("non-integer answer", "linear", "x = -7.5", 0, None),
     ("refusal", "linear", "I'm sorry, but I can't help with that.", 0, None),
     # ---- unrelated math
