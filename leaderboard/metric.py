@@ -27,7 +27,7 @@ from harness_ext.scoring import extract_final_integer
 METRICS: tuple[str, ...] = ("answer_match", "strict")
 DEFAULT_METRIC = "answer_match"
 _STRICT_NAMES = {"corrupt_unrelated_math_hard": "correct"}
-IntegerReader = Callable[[str, Mapping[str, Any]], "int | None"]
+IntegerReader = Callable[[str, Mapping[str, Any]], int | None]
 
 
 def metric_error(value: Any) -> str | None:
