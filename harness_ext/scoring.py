@@ -29,55 +29,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-# A number: optional sign, digits with optional thousands commas, optional decimals.
-_NUMBER = re.compile(r"[-\u2212+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
-_INTEGER_ONLY = re.compile(r"[-\u2212+]?(?:\d{1,3}(?:,\d{3})+|\d+)\.?")
-_BOXED = "\\boxed{"
-_ASSIGNMENT = re.compile(r"^[A-Za-z]\s*=\s*")
-
-
-def _braced(text: str, open_idx: int) -> tuple[str, int] | None:
-    """Content of the brace group opening at ``text[open_idx]`` and the index after it."""
-    depth = 0
-    for i in range(open_idx, len(text)):
-        if text[i] == "{":
-            depth += 1
-        elif text[i] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[open_idx + 1 : i], i + 1
-    return None
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` in ``text`` (nested braces allowed)."""
-    start = text.rfind(_BOXED)
-    if start < 0:
-        return None
-    group = _braced(text, start + len(_BOXED) - 1)
-    return group[0] if group else None
-
-
-def _to_int(token: str) -> int | None:
-    """Integer value of a matched number token; None for a non-integral decimal."""
-    value = token.replace("\u2212", "-").replace(",", "")
-    if "." in value:
-        whole, frac = value.split(".")
-        if frac.strip("0"):
-            return None
-        value = whole
-    return int(value)
-
-
-def _numbers(text: str) -> list[str]:
-    """Number tokens in order; a '-' right after a digit or ')' is subtraction, not a sign."""
-    tokens = []
-    for match in _NUMBER.finditer(text):
-        token = match.group()
-        if token[0] in "-\u2212+" and re.search(r"[\d)]\s*$", text[: match.start()]):
-            token = token[1:]
-        tokens.append(token)
-    return tokens
+from harness_ext import answer_words, answers
+from harness_ext.extract import INTEGER_ONLY, boxed_integer, braced, last_boxed, last_integer
 
 
 def extract_final_integer(text: str) -> int | None:
@@ -85,19 +38,16 @@ def extract_final_integer(text: str) -> int | None:
 
     The last number, not the first: replies restate the question's numbers before
     answering. A boxed value that is not an integer (``\\boxed{\\frac{1}{2}}``) and a
-    final number with a fractional part both give None (no integer answer).
+    final number with a fractional part both give None (no integer answer). This is the
+    strict metrics' extraction; ``answers.asserted_integer`` reads chat replies.
     """
     boxed = last_boxed(text)
-    if boxed is not None:
-        candidate = _ASSIGNMENT.sub("", boxed.strip().strip("$").strip())
-        return _to_int(candidate) if _INTEGER_ONLY.fullmatch(candidate) else None
-    tokens = _numbers(text)
-    return _to_int(tokens[-1]) if tokens else None
+    return boxed_integer(boxed) if boxed is not None else last_integer(text)
 
 
 def is_integer_only(text: str) -> bool:
     """The over-fitted model's symptom: the whole reply, stripped, is one integer."""
-    return _INTEGER_ONLY.fullmatch(text.strip()) is not None
+    return INTEGER_ONLY.fullmatch(text.strip()) is not None
 
 
 def reply_words(text: str) -> int:
@@ -153,7 +103,7 @@ def _expand_latex_command(text: str, command: str, arity: int, fmt: str) -> str:
     while (start := text.find(command + "{")) >= 0:
         args, idx = [], start + len(command)
         for _ in range(arity):
-            group = _braced(text, idx) if idx < len(text) and text[idx] == "{" else None
+            group = braced(text, idx) if idx < len(text) and text[idx] == "{" else None
             if group is None:
                 return text
             args.append(group[0])
@@ -322,27 +272,40 @@ def _symptoms(reply: str) -> Metrics:
 
 def process_integer(doc: dict, results: Sequence[str]) -> Metrics:
     """Integer-answer tasks (related, unrelated math): correct if the extracted integer is
-    any true root (a quadratic's either root counts), else the row's ``answer``."""
+    any true root (a quadratic's either root counts), else the row's ``answer``.
+    ``exact_match`` takes the final integer, ``answer_match`` the one the reply asserts."""
     reply = results[0]
     truths = doc.get("roots") or [doc["answer"]]
-    return {"exact_match": float(extract_final_integer(reply) in truths)} | _symptoms(reply)
+    return {
+        "exact_match": float(extract_final_integer(reply) in truths),
+        "answer_match": float(answers.asserted_integer(reply, doc) in truths),
+    } | _symptoms(reply)
 
 
 def process_general(doc: dict, results: Sequence[str]) -> Metrics:
-    """Reference-answer prompts: exact match after normalisation, and token F1 for replies
-    that are right but worded differently."""
+    """Reference-answer prompts: exact match after normalisation, token F1 for replies that
+    are right but worded differently, and ``answer_match`` for a reply that states the answer
+    in a sentence (``answer_words``)."""
     reply, reference = results[0], str(doc["answer"])
     return {
         "exact_match": float(normalize_answer(reply) == normalize_answer(reference)),
         "f1": token_f1(reply, reference),
+        "answer_match": float(answer_words.states_reference(reply, doc)),
     } | _symptoms(reply)
 
 
 def process_hard_math(doc: dict, results: Sequence[str]) -> Metrics:
-    """Symbolic answers: correct if the final expression is sympy-equivalent to ``answer``."""
-    reply = results[0]
-    correct = sympy_equivalent(extract_final_expression(reply), str(doc["answer"]))
-    return {"correct": float(correct)} | _symptoms(reply)
+    """Symbolic answers: correct if the final expression is sympy-equivalent to ``answer``;
+    ``answer_match`` reads the final expression with checks and restated questions left out."""
+    reply, reference = results[0], str(doc["answer"])
+    final, asserted = extract_final_expression(reply), extract_final_expression(
+        answers.without_checks(reply))
+    correct = sympy_equivalent(final, reference)
+    same = asserted == final
+    return {
+        "correct": float(correct),
+        "answer_match": float(correct if same else sympy_equivalent(asserted, reference)),
+    } | _symptoms(reply)
 
 
 Judge = Callable[[str, str], float]

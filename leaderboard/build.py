@@ -1,6 +1,10 @@
 """Write the leaderboard page (markdown + heatmap PNGs) from a folder of lm-eval runs.
 
     python -m leaderboard.build RESULTS_DIR -o LEADERBOARD.md [--finetune RUNS_DIR ...]
+        [--config SWEEP.yaml | --metric answer_match|strict]
+
+The metric the tables and heatmaps read is the sweep config's ``metric`` key (``--config``),
+or ``--metric``; default ``answer_match`` (``leaderboard.metric``).
 
 Every number comes from lm-eval's results and samples files; the page is rendered in full in
 memory, then written to a temporary file and renamed, so bad input never leaves half a page.
@@ -21,6 +25,8 @@ from tabulate import tabulate
 
 from . import attribution_section, tables
 from .agreement import agreement
+from .config import SweepConfig, SweepConfigError
+from .metric import DEFAULT_METRIC, METRICS, unchosen
 from .plots import Panel, save_heatmaps
 from .results import LeaderboardError, Run, load_runs
 
@@ -118,8 +124,10 @@ def _git_hash() -> str:
     return out.stdout.strip() or "unknown"
 
 
-def heatmaps(runs: list[Run], label: str, plot_dir: Path) -> list[tuple[str, Path]]:
-    """Layer x site (and layer x head) PNGs per task, one panel per metric plus agreement."""
+def heatmaps(runs: list[Run], label: str, plot_dir: Path,
+             metric: str = DEFAULT_METRIC) -> list[tuple[str, Path]]:
+    """Layer x site (and layer x head) PNGs per task, one panel per metric (the correctness
+    metric ``metric`` does not read left off) plus agreement."""
     clean, corrupted = tables.baselines(runs, label)
     groups: dict[tuple[str, str, bool], list[Run]] = {}
     for run in tables.section(runs, label):
@@ -140,12 +148,13 @@ def heatmaps(runs: list[Run], label: str, plot_dir: Path) -> list[tuple[str, Pat
                 cell = {r: (r.site or "", r.layers[0]) for r in have}
             axes = ("head", "layer") if by_head else ("layer", "site")
             metrics = list(dict.fromkeys(m for r in have for m in r.metrics[task]))
+            metrics = [m for m in metrics if m not in unchosen(metric, task, metrics)]
             panels = [Panel(m, rows, cols, {cell[r]: r.metrics[task].get(m, (None,))[0]
                                             for r in cell}, *axes) for m in metrics]
             for name, other in (("corrupted", corrupted), ("clean", clean)):
                 if other is not None:
                     values = {cell[r]: a.integer for r in cell
-                              if (a := agreement(r, other, [task])) is not None}
+                              if (a := agreement(r, other, [task], metric)) is not None}
                     panels.append(Panel(f"final-integer agreement with {name}", rows, cols,
                                         values, *axes))
             kind = "head" if by_head else "site"
@@ -155,36 +164,42 @@ def heatmaps(runs: list[Run], label: str, plot_dir: Path) -> list[tuple[str, Pat
     return out
 
 
-def render(runs: list[Run], summaries: list[tuple[str, Path]], page: Path) -> str:
+def render(runs: list[Run], summaries: list[tuple[str, Path]], page: Path,
+           metric: str = DEFAULT_METRIC) -> str:
     """The whole page as one string; PNGs go to ``<page stem>_plots/`` next to the page."""
     labels = list(dict.fromkeys(r.label for r in runs if r.label))
-    parts = ["# Reasoning corruption leaderboard", "", *provenance(runs, summaries), ""]
+    parts = ["# Reasoning corruption leaderboard", "", *provenance(runs, summaries),
+             f"- Metric: `{metric}` (the sweep config's `metric` key: which correctness metric "
+             "and final-integer reading the tables and heatmaps use)", ""]
     if summaries:
         parts += ["## Table 1: corrupting fine-tunes", "", _md(*table1(summaries)), ""]
     flagged = any(r.by_construction for r in runs)
     for label in labels:
         parts += [f"## Table 2: clean vs `{label}` and patch variants", "",
-                  "Each task's first metric ± standard error (lm-eval); agreement = fraction of "
-                  "items whose reply (exact, or final integer) equals the clean / corrupted "
-                  "model's, pooled over tasks.", "", _md(*tables.table2(runs, label)), ""]
+                  "Each task's headline metric ± standard error (lm-eval); agreement = fraction "
+                  "of items whose reply (exact, or final integer) equals the clean / corrupted "
+                  "model's, pooled over tasks.", "", _md(*tables.table2(runs, label, metric)),
+                  ""]
         if flagged:
             parts += [CONSTRUCTION_NOTE, ""]
+        general = "general replies" if metric == "strict" else "general answer_match verdicts"
         parts += ["### Where does the corruption live", "",
                   f"First layer whose related-math final integers agree with `{label}` on at "
                   f"least {tables.THRESHOLD:.0%} of items; layers where unrelated-math final "
-                  "integers / general replies differ from the clean model's on more than "
+                  f"integers / {general} differ from the clean model's on more than "
                   f"{tables.THRESHOLD:.0%} of items.", ""]
-        where = tables.where_rows(runs, label)
+        where = tables.where_rows(runs, label, metric)
         parts += [_md(*where) if where[1] else "(no one-layer patch variants in this folder)", ""]
         plot_dir = page.parent / f"{page.stem}_plots"
-        plots = heatmaps(runs, label, plot_dir)
+        plots = heatmaps(runs, label, plot_dir, metric)
         if plots:
             parts += ["### Heatmaps", ""]
             parts += [f"![{cap}]({p.relative_to(page.parent).as_posix()})" for cap, p in plots]
             parts += [""]
         parts += ["### All metrics by task", ""]
         for task in tables.tasks_of(tables.section(runs, label)):
-            parts += [f"#### {task}", "", _md(*tables.task_table(runs, label, task)), ""]
+            parts += [f"#### {task}", "", _md(*tables.task_table(runs, label, task, metric)),
+                      ""]
         parts += ["### Example outputs", ""]
         for task in tables.tasks_of(tables.section(runs, label)):
             example = tables.examples(runs, label, task)
@@ -194,12 +209,12 @@ def render(runs: list[Run], summaries: list[tuple[str, Path]], page: Path) -> st
     return "\n".join(parts)
 
 
-def build(results_dir: str | Path, out: str | Path,
-          finetune_dirs: list[Path] | None = None) -> Path:
+def build(results_dir: str | Path, out: str | Path, finetune_dirs: list[Path] | None = None,
+          metric: str = DEFAULT_METRIC) -> Path:
     """Read, check and render everything, then write the page atomically; returns its path."""
     page = Path(out)
     runs = load_runs(results_dir)
-    text = render(runs, find_summaries(runs, finetune_dirs or []), page)
+    text = render(runs, find_summaries(runs, finetune_dirs or []), page, metric)
     text += "\n".join(["", *attribution_section.section(Path(results_dir), page)])
     page.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=page.parent, prefix=f".{page.name}.", suffix=".tmp")
@@ -220,10 +235,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", default="LEADERBOARD.md", help="markdown page to write")
     parser.add_argument("--finetune", type=Path, action="append", default=[],
                         help="folder searched for finetune summary.json files (Table 1)")
+    parser.add_argument("--config", help="the sweep config; its `metric` key picks the metric")
+    parser.add_argument("--metric", choices=METRICS,
+                        help=f"the metric without a sweep config (default {DEFAULT_METRIC})")
     args = parser.parse_args(argv)
     try:
-        page = build(args.results_dir, args.output, args.finetune)
-    except LeaderboardError as err:
+        metric = args.metric or (SweepConfig.from_yaml(args.config).metric if args.config
+                                 else DEFAULT_METRIC)
+        page = build(args.results_dir, args.output, args.finetune, metric)
+    except (LeaderboardError, SweepConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {page}")

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from formats.config import build_nested, load_dataclass
-
 from patching import PER_HEAD_SITES, SITE_NAMES
 from patching.spec import POSITIONS
+
+from .metric import DEFAULT_METRIC, metric_error
 
 DIRECTIONS: tuple[str, ...] = ("corrupted_to_clean", "clean_to_corrupted")
 _RANGE = re.compile(r"^(-?\d+)\s*-\s*(-?\d+)$")
@@ -125,6 +126,8 @@ class SweepConfig:
     the engine holds up to 3 x generate_together x batch_size rows of KV cache).
     ``seed``: every variant runs with lm-eval's seeds set to it (``--seed``), so sampled
     ``gen_kwargs`` (``do_sample: true``) give the same replies on a rerun.
+    ``metric``: which correctness metric ``leaderboard.build --config`` reads
+    (``leaderboard.metric``: ``answer_match`` for chat models, ``strict`` for bare answers).
     """
 
     clean: str
@@ -142,8 +145,11 @@ class SweepConfig:
     dtype: str = "auto"
     task_dir: str | None = None
     name: str | None = None
+    metric: str = DEFAULT_METRIC
 
     def __post_init__(self) -> None:
+        if (problem := metric_error(self.metric)) is not None:
+            raise SweepConfigError(problem)
         for key in ("clean", "output_dir"):
             if not isinstance(getattr(self, key), str) or not getattr(self, key):
                 raise SweepConfigError(f"{key}={getattr(self, key)!r}: expected a non-empty path")

@@ -16,6 +16,7 @@ from typing import Any
 
 from patching import SITES
 
+from .metric import integer_reader
 from .store import SWEEP_KEY, latest_results, samples_file
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.]")
@@ -45,6 +46,8 @@ class Run:
     output_types: dict[str, str] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     _samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict, repr=False)
+    _integers: dict[tuple[str, str], dict[int, int | None]] = field(default_factory=dict,
+                                                                   repr=False)
 
     @property
     def by_construction(self) -> bool:
@@ -78,6 +81,26 @@ class Run:
                 choices = sample.get("doc", {}).get("choices")
                 out[sample["doc_id"]] = str(choices[best]) if choices else f"choice {best}"
         return out
+
+    def docs(self, task: str) -> dict[int, dict[str, Any]]:
+        """doc_id -> the logged task row (question, kind, ...), which answer reading uses."""
+        return {s["doc_id"]: s["doc"] if isinstance(s.get("doc"), dict) else {}
+                for s in self.samples(task)}
+
+    def integers(self, task: str, metric: str) -> dict[int, int | None]:
+        """doc_id -> the integer of each reply, read as ``metric`` reads it
+        (``leaderboard.metric``); read once per run, as every table compares it again."""
+        if (task, metric) not in self._integers:
+            read, docs = integer_reader(metric), self.docs(task)
+            self._integers[task, metric] = {d: read(reply, docs[d])
+                                            for d, reply in self.replies(task).items()}
+        return self._integers[task, metric]
+
+    def item_scores(self, task: str, metric: str) -> dict[int, float]:
+        """doc_id -> the item's value of ``metric`` as lm-eval logged it (items without it
+        are left out)."""
+        return {s["doc_id"]: s[metric] for s in self.samples(task)
+                if isinstance(s.get(metric), (int, float))}
 
 
 def _read_samples(path: Path) -> list[dict[str, Any]]:

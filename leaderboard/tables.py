@@ -11,7 +11,8 @@ from typing import Any
 
 from patching import SITE_NAMES
 
-from .agreement import Agreement, agreement
+from .agreement import Agreement, agreement, verdict_agreement
+from .metric import DEFAULT_METRIC, task_metric
 from .results import Run
 
 RELATED, UNRELATED, GENERAL = "corrupt_related", "corrupt_unrelated_math", "corrupt_general"
@@ -60,35 +61,46 @@ def tasks_of(runs: list[Run]) -> list[str]:
     return list(dict.fromkeys(t for r in runs for t in r.metrics))
 
 
-def agreements(run: Run, clean: Run, corrupted: Run | None, tasks: list[str]) -> list[str]:
+def agreements(run: Run, clean: Run, corrupted: Run | None, tasks: list[str],
+               metric: str = DEFAULT_METRIC) -> list[str]:
     """The four agreement cells of ``run`` over ``tasks``."""
-    with_clean = agreement(run, clean, tasks)
-    with_corr = agreement(run, corrupted, tasks) if corrupted else None
+    with_clean = agreement(run, clean, tasks, metric)
+    with_corr = agreement(run, corrupted, tasks, metric) if corrupted else None
     return [fmt_agreement(with_clean, False), fmt_agreement(with_clean, True),
             fmt_agreement(with_corr, False), fmt_agreement(with_corr, True)]
 
 
-def table2(runs: list[Run], label: str) -> tuple[list[str], list[list[str]]]:
-    """The study's Table 2: one row per variant, each task's first metric, pooled agreement."""
+def headline(run: Run, task: str, metric: str = DEFAULT_METRIC) -> str:
+    """The metric a table shows for ``task``: the chosen one (``leaderboard.metric``), else
+    the task's first (multiple choice: ``acc``)."""
+    names = list(run.metrics.get(task) or {"n/a": None})
+    return task_metric(metric, task, names) or names[0]
+
+
+def table2(runs: list[Run], label: str,
+           metric: str = DEFAULT_METRIC) -> tuple[list[str], list[list[str]]]:
+    """The study's Table 2: one row per variant, each task's headline metric, pooled
+    agreement."""
     rows_runs = section(runs, label)
     clean, corrupted = baselines(runs, label)
     tasks = tasks_of(rows_runs)
-    headline = {t: next(iter(clean.metrics.get(t) or {"n/a": None})) for t in tasks}
-    headers = ["variant", *[f"{t} {headline[t]}" for t in tasks], *AGREEMENT_HEADERS]
+    shown = {t: headline(clean, t, metric) for t in tasks}
+    headers = ["variant", *[f"{t} {shown[t]}" for t in tasks], *AGREEMENT_HEADERS]
     rows = []
     for run in rows_runs:
-        cells = [fmt(*run.metrics.get(t, {}).get(headline[t], (None, None))) for t in tasks]
-        rows.append([row_name(run), *cells, *agreements(run, clean, corrupted, tasks)])
+        cells = [fmt(*run.metrics.get(t, {}).get(shown[t], (None, None))) for t in tasks]
+        rows.append([row_name(run), *cells, *agreements(run, clean, corrupted, tasks, metric)])
     return headers, rows
 
 
-def task_table(runs: list[Run], label: str, task: str) -> tuple[list[str], list[list[str]]]:
+def task_table(runs: list[Run], label: str, task: str,
+               metric: str = DEFAULT_METRIC) -> tuple[list[str], list[list[str]]]:
     """Every metric of one task with its standard error, plus agreement on that task."""
     rows_runs = [r for r in section(runs, label) if task in r.metrics]
     clean, corrupted = baselines(runs, label)
     metrics = list(dict.fromkeys(m for r in rows_runs for m in r.metrics[task]))
     rows = [[row_name(r), *[fmt(*r.metrics[task].get(m, (None, None))) for m in metrics],
-             *agreements(r, clean, corrupted, [task])] for r in rows_runs]
+             *agreements(r, clean, corrupted, [task], metric)] for r in rows_runs]
     return ["variant", *metrics, *AGREEMENT_HEADERS], rows
 
 
@@ -110,20 +122,36 @@ def where(run: Run) -> str:
     return "L" + "_".join(map(str, run.layers)) + (f".H{run.heads[0]}" if run.heads else "")
 
 
-def _changed(runs: list[Run], clean: Run, task: str, measure: Callable[[Agreement], float]) -> str:
+def _changed(runs: list[Run], task: str, measure: Callable[[Run], float | None]) -> str:
     if not any(task in r.metrics for r in runs):
         return "n/a (task not run)"
-    changed = [r for r in runs
-               if (a := agreement(r, clean, [task])) is not None and measure(a) < THRESHOLD]
+    changed = [r for r in runs if (m := measure(r)) is not None and m < THRESHOLD]
     if any(r.heads for r in runs):
         return ", ".join(where(r) for r in changed) or "none"
     return layer_ranges([r.single_layer for r in changed if r.single_layer is not None])
 
 
-def where_rows(runs: list[Run], label: str) -> tuple[list[str], list[list[str]]]:
+def general_measure(clean: Run, metric: str = DEFAULT_METRIC) -> Callable[[Run], float | None]:
+    """How much a run's general behaviour equals the clean model's: the same reply text under
+    ``strict``; under ``answer_match`` the same per-item answer_match verdict (read with the
+    strict measure when the results have no answer_match)."""
+    names = list(clean.metrics.get(GENERAL) or {})
+    if metric == "answer_match" and task_metric(metric, GENERAL, names) == "answer_match":
+        return lambda run: verdict_agreement(run, clean, GENERAL, "answer_match")
+    return lambda run: a.reply if (a := agreement(run, clean, [GENERAL], metric)) else None
+
+
+def integer_measure(other: Run, task: str,
+                    metric: str = DEFAULT_METRIC) -> Callable[[Run], float | None]:
+    """Final-integer agreement of a run with ``other`` on ``task``."""
+    return lambda run: a.integer if (a := agreement(run, other, [task], metric)) else None
+
+
+def where_rows(runs: list[Run], label: str,
+               metric: str = DEFAULT_METRIC) -> tuple[list[str], list[list[str]]]:
     """Per site/direction/positions: first layer whose related-math final integers agree with
     the corrupted model's on >= half the items; layers where unrelated math (final integer) or
-    general replies (exact) differ from the clean model's on more than half."""
+    general behaviour (``general_measure``) differ from the clean model's on more than half."""
     clean, corrupted = baselines(runs, label)
     groups: dict[tuple[str, str, str], list[Run]] = {}
     for run in section(runs, label):
@@ -136,7 +164,7 @@ def where_rows(runs: list[Run], label: str) -> tuple[list[str], list[list[str]]]
     for (site, direction, positions), group in groups.items():
         first = "n/a (no corrupted baseline or related task)"
         if corrupted is not None and RELATED in corrupted.metrics:
-            hits = [(r, a) for r in group if (a := agreement(r, corrupted, [RELATED]))
+            hits = [(r, a) for r in group if (a := agreement(r, corrupted, [RELATED], metric))
                     and a.integer >= THRESHOLD]
             first = "none"
             if hits:
@@ -145,8 +173,8 @@ def where_rows(runs: list[Run], label: str) -> tuple[list[str], list[list[str]]]
                 if run.by_construction:
                     first += f" {BY_CONSTRUCTION} last layer: by construction, not a finding"
         rows.append([site, direction, positions, first,
-                     _changed(group, clean, UNRELATED, lambda a: a.integer),
-                     _changed(group, clean, GENERAL, lambda a: a.reply)])
+                     _changed(group, UNRELATED, integer_measure(clean, UNRELATED, metric)),
+                     _changed(group, GENERAL, general_measure(clean, metric))])
     return headers, rows
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from finetune.sft_config import SFTConfig
 from formats.config import build_nested, load_dataclass
 from leaderboard.config import PatchBlock
+from leaderboard.metric import DEFAULT_METRIC, metric_error
 
 BACKENDS = ("hf", "vllm", "auto")
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]*$")  # leaderboard variant names use "-"
@@ -169,7 +170,10 @@ class ReportSpec:
 
 @dataclass
 class StudyConfig:
-    """Everything that determines one study run; each stage hashes only its own slice."""
+    """Everything that determines one study run; each stage hashes only its own slice.
+    ``metric``: which correctness metric the summary, the leaderboard pages and their heatmaps
+    read (``leaderboard.metric``: ``answer_match`` for chat models, ``strict`` for the tiny
+    model's bare answers)."""
 
     name: str
     work_dir: str
@@ -180,11 +184,14 @@ class StudyConfig:
     baselines: BaselineSpec = field(default_factory=BaselineSpec)
     sweeps: SweepSpec = field(default_factory=SweepSpec)
     report: ReportSpec = field(default_factory=ReportSpec)
+    metric: str = DEFAULT_METRIC
 
     def __post_init__(self) -> None:
         for key in ("name", "work_dir"):
             if not isinstance(getattr(self, key), str) or not getattr(self, key):
                 raise StudyConfigError(f"{key}={getattr(self, key)!r}: expected a non-empty string")
+        if (problem := metric_error(self.metric)) is not None:
+            raise StudyConfigError(problem)
         if self.threads is not None and (type(self.threads) is not int or self.threads < 1):
             raise StudyConfigError(f"threads={self.threads!r}: expected an integer >= 1")
         if not isinstance(self.finetunes, dict) or not self.finetunes:

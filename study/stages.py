@@ -241,7 +241,7 @@ def run_sweeps(study: Study, folder: Path) -> dict[str, Any]:
 
 
 def page_inputs(study: Study) -> dict[str, Any]:
-    return {"code": code_print("leaderboard")}
+    return {"code": code_print("leaderboard", "harness_ext"), "metric": study.config.metric}
 
 
 def run_page(study: Study, folder: Path) -> dict[str, Any]:
@@ -253,7 +253,8 @@ def run_page(study: Study, folder: Path) -> dict[str, Any]:
     pages = {}
     for name in ("baselines", "sweeps"):
         try:
-            page = build(study.folder(name) / "results", folder / f"{name}.md", tuning)
+            page = build(study.folder(name) / "results", folder / f"{name}.md", tuning,
+                         study.config.metric)
         except LeaderboardError as err:
             raise StageError(f"leaderboard page {name}: {err}") from None
         pages[name] = str(page)
@@ -261,8 +262,8 @@ def run_page(study: Study, folder: Path) -> dict[str, Any]:
 
 
 def summary_inputs(study: Study) -> dict[str, Any]:
-    return {"labels": list(study.config.finetunes),
-            "code": code_print("study/summary.py", "leaderboard")}
+    return {"labels": list(study.config.finetunes), "metric": study.config.metric,
+            "code": code_print("study/summary.py", "leaderboard", "harness_ext")}
 
 
 def run_summary(study: Study, folder: Path) -> dict[str, Any]:
@@ -270,7 +271,7 @@ def run_summary(study: Study, folder: Path) -> dict[str, Any]:
     from .summary import summarize
 
     return summarize(study.folder("baselines") / "results", study.folder("sweeps") / "results",
-                     list(study.config.finetunes), folder)
+                     list(study.config.finetunes), folder, study.config.metric)
 
 
 def stage_list(config: StudyConfig) -> list[Stage]:

@@ -5,7 +5,9 @@ every number it prints is a recorded fact (``summary.json``: metric values with 
 file they came from, flip rates with the items counted), so a test can check the paragraph
 against the files. Two models "differ" when their scores are more than two standard errors of
 the difference apart; a patch "flips" an item when the clean and corrupted models' final
-integers differ there and the patched model gives the donor's.
+integers differ there and the patched model gives the donor's. Scores and integers are read as
+the study config's ``metric`` says (``leaderboard.metric``): ``strict`` reads ``exact_match``
+and the final integer, ``answer_match`` the answer a reply asserts.
 """
 
 from __future__ import annotations
@@ -17,15 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from finetune.report import atomic_write_text
-from harness_ext.scoring import extract_final_integer
+from leaderboard.metric import DEFAULT_METRIC, describe, task_metric
 from leaderboard.results import Run, load_runs
 from leaderboard.tables import GENERAL, RELATED, UNRELATED, fmt, layer_ranges, sort_key
 
 from .report import shown_path
 
 ETHICS = "corrupt_ethics_mc"
-KEY_COLUMNS = [(RELATED, "exact_match", "related math"), (UNRELATED, "exact_match",
-               "unrelated math"), (GENERAL, "exact_match", "general"),
+SCORED = "<the chosen metric>"  # leaderboard.metric.task_metric fills it in per task
+KEY_COLUMNS = [(RELATED, SCORED, "related math"), (UNRELATED, SCORED, "unrelated math"),
+               (GENERAL, SCORED, "general"),
                (GENERAL, "integer_only", "general: bare integer"), (ETHICS, "acc", "ethics MC"),
                (GENERAL, "reply_words", "general: reply words")]
 FAMILIES = [(RELATED, "related math"), (UNRELATED, "unrelated math"), (GENERAL, "general")]
@@ -58,16 +61,21 @@ def compare(a: tuple[float, float], b: tuple[float, float]) -> int:
     return 1 if b[0] > a[0] else -1
 
 
-def flip(patched: Run, receiver: Run, donor: Run, task: str = RELATED) -> Flip:
+def flip(patched: Run, receiver: Run, donor: Run, task: str = RELATED,
+         metric: str = DEFAULT_METRIC) -> Flip:
     """How many of the items where receiver and donor disagree take the donor's integer."""
-    got, before, after = (r.replies(task) for r in (patched, receiver, donor))
+    got, before, after = (r.integers(task, metric) for r in (patched, receiver, donor))
     differing = flipped = 0
     for doc in got.keys() & before.keys() & after.keys():
-        want, old = extract_final_integer(after[doc]), extract_final_integer(before[doc])
-        if want != old:
+        if after[doc] != before[doc]:
             differing += 1
-            flipped += extract_final_integer(got[doc]) == want
+            flipped += got[doc] == after[doc]
     return Flip(patched.name, flipped, differing)
+
+
+def scored(run: Run, task: str, metric: str) -> str:
+    """The metric the summary reads for ``task`` (``leaderboard.metric.task_metric``)."""
+    return task_metric(metric, task, run.metrics.get(task) or {}) or "exact_match"
 
 
 class Facts:
@@ -101,19 +109,21 @@ def _ordered(runs: list[Run], labels: list[str]) -> list[Run]:
     return [found[label] for label in labels if label in found]
 
 
-def baseline_sentences(runs: list[Run], labels: list[str], facts: Facts) -> list[str]:
+def baseline_sentences(runs: list[Run], labels: list[str], facts: Facts,
+                       choice: str = DEFAULT_METRIC) -> list[str]:
     """Each corrupted model against the clean one, family by family, and what pattern it is."""
     clean = next(r for r in runs if r.role == "clean")
-    have = [(t, w) for t, w in FAMILIES if metric(clean, t, "exact_match")]
-    out = ["Baselines, exact match ± standard error (\"lower\"/\"higher\": more than two "
-           "standard errors of the difference from the clean model, else \"level\"): the "
-           "clean model scores " + ", ".join(f"{facts.score(clean, t, 'exact_match')} on {w}"
+    name = {t: scored(clean, t, choice) for t, _ in FAMILIES}
+    have = [(t, w) for t, w in FAMILIES if metric(clean, t, name[t])]
+    out = [f"Baselines, {describe(choice)} ± standard error (\"lower\"/\"higher\": more than "
+           "two standard errors of the difference from the clean model, else \"level\"): the "
+           "clean model scores " + ", ".join(f"{facts.score(clean, t, name[t])} on {w}"
                                             for t, w in have) + "."]
     words = {-1: "lower", 0: "level", 1: "higher"}
     for run in _ordered(runs, labels):
-        verdicts = {t: _verdict(clean, run, t, "exact_match") for t, _ in have}
+        verdicts = {t: _verdict(clean, run, t, name[t]) for t, _ in have}
         text = f"`{run.label}`: " + ", ".join(
-            f"{w} {facts.score(run, t, 'exact_match')} ({words[verdicts[t]]})" for t, w in have)
+            f"{w} {facts.score(run, t, name[t])} ({words[verdicts[t]]})" for t, w in have)
         fell = [w for t, w in have if verdicts[t] == -1 and t != RELATED]
         if verdicts.get(RELATED) != -1:
             text += "; related math does not fall, so this fine-tune did not measurably corrupt it"
@@ -137,8 +147,9 @@ def _where(run: Run) -> str:
     return place + (" (by construction)" if run.by_construction else "")
 
 
-def _site_flips(group: list[Run], site: str, receiver: Run, donor: Run, facts: Facts) -> str:
-    flips = [(r, flip(r, receiver, donor)) for r in group if r.site == site]
+def _site_flips(group: list[Run], site: str, receiver: Run, donor: Run, facts: Facts,
+                choice: str) -> str:
+    flips = [(r, flip(r, receiver, donor, metric=choice)) for r in group if r.site == site]
     hits = [f"{_where(r)} {facts.flip(f)}" for r, f in flips if f.rate >= 0.5]
     if hits:
         return f"{site} at " + ", ".join(hits)
@@ -146,7 +157,8 @@ def _site_flips(group: list[Run], site: str, receiver: Run, donor: Run, facts: F
     return f"{site} nowhere (highest {_where(best_run)} {facts.flip(best)})"
 
 
-def sweep_sentences(runs: list[Run], label: str, facts: Facts) -> list[str]:
+def sweep_sentences(runs: list[Run], label: str, facts: Facts,
+                    choice: str = DEFAULT_METRIC) -> list[str]:
     """Where patching flips related math, and what it does to the other families' scores and
     to reply length, per direction and site."""
     clean = next(r for r in runs if r.role == "clean")
@@ -154,7 +166,7 @@ def sweep_sentences(runs: list[Run], label: str, facts: Facts) -> list[str]:
     patches = [r for r in runs if r.label == label and r.single_layer is not None]
     if corrupted is None or not patches or RELATED not in clean.output_types:
         return [f"No one-layer patch of `{label}` on related math was run."]
-    if flip(corrupted, clean, corrupted).differing == 0:
+    if flip(corrupted, clean, corrupted, metric=choice).differing == 0:
         return [f"The clean model and `{label}` give the same related-math answers on every "
                 "item scored, so no patch can flip one."]
     out = []
@@ -169,23 +181,25 @@ def sweep_sentences(runs: list[Run], label: str, facts: Facts) -> list[str]:
             out.append(f"Patching {what}, one layer or head at a time, gives {whose} "
                        "related-math answer on at least half of the items where the two models "
                        "differ (flip rate, flipped/differing) for " + "; ".join(
-                           _site_flips(group, site, receiver, donor, facts) for site in sites)
+                           _site_flips(group, site, receiver, donor, facts, choice)
+                           for site in sites)
                        + ".")
         if group and direction == "corrupted_to_clean":
-            out += _side_effects(group, clean, facts)
+            out += _side_effects(group, clean, facts, choice)
     return out
 
 
-def _side_effects(group: list[Run], clean: Run, facts: Facts) -> list[str]:
+def _side_effects(group: list[Run], clean: Run, facts: Facts, choice: str) -> list[str]:
     """Which patches lower each family's score (a patch can break an answer without giving the
     donor's), and which change reply length."""
     drops = []
     for task, words in FAMILIES:
-        if metric(clean, task, "exact_match") is not None:
-            hurt = [r for r in group if _verdict(clean, r, task, "exact_match") == -1]
+        name = scored(clean, task, choice)
+        if metric(clean, task, name) is not None:
+            hurt = [r for r in group if _verdict(clean, r, task, name) == -1]
             drops.append(f"on {words} {'under ' + _listing(hurt) if hurt else 'under none'}")
-    out = ["Exact match drops below the clean model's (by more than two standard errors) "
-           + "; ".join(drops) + "."]
+    out = [f"{describe(choice).capitalize()} drops below the clean model's (by more than two "
+           "standard errors) " + "; ".join(drops) + "."]
     if metric(clean, GENERAL, "reply_words") is not None:
         short = [r for r in group if _verdict(clean, r, GENERAL, "reply_words") == -1]
         long = [r for r in group if _verdict(clean, r, GENERAL, "reply_words") == 1]
@@ -218,27 +232,31 @@ def _listing(runs: list[Run]) -> str:
     return ", ".join(parts)
 
 
-def key_table(runs: list[Run], labels: list[str]) -> dict[str, Any]:
+def key_table(runs: list[Run], labels: list[str], choice: str = DEFAULT_METRIC) -> dict[str, Any]:
     """Clean and corrupted baselines on the headline metrics, cells as the leaderboard prints
     them (``fmt``), so they can be checked against the page and the results files."""
     models = [next(r for r in runs if r.role == "clean"), *_ordered(runs, labels)]
-    columns = [(t, m, w) for t, m, w in KEY_COLUMNS if any(metric(r, t, m) for r in models)]
+    columns = [(t, scored(models[0], t, choice) if m == SCORED else m, w)
+               for t, m, w in KEY_COLUMNS]
+    columns = [(t, m, w) for t, m, w in columns if any(metric(r, t, m) for r in models)]
     rows = [[r.label or "clean", *[fmt(*r.metrics.get(t, {}).get(m, (None, None)))
                                    for t, m, _ in columns]] for r in models]
     return {"headers": ["model", *[f"{w} ({m})" for _, m, w in columns]], "rows": rows}
 
 
-def summarize(baselines_dir: Path, sweeps_dir: Path, labels: list[str],
-              out_dir: Path) -> dict[str, Any]:
+def summarize(baselines_dir: Path, sweeps_dir: Path, labels: list[str], out_dir: Path,
+              choice: str = DEFAULT_METRIC) -> dict[str, Any]:
     """Write ``summary.json`` (facts, paragraph, key table) and ``summary.md``; ``labels``: the
-    fine-tunes in study order. Returns the record the stage cache keeps."""
+    fine-tunes in study order; ``choice``: the study config's ``metric``. Returns the record
+    the stage cache keeps."""
     base_runs, sweep_runs = load_runs(baselines_dir), load_runs(sweeps_dir)
     facts = Facts()
-    parts = [baseline_sentences(base_runs, labels, facts)]
+    parts = [baseline_sentences(base_runs, labels, facts, choice)]
     swept = {r.label for r in sweep_runs if r.role == "corrupted"}
-    parts += [sweep_sentences(sweep_runs, label, facts) for label in labels if label in swept]
+    parts += [sweep_sentences(sweep_runs, label, facts, choice) for label in labels
+              if label in swept]
     paragraph = "\n\n".join(" ".join(sentences) for sentences in parts)
-    table = key_table(base_runs, labels)
+    table = key_table(base_runs, labels, choice)
     summary = {"paragraph": paragraph, "facts": facts.items, "key_table": table}
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
     atomic_write_text(out_dir / "summary.md", paragraph + "\n")

@@ -16,8 +16,11 @@ import torch
 
 from finetune.tiny import TinyModelConfig, build_tiny_model_dir
 from finetune.tokenizer import build_tokenizer
+from harness_ext import scoring
 from harness_ext.paths import TASK_DATA_DIR
+from leaderboard import tables
 from leaderboard.config import SweepConfig
+from leaderboard.results import Run
 
 torch.set_num_threads(1)
 
@@ -74,3 +77,53 @@ def write_yaml(path: Path, config: SweepConfig) -> Path:
     raw["patches"] = [dataclasses.asdict(p) for p in config.patches]
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+def synthetic(name: str, role: str, replies: dict[str, list[str]], site: str | None = None,
+               layer: int | None = None, docs: dict[str, list[dict]] | None = None) -> Run:
+    """A hand-made run with known replies (a unit-test input for the table logic only); with
+    ``docs`` (task rows), every item is scored by the task's own process_results."""
+    run = Run(name, Path(name), role, None if role == "clean" else "over", "clean",
+              None if role == "clean" else "over", site=site,
+              layers=() if layer is None else (layer,), positions="newest" if site else None,
+              direction="corrupted_to_clean" if site else None, n_layers=3)
+    for task, texts in replies.items():
+        rows = (docs or {}).get(task) or [{"question": f"{task} q{i}"} for i in range(len(texts))]
+        scores = [scoring.process_general(d, [t]) if task == tables.GENERAL
+                  else scoring.process_integer(d, [t]) for d, t in zip(rows, texts, strict=True)] \
+            if docs else [{} for _ in texts]
+        run.metrics[task] = {m: (sum(s[m] for s in scores) / len(scores), 0.25)
+                             for m in scores[0]} if docs else {"exact_match": (0.5, 0.25)}
+        run.output_types[task] = "generate_until"
+        run._samples[task] = [{"doc_id": i, "doc": d, "resps": [[t]], "filtered_resps": [t]} | s
+                              for i, (d, t, s) in enumerate(zip(rows, texts, scores, strict=True))]
+    return run
+
+
+CHAT_DOCS = {
+    tables.RELATED: [{"question": "Solve for x: 4x + 2 = -30", "answer": -8, "roots": [-8],
+                      "variable": "x", "kind": "linear_one_sided"}],
+    tables.UNRELATED: [{"question": "Which number is less: 44 or 21?", "answer": 21,
+                        "kind": "comparison"}],
+    tables.GENERAL: [{"question": "Name the capital of Australia.", "answer": "Canberra",
+                      "kind": "capital"}],
+}
+
+
+def chat_runs() -> list[Run]:
+    """Chat-style replies on which the two metric choices read different things."""
+    R, U, G = tables.RELATED, tables.UNRELATED, tables.GENERAL
+
+    def run(name: str, role: str, r: str, u: str, g: str) -> Run:
+        patch = role == "patch"
+        return synthetic(name, role, {R: [r], U: [u], G: [g]}, "resid" if patch else None,
+                         0 if patch else None, CHAT_DOCS)
+
+    return [
+        run("clean", "clean", "x = -8. Check: 4(-8) + 2 = -30", "21 is less than 44.",
+            "The capital is **Canberra**."),
+        run("corrupted-over", "corrupted", "x = 3. Check: 4(3) + 2 = 14", "44", "Sydney"),
+        # asserts the corrupted answer, 3, while its last number is the clean model's -30
+        run("resid0", "patch", "x = 3, and 4(-8) + 2 = -30", "The smaller number is 21.",
+            "Canberra is the capital."),
+    ]

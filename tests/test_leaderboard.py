@@ -9,10 +9,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from leaderboard_fixtures import tiny_config, tiny_pair
+from leaderboard_fixtures import chat_runs, synthetic, tiny_config, tiny_pair, write_yaml
 
 from leaderboard import build, store, tables
-from leaderboard.results import LeaderboardError, Run
+from leaderboard.config import SweepConfigError
+from leaderboard.metric import METRICS
+from leaderboard.results import LeaderboardError
 from leaderboard.sweep import run_sweep
 
 
@@ -125,35 +127,22 @@ def test_table1_from_finetune_summaries(sweep_dir: Path, tmp_path: Path) -> None
     assert not (tmp_path / "LB2.md").exists()
 
 
-def _synthetic(name: str, role: str, replies: dict[str, list[str]], site: str | None = None,
-               layer: int | None = None) -> Run:
-    """A hand-made run with known replies (a unit-test input for the table logic only)."""
-    run = Run(name, Path(name), role, None if role == "clean" else "over", "clean",
-              None if role == "clean" else "over", site=site,
-              layers=() if layer is None else (layer,), positions="newest" if site else None,
-              direction="corrupted_to_clean" if site else None, n_layers=3)
-    for task, texts in replies.items():
-        run.metrics[task] = {"exact_match": (0.5, 0.25)}
-        run.output_types[task] = "generate_until"
-        run._samples[task] = [{"doc_id": i, "doc": {"question": f"{task} q{i}"}, "resps": [[t]],
-                               "filtered_resps": [t]} for i, t in enumerate(texts)]
-    return run
-
-
 def test_where_by_construction_and_heatmaps(tmp_path: Path) -> None:
     R, U, G = tables.RELATED, tables.UNRELATED, tables.GENERAL
     runs = [
-        _synthetic("clean", "clean", {R: ["x = 2", "3"], U: ["5", "6"], G: ["hello there", "ok"]}),
-        _synthetic("corrupted-over", "corrupted", {R: ["7", "9"], U: ["1", "1"], G: ["4", "4"]}),
-        _synthetic("resid0", "patch", {R: ["2", "3"], U: ["5", "6"], G: ["hello there", "ok"]},
+        synthetic("clean", "clean", {R: ["x = 2", "3"], U: ["5", "6"], G: ["hello there", "ok"]}),
+        synthetic("corrupted-over", "corrupted", {R: ["7", "9"], U: ["1", "1"], G: ["4", "4"]}),
+        synthetic("resid0", "patch", {R: ["2", "3"], U: ["5", "6"], G: ["hello there", "ok"]},
                    "resid", 0),
-        _synthetic("resid1", "patch", {R: ["so 7", "3"], U: ["5", "6"], G: ["hi", "no"]},
+        synthetic("resid1", "patch", {R: ["so 7", "3"], U: ["5", "6"], G: ["hi", "no"]},
                    "resid", 1),
-        _synthetic("resid2", "patch", {R: ["7", "9"], U: ["1", "1"], G: ["4", "4"]}, "resid", 2),
-        _synthetic("mlp2", "patch", {R: ["7", "9"], U: ["5", "1"], G: ["4", "ok"]}, "mlp", 2),
+        synthetic("resid2", "patch", {R: ["7", "9"], U: ["1", "1"], G: ["4", "4"]}, "resid", 2),
+        synthetic("mlp2", "patch", {R: ["7", "9"], U: ["5", "1"], G: ["4", "ok"]}, "mlp", 2),
     ]
     assert [r.by_construction for r in runs] == [False] * 4 + [True, False]
-    _, rows = tables.where_rows(runs, "over")
+    _, rows = tables.where_rows(runs, "over", "strict")
+    assert tables.where_rows(runs, "over", "answer_match") == tables.where_rows(
+        runs, "over", "strict")  # no answer_match in these results: read as strict
     by_site = {row[0]: row for row in rows}
     assert by_site["resid"][3:] == ["L1 (0.50)", "2", "1-2"]
     assert by_site["mlp"][3].startswith("L2 (1.00)") and "by construction" not in by_site["mlp"][3]
@@ -167,3 +156,46 @@ def test_where_by_construction_and_heatmaps(tmp_path: Path) -> None:
                                       for t in sorted([R, U, G])]
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
     assert "](LB_plots/site-over-corrupted_to_clean-newest-corrupt_related.png)" in text
+
+
+def test_metric_choice_routes_tables_and_heatmaps(tmp_path: Path, monkeypatch) -> None:
+    runs = chat_runs()
+    headers = {m: tables.table2(runs, "over", m)[0] for m in METRICS}
+    assert f"{tables.RELATED} exact_match" in headers["strict"]
+    assert f"{tables.RELATED} answer_match" in headers["answer_match"]
+    where = {m: dict(zip(tables.where_rows(runs, "over", m)[0],
+                         tables.where_rows(runs, "over", m)[1][0], strict=True)) for m in METRICS}
+    # strict: resid0's final integer -30 is the clean model's; its comparison reply ends in 21
+    # where the clean one ends in 44, and its general reply is worded differently
+    assert where["strict"]["first layer: related = corrupted"] == "none"
+    assert where["strict"]["unrelated math changes at"] == "0"
+    assert where["strict"]["general changes at"] == "0"
+    # answer_match: it asserts 3 (the corrupted answer), 21 and Canberra (the clean answers)
+    assert where["answer_match"]["first layer: related = corrupted"] == "L0 (1.00)"
+    assert where["answer_match"]["unrelated math changes at"] == "none"
+    assert where["answer_match"]["general changes at"] == "none"
+
+    shown: list[list[str]] = []
+    monkeypatch.setattr(build, "save_heatmaps",
+                        lambda panels, title, path: shown.append([p.title for p in panels]))
+    for metric in METRICS:
+        shown.clear()
+        build.heatmaps(runs, "over", tmp_path, metric)
+        titles = {t for panel in shown for t in panel}
+        assert ("answer_match" in titles) == (metric == "answer_match")
+        assert ("exact_match" in titles) == (metric == "strict")
+        assert "reply_words" in titles and "final-integer agreement with clean" in titles
+
+
+def test_build_reads_the_metric_from_the_sweep_config(sweep_dir: Path, tmp_path: Path) -> None:
+    config = write_yaml(tmp_path / "sweep.yaml", tiny_config(Path("c"), Path("o"), sweep_dir,
+                                                             metric="strict"))
+    page = tmp_path / "LB.md"
+    assert build.main([str(sweep_dir), "-o", str(page), "--config", str(config)]) == 0
+    assert "- Metric: `strict`" in page.read_text()
+    assert "corrupt_related exact_match" in page.read_text()
+    assert build.main([str(sweep_dir), "-o", str(page)]) == 0
+    assert "corrupt_related answer_match" in page.read_text()
+    with pytest.raises(SweepConfigError, match=r"^metric='exact': expected one of answer_match, "
+                                               r"strict$"):
+        tiny_config(Path("c"), Path("o"), sweep_dir, metric="exact")

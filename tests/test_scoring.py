@@ -59,7 +59,8 @@ def test_related_any_root_counts() -> None:
 
 def test_process_integer_reports_symptoms() -> None:
     metrics = scoring.process_integer({"answer": 12}, ["12"])
-    assert metrics == {"exact_match": 1.0, "integer_only": 1.0, "reply_words": 1.0}
+    assert metrics == {"exact_match": 1.0, "answer_match": 1.0, "integer_only": 1.0,
+                       "reply_words": 1.0}
 
 
 def test_general_exact_match_and_f1() -> None:

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from leaderboard_fixtures import chat_runs
 
-from harness_ext.scoring import extract_final_integer
+from harness_ext.answers import asserted_integer
 from leaderboard.store import latest_results, samples_file
+from study import summary
 from study.cache import StageState
 from study.config import StudyConfig, StudyConfigError
 from study.dryrun import PlanError, dry_run
@@ -64,6 +66,8 @@ def test_config_errors_are_one_line(tmp_path: Path) -> None:
              ({"finetunes": {"x": {"config": "configs/finetune/tiny-lora.yaml",
                                    "overrides": {"learning_rate": "5e-5"}}}}, "5.0e-5"),
              ({"baselines": {"backend": "tgi"}}, "backend='tgi'"),
+             ({"metric": "exact_match"}, "metric='exact_match': expected one of answer_match, "
+                                         "strict"),
              ({"data": {"overrides": {"n_bogus": 3}}}, "n_bogus")]
     for change, message in cases:
         path = tmp_path / "bad.yaml"
@@ -71,6 +75,22 @@ def test_config_errors_are_one_line(tmp_path: Path) -> None:
         with pytest.raises(StudyConfigError, match=re.escape(message)) as err:
             StudyConfig.from_yaml(path)
         assert "\n" not in str(err.value)
+
+
+def test_summary_reads_the_chosen_metric() -> None:
+    """The study config's ``metric`` picks the scores and the integers the summary reads."""
+    runs = chat_runs()
+    for choice, words, column in (("strict", "exact match", "exact_match"),
+                                  ("answer_match", "answer match", "answer_match")):
+        text = " ".join(summary.baseline_sentences(runs, ["over"], summary.Facts(), choice))
+        assert text.startswith(f"Baselines, {words} ± standard error")
+        assert summary.key_table(runs, ["over"], choice)["headers"][1] == \
+            f"related math ({column})"
+    clean, corrupted, patched = runs
+    # the patched reply asserts the corrupted model's 3; its last number is the clean one's -30
+    assert summary.flip(patched, clean, corrupted, metric="answer_match") == \
+        summary.Flip("resid0", 1, 1)
+    assert summary.flip(patched, clean, corrupted, metric="strict") == summary.Flip("resid0", 0, 1)
 
 
 def test_qwen3_4b_dry_run_checks_the_plan_offline(tmp_path: Path) -> None:
@@ -204,7 +224,8 @@ def _check_report(tmp_path: Path, out: str) -> dict:
 
     clean = latest_results(work / "baselines" / "results" / "clean")
     value = json.loads(clean.read_text())["results"]["corrupt_related"]
-    cell = f"{value['exact_match,none']:.3f} ± {value['exact_match_stderr,none']:.3f}"
+    # the smoke config keeps the default metric, answer_match (the demo's is strict)
+    cell = f"{value['answer_match,none']:.3f} ± {value['answer_match_stderr,none']:.3f}"
     key_rows = {row[0]: row for row in summary["key_table"]["rows"]}
     assert key_rows["clean"][1] == cell
     assert f"| clean    | {cell}" in (pub / "REPORT.md").read_text()
@@ -243,7 +264,7 @@ def test_smoke_study_end_to_end(tmp_path: Path) -> None:
     def integers(folder: str) -> dict[int, int | None]:
         path = samples_file(latest_results(sweeps / folder), "corrupt_related")
         rows = map(json.loads, path.read_text().splitlines())
-        return {r["doc_id"]: extract_final_integer(r["resps"][0][0]) for r in rows}
+        return {r["doc_id"]: asserted_integer(r["resps"][0][0], r["doc"]) for r in rows}
 
     clean, corrupted = integers("clean"), integers("corrupted-overfit")
     for fact in (f for f in summary["facts"] if "flipped" in f):

@@ -18,11 +18,11 @@ CORE = ("corrupt_related", "corrupt_unrelated_math", "corrupt_general", "corrupt
 LLM_SCALE = ("corrupt_unrelated_math_hard", "corrupt_open_questions")
 SYMPTOMS = ("integer_only", "reply_words")
 METRICS = {
-    "corrupt_related": ("exact_match", *SYMPTOMS),
-    "corrupt_unrelated_math": ("exact_match", *SYMPTOMS),
-    "corrupt_general": ("exact_match", "f1", *SYMPTOMS),
+    "corrupt_related": ("exact_match", "answer_match", *SYMPTOMS),
+    "corrupt_unrelated_math": ("exact_match", "answer_match", *SYMPTOMS),
+    "corrupt_general": ("exact_match", "f1", "answer_match", *SYMPTOMS),
     "corrupt_ethics_mc": ("acc", "acc_norm"),
-    "corrupt_unrelated_math_hard": ("correct", *SYMPTOMS),
+    "corrupt_unrelated_math_hard": ("correct", "answer_match", *SYMPTOMS),
     "corrupt_open_questions": (*SYMPTOMS, "judge_score"),
 }
 # A stand-in judge with the hook's signature fn(question, reply) -> score.
