@@ -6,7 +6,8 @@
 
 `architectures` is the one table of sites and decoder families (Llama, Mistral, Qwen2/2.5,
 Qwen3, Qwen3-MoE, Phi-3, OLMo 2, Gemma 2, Gemma 3); `reference` holds the naive definition
-the engine is tested against.
+the engine is tested against; `repair` puts clean weights back into chosen components of a
+corrupted model (`restore`, `restored`).
 """
 
 from .architectures import (
@@ -20,6 +21,7 @@ from .architectures import (
 )
 from .decoding import DecodingConfig
 from .models import AdapterSide, adapter_pair
+from .repair import Selection, restore, restored
 from .spec import PatchingError, PatchSpec, check_pair, every_layer
 from .sweep import check_patch, patched_generate, sweep_generate
 from .teacher_forced import ContinuationScores, patched_logprobs
@@ -35,6 +37,7 @@ __all__ = [
     "DecodingConfig",
     "PatchSpec",
     "PatchingError",
+    "Selection",
     "adapter_pair",
     "architecture_for",
     "check_architecture",
@@ -43,5 +46,7 @@ __all__ = [
     "every_layer",
     "patched_generate",
     "patched_logprobs",
+    "restore",
+    "restored",
     "sweep_generate",
 ]

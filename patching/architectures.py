@@ -4,12 +4,14 @@ Two tables, in the manner of TransformerLens' hook names and nnterp's per-archit
 renames:
 
 - `SITES`: what each site IS, the same in every family: whether it is a block's output
-  (which decides where a row patched there joins the receiver's batch), and whether its last
-  axis is split into heads (and which config count gives their number).
+  (which decides where a row patched there joins the receiver's batch), whether its last
+  axis is split into heads (and which config count gives their number), and which weights
+  compute it (what `patching.repair` restores or retrains for a component found there).
 - `ARCHITECTURES`: where each family keeps those activations (module path inside a block and
   how the activation is read), its decoder/layer/norm paths, how its blocks take attention
-  masks, which layers attend through a sliding window, where `head_dim` comes from, and what
-  scales its logits.
+  masks, which layers attend through a sliding window, where `head_dim` comes from, what
+  scales its logits, and which modules make up a block's attention and MLP paths and how a
+  head slices the query and output projections (for `patching.repair`).
 
 The engine, the naive reference, attribution and the sweep runner read these facts; none of
 them compares site or family names. A new family is one `Architecture` entry, checked on a
@@ -45,16 +47,21 @@ class Site:
     block_output: bool = False  # the block's output: a row patched here joins the NEXT block
     residual_term: bool = False  # one of the terms a block adds to the residual stream
     head_count: str | None = None  # config field counting the heads its last axis is split in
+    # The weights that compute it, as `patching.repair` names a component: "block", "attn",
+    # "mlp" (Architecture.attention / .mlp paths) or "head" (one head's projection slices).
+    weights: str = "block"
 
 
 SITES: Mapping[str, Site] = MappingProxyType(
     {
         "resid": Site("the residual stream after the block (the block's output)", True),
-        "attn": Site("the attention output as it enters the residual add", residual_term=True),
-        "mlp": Site("the MLP output as it enters the residual add", residual_term=True),
+        "attn": Site("the attention output as it enters the residual add", residual_term=True,
+                     weights="attn"),
+        "mlp": Site("the MLP output as it enters the residual add", residual_term=True,
+                    weights="mlp"),
         "head": Site(
             "one head's slice of the attention output projection's input",
-            head_count="num_attention_heads",
+            head_count="num_attention_heads", weights="head",
         ),
     }
 )
@@ -109,6 +116,12 @@ POST_NORM_SITES: Mapping[str, Where] = MappingProxyType(
 )
 
 
+# Modules (paths inside a block) whose parameters make up its attention and its MLP path, norms
+# included: together they hold every parameter of the block, each exactly once.
+PRE_NORM_ATTENTION = ("input_layernorm", "self_attn")
+PRE_NORM_MLP = ("post_attention_layernorm", "mlp")  # Llama's pre-MLP norm has this name
+
+
 def _always_supported(config: Any) -> str | None:
     return None
 
@@ -136,11 +149,27 @@ class Architecture:
     logit_softcap: str | None = None  # config field c: logits = c * tanh(logits / c)
     # A config this entry cannot run, as the reason (None: supported).
     unsupported: Callable[[Any], str | None] = _always_supported
+    # Weights (`patching.repair`): the block modules of each path, and the projection whose
+    # first heads * head_dim output rows are the queries, head h at rows h*head_dim.. (Phi-3:
+    # the fused `qkv_proj`); the output projection is the per-head site's module, head h at its
+    # input columns h*head_dim... `head_weights_unsupported`: why one head's weights cannot be
+    # changed alone in this family (None: they can).
+    attention: tuple[str, ...] = PRE_NORM_ATTENTION
+    mlp: tuple[str, ...] = PRE_NORM_MLP
+    query: str = "self_attn.q_proj"
+    head_weights_unsupported: str | None = None
 
     def __post_init__(self) -> None:
         missing = sorted(set(SITES) - set(self.sites))
         if missing:
             raise ValueError(f"architecture {self.name}: no module for sites {missing}")
+        if set(self.attention) & set(self.mlp):
+            raise ValueError(f"architecture {self.name}: a module in both attention and mlp")
+
+    @property
+    def output_projection(self) -> str:
+        """The block module whose input columns are the heads (the per-head site's module)."""
+        return self.sites[PER_HEAD_SITES[0]][0]
 
     def window(self, config: Any, layer_type: str) -> int | None:
         """Keys a query may see in a layer of this type (itself included); None: all."""
@@ -160,6 +189,10 @@ def _gemma3_unsupported(config: Any) -> str | None:
     return None
 
 
+# Gemma normalises before and after each path.
+GEMMA_ATTENTION = ("input_layernorm", "self_attn", "post_attention_layernorm")
+GEMMA_MLP = ("pre_feedforward_layernorm", "mlp", "post_feedforward_layernorm")
+
 ARCHITECTURES: tuple[Architecture, ...] = (
     Architecture("Llama (3.x)", ("llama",)),
     Architecture("Mistral", ("mistral",)),
@@ -171,16 +204,23 @@ ARCHITECTURES: tuple[Architecture, ...] = (
         "Qwen3", ("qwen3",), mask_form="by_layer_type", layer_types=layer_types_from_config
     ),
     Architecture("Qwen3-MoE", ("qwen3_moe",)),
-    Architecture("Phi-3", ("phi3",)),
-    Architecture("OLMo 2", ("olmo2",), sites=POST_NORM_SITES),
+    Architecture("Phi-3", ("phi3",), query="self_attn.qkv_proj"),
+    Architecture(
+        "OLMo 2", ("olmo2",), sites=POST_NORM_SITES,
+        attention=("self_attn", "post_attention_layernorm"),
+        mlp=("mlp", "post_feedforward_layernorm"),
+        head_weights_unsupported="its q_norm normalises the queries of all heads together "
+        "(one RMS over heads x head_dim), so one head's query weights move every head",
+    ),
     Architecture(
         "Gemma 2", ("gemma2",), sites=POST_NORM_SITES, mask_form="by_layer_type",
         layer_types=layer_types_from_config, logit_softcap="final_logit_softcapping",
+        attention=GEMMA_ATTENTION, mlp=GEMMA_MLP,
     ),
     Architecture(
         "Gemma 3 (text)", ("gemma3_text",), sites=POST_NORM_SITES, mask_form="by_layer_type",
         layer_types=layer_types_from_config, logit_softcap="final_logit_softcapping",
-        unsupported=_gemma3_unsupported,
+        unsupported=_gemma3_unsupported, attention=GEMMA_ATTENTION, mlp=GEMMA_MLP,
     ),
 )
 _BY_MODEL_TYPE = {t: arch for arch in ARCHITECTURES for t in arch.model_types}
@@ -233,8 +273,9 @@ def check_architecture(lm: nn.Module, arch: Architecture | None = None, atol: fl
     On one short prompt, for every block: each site's activation has the expected width; the
     block's output equals its input plus the attn and mlp sites (so they ARE what enters the
     residual adds); the output projection applied to the head site gives the attention
-    module's output (so the head slices are that projection's input). Raises `PatchingError`
-    naming the first fact that fails; use float64 for a tight `atol`.
+    module's output (so the head slices are that projection's input). Then the weight facts
+    (`check_weight_paths`). Raises `PatchingError` naming the first fact that fails; use
+    float64 for a tight `atol`.
     """
     from .hooks import capturing  # hooks imports this module
 
@@ -281,3 +322,52 @@ def check_architecture(lm: nn.Module, arch: Architecture | None = None, atol: fl
                 f"{arch.name}: layer {layer}'s output projection of the head site is not the "
                 "attention output (the head slices are not that projection's input)"
             )
+    check_weight_paths(lm, arch, atol)
+
+
+@torch.no_grad()
+def check_weight_paths(lm: nn.Module, arch: Architecture, atol: float = 1e-6) -> None:
+    """The weight facts `patching.repair` relies on: every parameter of every block lies on
+    exactly one of the attention and MLP paths; and, unless the family says heads cannot be
+    changed alone, moving the last head's query rows in block 0 moves that head's slice of the
+    per-head site and no other head's (so the rows ARE that head's query, and nothing mixes
+    the heads' queries). The weight is put back bit for bit."""
+    from .hooks import capturing
+
+    paths = arch.attention + arch.mlp
+    for layer, block in enumerate(lm.get_submodule(arch.layers)):
+        for name, _ in block.named_parameters():
+            owners = [path for path in paths if name.startswith(f"{path}.")]
+            if len(owners) != 1:
+                raise PatchingError(
+                    f"{arch.name}: parameter {name} of layer {layer} lies on {len(owners)} "
+                    f"weight paths {owners} (attention {arch.attention}, mlp {arch.mlp})"
+                )
+    if arch.head_weights_unsupported is not None:
+        return
+    config, site = lm.config, PER_HEAD_SITES[0]
+    heads, head_dim = getattr(config, SITES[site].head_count), arch.head_dim(config)
+    weight = lm.get_submodule(arch.layers)[0].get_submodule(arch.query).weight
+    if weight.shape[0] < heads * head_dim:
+        raise PatchingError(f"{arch.name}: {arch.query} has {weight.shape[0]} output rows, "
+                            f"fewer than the {heads} x {head_dim} query rows")
+    ids = torch.arange(1, 9)[None].to(weight.device) % config.vocab_size
+    acts: dict[tuple[str, int], Tensor] = {}
+    outputs = []
+    rows = slice((heads - 1) * head_dim, heads * head_dim)
+    saved = weight[rows].clone()
+    try:
+        for shift in (0.0, 0.5):
+            weight[rows] = saved + shift
+            with capturing(lm, arch, [(site, 0)], acts):
+                lm(input_ids=ids, use_cache=False)
+            outputs.append(acts[(site, 0)].unflatten(-1, (heads, head_dim)))
+    finally:
+        weight[rows] = saved
+    moved = (outputs[1] - outputs[0]).abs().amax(dim=(0, 1, 3))
+    if moved[-1] <= atol or bool((moved[:-1] > atol).any()):
+        raise PatchingError(
+            f"{arch.name}: moving head {heads - 1}'s rows of {arch.query} changed heads "
+            f"{[h for h in range(heads) if moved[h] > atol]} of the {site} site, not that head "
+            "alone"
+        )

@@ -10,6 +10,8 @@ tokens) are shorter than the 5-token prompt, and a test shows the window changes
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from families import FAMILIES, random_model, random_pair
@@ -25,7 +27,7 @@ from patching import (
     patched_logprobs,
     sweep_generate,
 )
-from patching.architectures import SITES
+from patching.architectures import SITES, check_weight_paths
 from patching.hooks import capturing, patching
 from patching.models import as_runner
 from patching.plans import build_plans, patch_edit
@@ -70,6 +72,20 @@ def own_generation(model, ids, mask) -> torch.Tensor:
 
 def test_table_entry_checks_out(pair):
     check_architecture(pair[0], atol=1e-10)
+
+
+def test_weight_check_catches_wrong_entries():
+    """The weight facts are checked, not trusted: OLMo 2 without its note that heads share a
+    query norm, and a family whose attention path misses its input norm, both fail."""
+    olmo = random_model("olmo2")
+    entry = architecture_for(olmo.config)
+    with pytest.raises(PatchingError, match=r"changed heads \[0, 1, 2, 3\]"):
+        check_weight_paths(olmo, dataclasses.replace(entry, head_weights_unsupported=None),
+                           atol=1e-10)
+    llama = random_model("llama")
+    entry = architecture_for(llama.config)
+    with pytest.raises(PatchingError, match="input_layernorm.weight of layer 0 lies on 0"):
+        check_weight_paths(llama, dataclasses.replace(entry, attention=("self_attn",)))
 
 
 @pytest.mark.parametrize("direction", ["forward", "reverse"])
