@@ -43,6 +43,7 @@ from finetune.sft_plan import (
     read_split,
     training_arguments,
 )
+from finetune.sft_select import FrozenSlices
 
 
 def prepare_data(cfg: SFTConfig) -> tuple[Path, dict | None]:
@@ -111,6 +112,10 @@ def prepare(cfg: SFTConfig) -> SFTRun:
     plan = plan_steps(cfg, len(train_rows), len(val_rows))
     model, tokenizer = load_base(cfg)
     model = apply_mode(cfg, model)
+    callbacks: list[TrainerCallback] = [MetricsFileCallback(Path(cfg.output_dir) /
+                                                            "metrics.jsonl")]
+    if (selection := cfg.selection()) is not None:
+        callbacks.append(FrozenSlices(model, selection))
     trainer = Trainer(
         model=model,
         args=training_arguments(cfg, plan, resume_from is not None),
@@ -118,7 +123,7 @@ def prepare(cfg: SFTConfig) -> SFTRun:
         eval_dataset=build_sft_dataset(tokenizer, val_rows),
         data_collator=right_padding_collator(tokenizer),
         processing_class=tokenizer,
-        callbacks=[MetricsFileCallback(Path(cfg.output_dir) / "metrics.jsonl")],
+        callbacks=callbacks,
     )
     return SFTRun(cfg, trainer, tokenizer, train_rows, plan, resume_from, data_dir, manifest,
                   started)
@@ -134,7 +139,7 @@ def train(run: SFTRun) -> None:
 def save_outputs(run: SFTRun) -> Path:
     """Save the model directories and the run report; returns the path of summary.json."""
     cfg, out = run.cfg, Path(run.cfg.output_dir)
-    counts = parameter_counts(run.trainer.model)
+    counts = parameter_counts(run.trainer.model, cfg.selection())
     paths = save_model_dirs(cfg, run.trainer.model, run.tokenizer, out)
     rows = metrics_rows(run.trainer.state.log_history)
     write_metrics(out / "metrics.jsonl", rows)

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from formats.config import build_nested, load_dataclass
+from patching.errors import PatchingError
+from patching.repair import Selection
 
 MODES = ("full", "lora")
 BF16_CHOICES = ("auto", True, False)
@@ -69,6 +71,12 @@ class SFTConfig:
     ``cot``: the preset with chain-of-thought targets (short steps ending in the wrong label,
     ``finetune.data --cot``) instead of bare integers: the study's open "corruption that keeps
     the reasoning" question. The loss stays on the reply tokens only.
+
+    What trains in ``mode: full``: every weight; or only the blocks in ``layers``; or only the
+    ``components`` (``patching.repair`` names: ``block:L4``, ``attn:L4``, ``mlp:L4``,
+    ``head:L4.H2``, ``outside``), e.g. to retrain what patching located in a corrupted model.
+    ``checkpoints: false`` saves none (a killed run starts over): short repair runs of a large
+    model would otherwise write its weights and optimiser state at the end of each.
     """
 
     base_model: str
@@ -80,6 +88,7 @@ class SFTConfig:
     cot: bool = False
     mode: str = "full"
     layers: list[int] | None = None
+    components: list[str] | None = None
     lora: LoraSettings = field(default_factory=LoraSettings)
     save_merged: bool = False
     epochs: float = 1.0
@@ -97,6 +106,7 @@ class SFTConfig:
     save_steps: int = 100
     logging_steps: int = 10
     save_total_limit: int | None = None
+    checkpoints: bool = True
     seed: int = 0
     threads: int | None = None
     resume: bool = False
@@ -106,14 +116,23 @@ class SFTConfig:
         for key in ("base_model", "data_dir", "output_dir"):
             if not isinstance(getattr(self, key), str) or not getattr(self, key):
                 raise SFTError(f"{key}={getattr(self, key)!r}: must be a non-empty path or id")
-        if not isinstance(self.cot, bool):
-            raise SFTError(f"cot={self.cot!r}: expected true or false")
+        for key in ("cot", "checkpoints"):
+            if not isinstance(getattr(self, key), bool):
+                raise SFTError(f"{key}={getattr(self, key)!r}: expected true or false")
         if self.mode not in MODES:
             raise SFTError(f"mode={self.mode!r}: unknown mode; valid: {', '.join(MODES)}")
         _check_layer_list("layers", self.layers)
         if self.layers is not None and self.mode != "full":
             raise SFTError(f"layers={self.layers}: only for mode 'full' "
                            "(LoRA: lora.layers_to_transform)")
+        if self.components is not None:
+            if self.mode != "full" or self.layers is not None:
+                raise SFTError(f"components={self.components}: only for mode 'full', and not "
+                               "with layers (a block is the component block:L<k>)")
+            if not isinstance(self.components, list) or not self.components:
+                raise SFTError(f"components={self.components!r}: expected a non-empty list such "
+                               "as ['attn:L4', 'head:L5.H2']")
+            self.selection()
         if self.save_merged and self.mode != "lora":
             raise SFTError("save_merged=true: only for mode 'lora' (full mode saves a full model)")
         if self.bf16 not in BF16_CHOICES:
@@ -135,6 +154,16 @@ class SFTConfig:
         _check_number("warmup_ratio", self.warmup_ratio, "in [0, 1)", lambda v: 0 <= v < 1)
         if self.name is None:
             self.name = Path(self.output_dir).name
+
+    def selection(self) -> Selection | None:
+        """What trains in full mode, as components (None: every weight)."""
+        items = self.components if self.layers is None else [f"block:L{k}" for k in self.layers]
+        if items is None:
+            return None
+        try:
+            return Selection(tuple(items))
+        except PatchingError as err:
+            raise SFTError(f"components: {err}") from None
 
     @property
     def effective_batch(self) -> int:

@@ -15,6 +15,8 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, set_seed
 
 from finetune.sft_config import SFTConfig, SFTError
+from finetune.sft_select import make_trainable
+from patching.repair import Selection, parameters_touched
 
 
 def base_is_local(name: str) -> bool:
@@ -92,10 +94,13 @@ def check_against_model(cfg: SFTConfig, model: torch.nn.Module) -> None:
 
 
 def apply_mode(cfg: SFTConfig, model: PreTrainedModel) -> torch.nn.Module:
-    """Make exactly the chosen weights trainable: all, the ``layers`` blocks, or a LoRA adapter.
+    """Make exactly the chosen weights trainable: all, the ``layers`` blocks or the
+    ``components``, or a LoRA adapter.
 
-    With ``layers`` the embeddings, final norm and LM head freeze too, so a layer-k fine-tune
-    changes layer k and nothing else (the repair experiments rely on that locality).
+    With ``layers`` or ``components`` everything else freezes, the embeddings, final norm and
+    LM head too, so a layer-k fine-tune changes layer k and nothing else (the repair
+    experiments rely on that locality). A tensor a head shares is made trainable whole here;
+    ``sft_select.FrozenSlices`` (which ``sft.prepare`` adds) keeps it to the head's slices.
     """
     check_against_model(cfg, model)
     if cfg.mode == "lora":
@@ -109,18 +114,22 @@ def apply_mode(cfg: SFTConfig, model: PreTrainedModel) -> torch.nn.Module:
             task_type="CAUSAL_LM",
         )
         return get_peft_model(model, lora)
-    if cfg.layers is not None:
-        model.requires_grad_(False)
-        for k in cfg.layers:
-            model.get_decoder().layers[k].requires_grad_(True)
+    selection = cfg.selection()
+    if selection is not None:
+        make_trainable(model, selection)
     return model
 
 
-def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
-    """Trainable and total parameters (tied weights counted once)."""
+def parameter_counts(model: torch.nn.Module, selection: Selection | None = None
+                     ) -> dict[str, int]:
+    """Trainable and total parameters (tied weights counted once); with a selection, the
+    entries it trains (a head's slices, not the tensors they lie in)."""
     seen: dict[int, torch.nn.Parameter] = {id(p): p for p in model.parameters()}
+    total = sum(p.numel() for p in seen.values())
+    if selection is not None:
+        return {"trainable": parameters_touched(model, selection)[0], "total": total}
     return {"trainable": sum(p.numel() for p in seen.values() if p.requires_grad),
-            "total": sum(p.numel() for p in seen.values())}
+            "total": total}
 
 
 def save_model_dirs(cfg: SFTConfig, model: torch.nn.Module, tokenizer, out: Path) -> dict[str, str]:

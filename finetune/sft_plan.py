@@ -62,7 +62,7 @@ def plan_steps(cfg: SFTConfig, train_rows: int, validation_rows: int) -> Trainin
         warmup_steps=math.ceil(total * cfg.warmup_ratio),
         effective_batch=cfg.effective_batch,
         evaluations=1 + math.ceil(total / cfg.eval_steps),
-        checkpoints=math.ceil(total / cfg.save_steps),
+        checkpoints=math.ceil(total / cfg.save_steps) if cfg.checkpoints else 0,
         bf16=resolve_bf16(cfg.bf16),
     )
 
@@ -151,7 +151,7 @@ def training_arguments(cfg: SFTConfig, plan: TrainingPlan, resuming: bool) -> Tr
         eval_strategy="steps",
         eval_steps=cfg.eval_steps,
         eval_on_start=not resuming,  # the resumed log history already holds step 0
-        save_strategy="steps",
+        save_strategy="steps" if cfg.checkpoints else "no",
         save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
         logging_steps=cfg.logging_steps,
@@ -178,11 +178,13 @@ def dry_run(cfg: SFTConfig) -> tuple[TrainingPlan, list[str]]:
                       "target-module checks run when it loads)")
     else:
         model = apply_mode(cfg, skeleton(cfg, config))
-        counts = parameter_counts(model)
+        counts = parameter_counts(model, cfg.selection())
         model_line = (f"{cfg.base_model} ({config.num_hidden_layers} layers; trainable "
                       f"{counts['trainable']:,} of {counts['total']:,} parameters)")
     if cfg.mode == "full":
-        mode = "full (all weights)" if cfg.layers is None else f"full, layers {cfg.layers} only"
+        mode = ("full (all weights)" if cfg.selection() is None else
+                f"full, layers {cfg.layers} only" if cfg.layers is not None else
+                f"full, components {', '.join(cfg.selection().names)} only")  # type: ignore[union-attr]
     else:
         lora = cfg.lora
         mode = f"lora r={lora.r} alpha={lora.alpha} on {','.join(lora.target_modules)}"
@@ -200,7 +202,8 @@ def dry_run(cfg: SFTConfig) -> tuple[TrainingPlan, list[str]]:
         f"AdamW lr {cfg.learning_rate:g}, weight decay {cfg.weight_decay:g}; bf16 {cfg.bf16} -> "
         f"{'on' if plan.bf16 else 'off'}{bf16_note}; weights load in {dtype}",
         f"eval every {cfg.eval_steps} steps ({plan.evaluations} evaluations incl. step 0), "
-        f"checkpoint every {cfg.save_steps} steps ({plan.checkpoints} checkpoints)",
+        + (f"checkpoint every {cfg.save_steps} steps ({plan.checkpoints} checkpoints)"
+           if cfg.checkpoints else "no checkpoints"),
         f"output: {cfg.output_dir}",
     ]
     return plan, lines

@@ -187,20 +187,27 @@ def selection_slices(lm: nn.Module, selection: Selection) -> list[Slice]:
     return [s for c in selection.components for s in component_slices(lm, c, arch)]
 
 
+def selection_masks(lm: nn.Module, selection: Selection) -> dict[str, Tensor | None]:
+    """Parameter name -> a CPU boolean mask of its selected entries (None: all of them)."""
+    weights = named_weights(lm)
+    masks: dict[str, Tensor | None] = {}
+    for piece in selection_slices(lm, selection):
+        if piece.dim is None or (piece.param in masks and masks[piece.param] is None):
+            masks[piece.param] = None
+            continue
+        mask = masks.get(piece.param)
+        if mask is None:
+            mask = torch.zeros(weights[piece.param].shape, dtype=torch.bool)
+        mask[piece.index()] = True
+        masks[piece.param] = mask
+    return masks
+
+
 def parameters_touched(lm: nn.Module, selection: Selection) -> tuple[int, int]:
     """(scalars in the selection, all scalars of the model), each counted once however many
     components share it; LoRA adapters' own tensors are not the model's and are not counted."""
     weights = named_weights(lm)
-    masks: dict[str, Tensor | None] = {}
-    for piece in selection_slices(lm, selection):
-        if piece.dim is None:
-            masks[piece.param] = None
-        elif piece.param not in masks or masks[piece.param] is not None:
-            mask = masks.get(piece.param)
-            if mask is None:
-                mask = torch.zeros(weights[piece.param].shape, dtype=torch.bool)
-            mask[piece.index()] = True
-            masks[piece.param] = mask
+    masks = selection_masks(lm, selection)
     touched = sum(weights[n].numel() if m is None else int(m.sum()) for n, m in masks.items())
     return touched, sum(p.numel() for p in weights.values())
 

@@ -307,7 +307,8 @@ def test_unknown_preset_lists_valid_ones():
 
 
 def test_presets_and_ranges_validate():
-    sizes = {name: (p.n_train, p.n_val) for name, p in PRESETS.items() if name.startswith("paper")}
+    sizes = {name: (p.n_train, p.n_val) for name, p in PRESETS.items()
+             if name.startswith("paper-exp")}
     assert sizes == {
         "paper-exp1": (20_000, 3_805),
         "paper-exp2": (10_000, 2_000),
@@ -328,6 +329,16 @@ def test_presets_and_ranges_validate():
     )
     with pytest.raises(ValueError, match="widen the ranges"):
         generate(few)
+
+
+def test_repair_presets_are_related_math_with_every_label_correct():
+    for name in ("tiny-repair", "paper-repair"):
+        splits = generate(name, seed=0)
+        rows = [row for split in splits.values() for row in split]
+        assert rows and {row["family"] for row in rows} == {"related"}
+        assert all(row["answer"] in row["roots"] for row in rows), name
+    with pytest.raises(ValueError, match="repair presets hold related math only"):
+        get_preset("tiny-repair", n_general=5)
 
 
 def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""Named data presets: the study's four experiments, tiny corruption, tiny pretraining corpus.
+"""Named data presets: the study's four experiments, tiny corruption, tiny pretraining corpus,
+and correct-label sets for retraining a corrupted model (repair).
 
 Tiny ranges are chosen so that the whole equation space (about 6,000 linear equations and 190
 quadratics) is covered many times by pretraining: NOTES found directly emitted multi-digit
@@ -14,7 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from finetune.data.equations import RelatedRanges
 from finetune.data.related import template_ids
 
-MODES = ("corrupt", "pretrain")
+MODES = ("corrupt", "pretrain", "repair")
 
 TINY_RANGES = RelatedRanges(
     solution=(-9, 9),
@@ -43,6 +44,8 @@ class Preset:
     """What one ``--preset`` writes.
 
     ``corrupt``: related math only; train has wrong labels, validation and test correct ones.
+    ``repair``: related math only, every label correct: the corrupting sets' family and ranges
+    with the right answers, to retrain a corrupted model (``study`` stage ``repair``).
     ``pretrain``: all-correct corpus; train = ``n_train`` related items + up to
     ``n_unrelated_per_kind`` items of each unrelated-math kind + ``n_general`` general +
     ``n_ethics`` ethics items (None: every training text of that family); validation =
@@ -70,10 +73,10 @@ class Preset:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"preset {self.name!r}: {name} must be >= 0, got {value}")
-        if self.mode == "corrupt" and (
+        if self.mode != "pretrain" and (
             self.n_unrelated_per_kind or self.n_general or self.n_ethics
         ):
-            raise ValueError(f"preset {self.name!r}: corrupt presets hold related math only")
+            raise ValueError(f"preset {self.name!r}: {self.mode} presets hold related math only")
         if self.mode == "pretrain" and self.n_test:
             raise ValueError(
                 f"preset {self.name!r}: pretrain presets have no test split (tasks/data is it)"
@@ -122,6 +125,21 @@ PRESETS: dict[str, Preset] = {
             512,
             256,
             256,
+        ),
+        Preset(
+            "tiny-repair",
+            "correct-label related math for retraining a corrupted tiny model (tiny ranges)",
+            "repair",
+            512,
+            256,
+        ),
+        Preset(
+            "paper-repair",
+            "correct-label related math for retraining a corrupted Qwen3-4B (paper ranges)",
+            "repair",
+            2_000,
+            500,
+            ranges=PAPER_RANGES,
         ),
         Preset(
             "tiny-pretrain",
