@@ -23,7 +23,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from . import attribution_section, tables
+from . import attribution_section, repair_section, tables
 from .agreement import agreement
 from .config import SweepConfig, SweepConfigError
 from .metric import DEFAULT_METRIC, METRICS, unchosen
@@ -210,12 +210,15 @@ def render(runs: list[Run], summaries: list[tuple[str, Path]], page: Path,
 
 
 def build(results_dir: str | Path, out: str | Path, finetune_dirs: list[Path] | None = None,
-          metric: str = DEFAULT_METRIC) -> Path:
-    """Read, check and render everything, then write the page atomically; returns its path."""
+          metric: str = DEFAULT_METRIC, repair_dir: Path | None = None) -> Path:
+    """Read, check and render everything, then write the page atomically; returns its path.
+    ``repair_dir``: a repair report folder (``repair.json``) whose section the page adds."""
     page = Path(out)
     runs = load_runs(results_dir)
     text = render(runs, find_summaries(runs, finetune_dirs or []), page, metric)
     text += "\n".join(["", *attribution_section.section(Path(results_dir), page)])
+    if repair_dir is not None:
+        text += "\n".join(["", *repair_section.section(repair_dir, page)])
     page.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=page.parent, prefix=f".{page.name}.", suffix=".tmp")
     try:
@@ -238,11 +241,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="the sweep config; its `metric` key picks the metric")
     parser.add_argument("--metric", choices=METRICS,
                         help=f"the metric without a sweep config (default {DEFAULT_METRIC})")
+    parser.add_argument("--repair", type=Path,
+                        help="a repair report folder (repair.json): add its section")
     args = parser.parse_args(argv)
     try:
         metric = args.metric or (SweepConfig.from_yaml(args.config).metric if args.config
                                  else DEFAULT_METRIC)
-        page = build(args.results_dir, args.output, args.finetune, metric)
+        page = build(args.results_dir, args.output, args.finetune, metric, args.repair)
     except (LeaderboardError, SweepConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -125,7 +125,7 @@ def _local(path: str) -> str:
     return str(Path(path).resolve()) if Path(path).exists() else path
 
 
-def _model_print(path: str, base: str | None = None) -> str:
+def model_print(path: str, base: str | None = None) -> str:
     """Digest of a model's name, its files and, for an adapter, its base model's."""
     files = fingerprint(Path(path))
     base_files = fingerprint(Path(base)) if base else {}
@@ -148,8 +148,8 @@ def plan_sweep(config: SweepConfig, models: ModelCache | None = None) -> SweepPl
         if model_shape(path) != (n_layers, n_heads):
             raise SweepConfigError(f"corrupted[{label}] {path}: shape {model_shape(path)} differs "
                                    f"from the clean model's {(n_layers, n_heads)}")
-    prints = {"clean": _model_print(clean)}
-    prints |= {k: _model_print(p, bases.get(k)) for k, p in corrupted.items()}
+    prints = {"clean": model_print(clean)}
+    prints |= {k: model_print(p, bases.get(k)) for k, p in corrupted.items()}
     tasks_print = digest_prints(fingerprint(task_dir, recursive=True))
     kept = None
     if any(block.prefilter for block in config.patches):
@@ -184,21 +184,32 @@ def make_lm(plan: SweepPlan, variant: Variant, models: ModelCache, tokenizer: An
 
 def evaluate_variant(plan: SweepPlan, variant: Variant, lm: Any, task_manager: Any) -> Path:
     """Score one variant with ``simple_evaluate`` and write its folder; returns the results file."""
+    args = model_args(variant, plan.clean, plan.corrupted, plan.adapter_base,
+                      plan.config.batch_size)
+    return evaluate_lm(plan.config, plan.out_dir, variant.name, lm, args, plan.meta(variant),
+                       task_manager)
+
+
+def evaluate_lm(config: SweepConfig, out_dir: Path, name: str, lm: Any, args: dict[str, Any],
+                meta: dict[str, Any], task_manager: Any,
+                samples: dict[str, list[int]] | None = None) -> Path:
+    """Score an lm-eval model object with the config's tasks and settings into
+    ``out_dir/name`` (``meta`` under ``SWEEP_KEY``); ``samples``: doc ids per task instead of
+    ``limit``. Returns the results file."""
     from lm_eval import simple_evaluate
 
-    config = plan.config
-    tracker = new_tracker(plan.out_dir, variant.name)
-    args = model_args(variant, plan.clean, plan.corrupted, plan.adapter_base, config.batch_size)
+    tracker = new_tracker(out_dir, name)
     results = simple_evaluate(
-        model=lm, model_args=args, tasks=config.tasks, limit=config.limit,
+        model=lm, model_args=args, tasks=config.tasks,
+        limit=None if samples else config.limit, samples=samples,
         batch_size=config.batch_size, device=str(lm.device), gen_kwargs=config.gen_kwargs,
         random_seed=config.seed, numpy_random_seed=config.seed, torch_random_seed=config.seed,
         fewshot_random_seed=config.seed,
         bootstrap_iters=config.bootstrap_iters, task_manager=task_manager,
         apply_chat_template=True, log_samples=True, evaluation_tracker=tracker,
     )
-    results[SWEEP_KEY] = plan.meta(variant)
-    return write_variant(plan.out_dir, variant.name, results, tracker)
+    results[SWEEP_KEY] = meta
+    return write_variant(out_dir, name, results, tracker)
 
 
 @contextmanager

@@ -155,6 +155,94 @@ class SweepSpec(EvalSpec):
             load_dataclass(PatchBlock, block, error=StudyConfigError, where=f"patches[{i}]")
 
 
+REPAIR_METHODS = ("restore", "retrain")
+REPAIR_TASKS = ["corrupt_related", "corrupt_unrelated_math", "corrupt_general",
+                "corrupt_ethics_mc"]
+
+
+@dataclass
+class SelectBlock:
+    """One site's repair selections: the top ``k`` components for each listed ``k``, ranked by
+    the ``sweep``'s flip rates or by ``attribution`` scores (``leaderboard.repair_select``)."""
+
+    site: str
+    k: list[int]
+    rank_by: str = "sweep"
+
+    def __post_init__(self) -> None:
+        from leaderboard.repair_select import SOURCES
+        from patching import SITE_NAMES
+
+        if self.site not in SITE_NAMES:
+            raise StudyConfigError(f"site={self.site!r}: expected one of {', '.join(SITE_NAMES)}")
+        if (not isinstance(self.k, list) or not self.k or len(set(self.k)) != len(self.k)
+                or not all(type(v) is int and v >= 1 for v in self.k)):
+            raise StudyConfigError(f"k={self.k!r}: expected a list of distinct integers >= 1")
+        if self.rank_by not in SOURCES:
+            raise StudyConfigError(f"rank_by={self.rank_by!r}: expected one of "
+                                   f"{', '.join(SOURCES)}")
+
+
+@dataclass
+class RepairSpec(EvalSpec):
+    """Targeted repair after the sweeps (``study.repair``): for each ``corrupted`` model
+    (default: the swept ones), the ``select`` blocks' components restored from the clean model
+    and/or retrained on correct labels (``methods``; ``retrain``: a ``configs/finetune``
+    preset whose ``data_preset`` has correct labels, run with only the selection trainable),
+    each against controls of the same size (random draws per ``random_seeds``, the lowest
+    ranked, and a full retrain). ``direction`` ranks by which components repair
+    (``clean_to_corrupted``) or carry (``corrupted_to_clean``) the corruption.
+    ``selection_files``: ``{label: path}`` to use a written selection instead of ranking.
+    ``tasks`` are task names (related math among them), scored on items the ranking did not
+    read; ``resamples``: bootstrap resamples of the recovery intervals."""
+
+    tasks: list[str] = field(default_factory=lambda: list(REPAIR_TASKS))
+    corrupted: list[str] = field(default_factory=list)
+    direction: str = "clean_to_corrupted"
+    select: list[dict[str, Any]] = field(default_factory=list)
+    random_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    methods: list[str] = field(default_factory=lambda: list(REPAIR_METHODS))
+    retrain: FinetuneSpec | None = None
+    selection_files: dict[str, str] = field(default_factory=dict)
+    resamples: int = 2000
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        build_nested(self, StudyConfigError)  # retrain -> FinetuneSpec
+        from harness_ext.paths import TASK_DATA_DIR
+        from leaderboard.repair_select import DIRECTIONS
+        from leaderboard.tables import RELATED
+
+        if self.direction not in DIRECTIONS:
+            raise StudyConfigError(f"direction={self.direction!r}: expected one of "
+                                   f"{', '.join(DIRECTIONS)}")
+        if not isinstance(self.select, list) or not self.select:
+            raise StudyConfigError("select: expected a list of {site, k, rank_by} blocks")
+        sites = [load_dataclass(SelectBlock, block, error=StudyConfigError,
+                                where=f"select[{i}]").site for i, block in enumerate(self.select)]
+        if len(set(sites)) != len(sites):
+            raise StudyConfigError(f"select: sites {sites} repeat; list every k of a site in one "
+                                   "block")
+        if not self.methods or not set(self.methods) <= set(REPAIR_METHODS) \
+                or len(set(self.methods)) != len(self.methods):
+            raise StudyConfigError(f"methods={self.methods!r}: expected distinct values of "
+                                   f"{', '.join(REPAIR_METHODS)}")
+        if "retrain" in self.methods and self.retrain is None:
+            raise StudyConfigError("methods has retrain: set retrain: {config, overrides}")
+        if not isinstance(self.random_seeds, list) or not self.random_seeds or not all(
+                type(v) is int for v in self.random_seeds) or len(set(self.random_seeds)) != len(
+                self.random_seeds):
+            raise StudyConfigError(f"random_seeds={self.random_seeds!r}: expected a non-empty "
+                                   "list of distinct integers")
+        if type(self.resamples) is not int or self.resamples < 100:
+            raise StudyConfigError(f"resamples={self.resamples!r}: expected an integer >= 100")
+        missing = [t for t in self.tasks if not (TASK_DATA_DIR / f"{t}.jsonl").is_file()]
+        if missing or RELATED not in self.tasks:
+            raise StudyConfigError(f"tasks={self.tasks}: expected task names with data files in "
+                                   f"{TASK_DATA_DIR} ({missing or 'none'} missing), "
+                                   f"{RELATED} among them")
+
+
 @dataclass
 class ReportSpec:
     """Where the report is published besides the work dir: a folder (e.g. ``docs/demo``) and a
@@ -185,6 +273,7 @@ class StudyConfig:
     sweeps: SweepSpec = field(default_factory=SweepSpec)
     report: ReportSpec = field(default_factory=ReportSpec)
     metric: str = DEFAULT_METRIC
+    repair: RepairSpec | None = None
 
     def __post_init__(self) -> None:
         for key in ("name", "work_dir"):
@@ -211,6 +300,25 @@ class StudyConfig:
         if unknown:
             raise StudyConfigError(f"sweeps.corrupted: {unknown} are not fine-tune labels "
                                    f"({sorted(self.finetunes)})")
+        if self.repair is not None:
+            self._check_repair(self.repair)
+
+    def _check_repair(self, spec: RepairSpec) -> None:
+        unknown = sorted(set(spec.corrupted) - set(self.finetunes))
+        if unknown:
+            raise StudyConfigError(f"repair.corrupted: {unknown} are not fine-tune labels "
+                                   f"({sorted(self.finetunes)})")
+        ranked = {label for label in spec.corrupted or self.swept
+                  if label not in spec.selection_files}
+        unswept = sorted(ranked - set(self.swept))
+        if unswept and any(block.get("rank_by", "sweep") == "sweep" for block in spec.select):
+            raise StudyConfigError(f"repair.corrupted: {unswept} are not swept (sweeps.corrupted)"
+                                   ", so no sweep ranks their components; give selection_files "
+                                   "or rank_by: attribution")
+        for label, path in spec.selection_files.items():
+            if label not in (spec.corrupted or self.swept) or not Path(path).is_file():
+                raise StudyConfigError(f"repair.selection_files[{label}]: {path} is not a file "
+                                       "for a repaired label")
 
     @property
     def datasets(self) -> list[tuple[str, int, bool]]:

@@ -56,6 +56,14 @@ def heatmaps(study: Study) -> list[Path]:
             for p in sorted(plots.glob(f"site-{label}-corrupted_to_clean-*-corrupt_related.png"))]
 
 
+def repair_parts(study: Study) -> tuple[list[str], list[Path]]:
+    """The repair stage's tables (markdown lines) and plot, when the study repairs."""
+    if study.config.repair is None:
+        return [], []
+    folder = study.folder("repair")
+    return [*(folder / "repair.md").read_text().splitlines(), ""], [folder / "repair.png"]
+
+
 def _which_ran(results: list[StageResult]) -> str:
     """Names the stages this invocation ran when others were cached, so its wall time is not
     read as the whole study's."""
@@ -83,6 +91,7 @@ def render(study: Study, results: list[StageResult], config_path: str,
         "## Summary", "", summary["paragraph"], "",
         "## Baselines (metric ± standard error, lm-eval)", "", key, "",
         "## Where patching flips related math", "", *images, "",
+        *repair_parts(study)[0],
         f"The full leaderboard pages (every variant and heatmap, example replies) are "
         f"`baselines.md` and `sweeps.md` in `{shown_path(study.work / 'report')}`.", "",
         "## Stages", "", _md(stage_table(results)), "", timing, ""])
@@ -129,7 +138,7 @@ def publish(study: Study, results: list[StageResult], config_path: str,
     shown = [folder / "REPORT.md", folder / "summary.json", folder / TIMINGS]
     for extra in (study.folder("summary") / "summary.json", study.work / TIMINGS):
         shutil.copy2(extra, folder / extra.name)
-    for image in heatmaps(study):
+    for image in [*heatmaps(study), *repair_parts(study)[1]]:
         shutil.copy2(image, folder / image.name)
         shown.append(folder / image.name)
     report, block = render(study, results, config_path, started_at)

@@ -251,10 +251,11 @@ def run_page(study: Study, folder: Path) -> dict[str, Any]:
 
     tuning = [study.folder(f"finetune-{label}") for label in study.config.finetunes]
     pages = {}
+    repair = study.folder("repair") if study.config.repair else None
     for name in ("baselines", "sweeps"):
         try:
             page = build(study.folder(name) / "results", folder / f"{name}.md", tuning,
-                         study.config.metric)
+                         study.config.metric, repair if name == "sweeps" else None)
         except LeaderboardError as err:
             raise StageError(f"leaderboard page {name}: {err}") from None
         pages[name] = str(page)
@@ -263,15 +264,17 @@ def run_page(study: Study, folder: Path) -> dict[str, Any]:
 
 def summary_inputs(study: Study) -> dict[str, Any]:
     return {"labels": list(study.config.finetunes), "metric": study.config.metric,
-            "code": code_print("study/summary.py", "leaderboard", "harness_ext")}
+            "code": code_print("study/summary.py", "study/repair_summary.py", "leaderboard",
+                               "harness_ext")}
 
 
 def run_summary(study: Study, folder: Path) -> dict[str, Any]:
     """The plain-language paragraph and the key table, from the measured numbers only."""
     from .summary import summarize
 
+    repair = study.folder("repair") / "repair.json" if study.config.repair else None
     return summarize(study.folder("baselines") / "results", study.folder("sweeps") / "results",
-                     list(study.config.finetunes), folder, study.config.metric)
+                     list(study.config.finetunes), folder, study.config.metric, repair)
 
 
 def stage_list(config: StudyConfig) -> list[Stage]:
@@ -280,6 +283,15 @@ def stage_list(config: StudyConfig) -> list[Stage]:
     tunes = [finetune_stage(label) for label in config.finetunes]
     tune_names = tuple(t.name for t in tunes)
     swept = tuple(f"finetune-{label}" for label in config.swept)
+    after_sweeps: tuple[str, ...] = ()
+    repair = []
+    if config.repair is not None:
+        from .repair import repair_inputs, repaired, run_repair
+
+        after_sweeps = ("repair",)
+        repair = [Stage("repair", "targeted repair of the located components, against controls",
+                        ("base", *(f"finetune-{label}" for label in repaired(config)), "sweeps"),
+                        repair_inputs, run_repair)]
     return [
         Stage("data", "corrupting data: " + ", ".join(f"{p} (seed {s}{', CoT' if c else ''})"
                                                       for p, s, c in config.datasets), (),
@@ -291,8 +303,9 @@ def stage_list(config: StudyConfig) -> list[Stage]:
               ("base", *tune_names), baselines_inputs, run_baselines),
         Stage("sweeps", "CMAP sweeps over sites, layers and heads", ("base", *swept),
               sweeps_inputs, run_sweeps, shardable=True),
-        Stage("page", "leaderboard pages and heatmaps", (*tune_names, "baselines", "sweeps"),
-              page_inputs, run_page),
-        Stage("summary", "summary paragraph from the measured numbers", ("baselines", "sweeps"),
-              summary_inputs, run_summary),
+        *repair,
+        Stage("page", "leaderboard pages and heatmaps",
+              (*tune_names, "baselines", "sweeps", *after_sweeps), page_inputs, run_page),
+        Stage("summary", "summary paragraph from the measured numbers",
+              ("baselines", "sweeps", *after_sweeps), summary_inputs, run_summary),
     ]

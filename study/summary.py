@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from finetune.report import atomic_write_text
+from leaderboard.flips import Flip, flip
 from leaderboard.metric import DEFAULT_METRIC, describe, task_metric
 from leaderboard.results import Run, load_runs
 from leaderboard.tables import GENERAL, RELATED, UNRELATED, fmt, layer_ranges, sort_key
@@ -35,19 +36,6 @@ FAMILIES = [(RELATED, "related math"), (UNRELATED, "unrelated math"), (GENERAL, 
 Z = 2.0
 
 
-@dataclass(frozen=True)
-class Flip:
-    """Items whose final integer moved to the donor's, of the items where the models differ."""
-
-    variant: str
-    flipped: int
-    differing: int
-
-    @property
-    def rate(self) -> float:
-        return self.flipped / self.differing if self.differing else 0.0
-
-
 def metric(run: Run, task: str, name: str) -> tuple[float, float] | None:
     value, stderr = run.metrics.get(task, {}).get(name, (None, None))
     return None if value is None else (value, stderr or 0.0)
@@ -59,18 +47,6 @@ def compare(a: tuple[float, float], b: tuple[float, float]) -> int:
     if abs(b[0] - a[0]) <= spread and (spread > 0 or b[0] == a[0]):
         return 0
     return 1 if b[0] > a[0] else -1
-
-
-def flip(patched: Run, receiver: Run, donor: Run, task: str = RELATED,
-         metric: str = DEFAULT_METRIC) -> Flip:
-    """How many of the items where receiver and donor disagree take the donor's integer."""
-    got, before, after = (r.integers(task, metric) for r in (patched, receiver, donor))
-    differing = flipped = 0
-    for doc in got.keys() & before.keys() & after.keys():
-        if after[doc] != before[doc]:
-            differing += 1
-            flipped += got[doc] == after[doc]
-    return Flip(patched.name, flipped, differing)
 
 
 def scored(run: Run, task: str, metric: str) -> str:
@@ -90,6 +66,11 @@ class Facts:
         self.items.append({"text": text, "variant": run.name, "task": task, "metric": name,
                            "value": value, "stderr": stderr,
                            "results_file": shown_path(run.results_file)})
+        return text
+
+    def note(self, text: str, **where: Any) -> str:
+        """Any other printed number, with where it came from."""
+        self.items.append({"text": text, **where})
         return text
 
     def flip(self, item: Flip) -> str:
@@ -245,16 +226,21 @@ def key_table(runs: list[Run], labels: list[str], choice: str = DEFAULT_METRIC) 
 
 
 def summarize(baselines_dir: Path, sweeps_dir: Path, labels: list[str], out_dir: Path,
-              choice: str = DEFAULT_METRIC) -> dict[str, Any]:
+              choice: str = DEFAULT_METRIC, repair: Path | None = None) -> dict[str, Any]:
     """Write ``summary.json`` (facts, paragraph, key table) and ``summary.md``; ``labels``: the
-    fine-tunes in study order; ``choice``: the study config's ``metric``. Returns the record
-    the stage cache keeps."""
+    fine-tunes in study order; ``choice``: the study config's ``metric``; ``repair``: the
+    repair stage's ``repair.json``, whose paragraph is added. Returns the record the stage
+    cache keeps."""
     base_runs, sweep_runs = load_runs(baselines_dir), load_runs(sweeps_dir)
     facts = Facts()
     parts = [baseline_sentences(base_runs, labels, facts, choice)]
     swept = {r.label for r in sweep_runs if r.role == "corrupted"}
     parts += [sweep_sentences(sweep_runs, label, facts, choice) for label in labels
               if label in swept]
+    if repair is not None:
+        from .repair_summary import repair_sentences
+
+        parts.append(repair_sentences(repair, facts, choice))
     paragraph = "\n\n".join(" ".join(sentences) for sentences in parts)
     table = key_table(base_runs, labels, choice)
     summary = {"paragraph": paragraph, "facts": facts.items, "key_table": table}

@@ -1,0 +1,159 @@
+"""The repair measures, from a folder of lm-eval runs of repaired models and their baselines.
+
+Each folder under ``results/`` is one scored model; its results file's ``sweep`` block says
+what it is (``role``: clean, corrupted or repair; under ``repair``: method, site, k, control,
+components, parameters touched). Everything in ``repair.json`` is computed here from those
+files (``repair_measures``), and ``repair_section`` renders it.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from patching.repair import Selection, parameters_touched
+
+from .metric import task_metric
+from .repair_measures import Change, Interval, Paired, change
+from .results import LeaderboardError, Run, read_run
+from .store import SWEEP_KEY, latest_results
+from .tables import RELATED
+
+REPORT = "repair.json"
+MC_METRIC = "acc"
+
+
+@lru_cache(maxsize=4)
+def skeleton(model: str) -> Any:
+    """A model's modules and parameter shapes on the meta device (no weights, no memory)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model))
+
+
+def touched(model: str, selection: Selection | None) -> tuple[int, int]:
+    """(parameters the selection changes, all parameters); None: every one (full retrain)."""
+    if selection is None:
+        total = parameters_touched(skeleton(model), Selection())[1]
+        return total, total
+    return parameters_touched(skeleton(model), selection)
+
+
+def load(results_dir: Path) -> list[Run]:
+    """Every scored model under ``results_dir`` (newest results file per folder)."""
+    folders = sorted(p for p in Path(results_dir).iterdir()
+                     if p.is_dir() and not p.name.startswith("."))
+    runs = [read_run(path, folder.name) for folder in folders
+            if (path := latest_results(folder)) is not None]
+    if not runs:
+        raise LeaderboardError(f"{results_dir}: no repair results")
+    return runs
+
+
+def metric_names(run: Run, choice: str) -> dict[str, str]:
+    """Task -> the metric read: the chosen correctness metric, or accuracy for multiple choice."""
+    out = {}
+    for task, values in run.metrics.items():
+        name = task_metric(choice, task, values) or (MC_METRIC if MC_METRIC in values else None)
+        if name:
+            out[task] = name
+    return out
+
+
+def _suite(run: Run, names: dict[str, str]) -> dict[str, list[float | None]]:
+    return {task: list(run.metrics[task].get(name, (None, None))) for task, name in names.items()}
+
+
+def _interval(item: Interval) -> dict[str, Any]:
+    return {"value": item.value, "low": item.low, "high": item.high, "items": item.items}
+
+
+def _change(item: Change | None) -> dict[str, Any] | None:
+    if item is None:
+        return None
+    return {"delta": item.delta, "stderr": item.stderr, "items": item.items, "flag": item.flag}
+
+
+def _verdict(item: Interval) -> str:
+    if item.low is None or item.high is None:
+        return "undefined"
+    return "better" if item.low > 0 else "worse" if item.high < 0 else "not distinguishable"
+
+
+def _contrasts(paired: Paired, repaired: list[Run]) -> list[dict[str, Any]]:
+    """Located against its controls: the random draws (their mean), the lowest ranked, and
+    for retraining the full model."""
+    info = {run.name: run.raw[SWEEP_KEY]["repair"] for run in repaired}
+    out = []
+    for name, r in info.items():
+        if r["control"] != "located":
+            continue
+        group = {n: i for n, i in info.items() if i["method"] == r["method"]}
+        same = {n: i for n, i in group.items() if (i["site"], i["k"]) == (r["site"], r["k"])}
+        against = {
+            "random": [n for n, i in same.items() if i["control"] == "random"],
+            "lowest": [n for n, i in same.items() if i["control"] == "lowest"],
+            "full": [n for n, i in group.items() if i["control"] == "full"],
+        }
+        for kind, controls in against.items():
+            if controls:
+                item = paired.contrast(name, controls)
+                out.append({"located": name, "method": r["method"], "site": r["site"],
+                            "k": r["k"], "against": kind, "controls": controls,
+                            **_interval(item), "verdict": _verdict(item)})
+    return out
+
+
+def measure(runs: list[Run], choice: str, resamples: int = 2000) -> dict[str, Any]:
+    """Per corrupted model: baselines, one row per repaired model, and the contrasts."""
+    labels = list(dict.fromkeys(r.label for r in runs if r.role == "repair"))
+    out: dict[str, Any] = {"metric": choice, "labels": {}}
+    for label in labels:
+        mine = [r for r in runs if r.label == label]
+        clean = next((r for r in mine if r.role == "clean"), None)
+        corrupted = next((r for r in mine if r.role == "corrupted"), None)
+        if clean is None or corrupted is None:
+            raise LeaderboardError(f"repair results of {label!r} lack the clean or the "
+                                   "corrupted baseline")
+        repaired = [r for r in mine if r.role == "repair"]
+        names = metric_names(clean, choice)
+        paired = Paired(clean, corrupted, repaired, RELATED, names[RELATED], resamples)
+        rows = []
+        for run in repaired:
+            info = run.raw[SWEEP_KEY]["repair"]
+            rows.append({
+                "name": run.name, **{k: info[k] for k in ("method", "site", "k", "control",
+                                                            "seed", "components")},
+                "touched": info["touched"], "total": info["total"],
+                "share": info["touched"] / info["total"], "training": info.get("training"),
+                "suite": _suite(run, names),
+                "recovery": _interval(paired.recovery(run.name)),
+                "collateral": {task: _change(change(corrupted, run, task, name))
+                               for task, name in names.items() if task != RELATED},
+                "results_file": str(run.results_file)})
+        out["labels"][label] = {
+            "metrics": names, "clean": _suite(clean, names), "corrupted": _suite(corrupted, names),
+            "related_items": len(paired.docs), "rows": rows,
+            "contrasts": _contrasts(paired, repaired),
+            "direction": repaired[0].raw[SWEEP_KEY]["repair"].get("direction") if repaired
+            else None}
+    return out
+
+
+def write_report(results_dir: Path, out_dir: Path, choice: str, resamples: int = 2000) -> Path:
+    """``repair.json`` with the measures, ``repair.md`` (tables) and ``repair.png`` (recovery
+    against parameters touched) in ``out_dir``; returns the JSON's path."""
+    from finetune.report import atomic_write_text
+
+    from .repair_section import markdown, plot
+
+    record = measure(load(results_dir), choice, resamples)
+    path = out_dir / REPORT
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+    image = plot(record, out_dir / "repair.png")
+    atomic_write_text(out_dir / "repair.md", "\n".join(markdown(record, image.name)) + "\n")
+    return path

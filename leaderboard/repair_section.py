@@ -1,0 +1,155 @@
+"""The repair tables and plot, rendered from ``repair.json`` (``repair_report``).
+
+One table per corrupted model: each repaired model's suite, recovery with its interval,
+collateral changes (flagged beyond two standard errors) and parameters touched; then the
+contrasts of located components against their same-size controls. The plot puts recovery
+against the share of parameters touched, located selections in one colour and controls in
+another. ``leaderboard.build --repair DIR`` adds the section to a page.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from .repair_report import REPORT
+from .results import LeaderboardError
+from .tables import GENERAL, RELATED, UNRELATED
+
+SHORT = {RELATED: "related", UNRELATED: "unrelated", GENERAL: "general",
+         "corrupt_ethics_mc": "ethics"}
+MARKERS = {"restore": "o", "retrain": "^"}
+COLOURS = {"located": "tab:blue", "random": "tab:orange", "lowest": "tab:red",
+           "full": "tab:gray"}
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _score(pair: list[float | None]) -> str:
+    value, stderr = pair
+    return "n/a" if value is None else f"{value:.3f}" + ("" if stderr is None else
+                                                         f" ± {stderr:.3f}")
+
+
+def _recovery(item: dict[str, Any]) -> str:
+    if item["value"] is None:
+        return "undefined"
+    return f"{item['value']:.2f} [{item['low']:.2f}, {item['high']:.2f}]"
+
+
+def _collateral(item: dict[str, Any] | None) -> str:
+    if item is None:
+        return "n/a"
+    mark = {-1: " ▼", 0: "", 1: " ▲"}[item["flag"]]
+    return f"{item['delta']:+.3f} ± {item['stderr']:.3f}{mark}"
+
+
+def _control(row: dict[str, Any]) -> str:
+    return f"random (seed {row['seed']})" if row["control"] == "random" else row["control"]
+
+
+def label_tables(label: str, data: dict[str, Any]) -> list[str]:
+    """Markdown lines of one corrupted model's tables."""
+    others = [t for t in data["metrics"] if t != RELATED]
+    headers = ["method", "selection", "control", "components", "params touched",
+               f"related ({data['metrics'][RELATED]})", "recovery [95% CI]",
+               *[f"Δ {SHORT.get(t, t)}" for t in others]]
+    rows = [["clean", "", "", "", "", _score(data["clean"][RELATED]), "1 (by definition)",
+             *["" for _ in others]],
+            ["corrupted", "", "", "", "", _score(data["corrupted"][RELATED]), "0 (by definition)",
+             *["" for _ in others]]]
+    for r in data["rows"]:
+        comps = "every weight" if r["components"] is None else ", ".join(r["components"])
+        rows.append([r["method"], "" if r["site"] is None else f"{r['site']} top {r['k']}",
+                     _control(r), comps, f"{r['touched']:,} ({r['share']:.2%})",
+                     _score(r["suite"][RELATED]), _recovery(r["recovery"]),
+                     *[_collateral(r["collateral"].get(t)) for t in others]])
+    contrast = [[c["method"], f"{c['site']} top {c['k']}", c["against"],
+                 f"{_num(c['value'])} [{_num(c['low'])}, {_num(c['high'])}]", c["verdict"]]
+                for c in data["contrasts"]]
+    return [f"### `{label}`", "",
+            f"Related math on {data['related_items']} items the ranking did not read "
+            f"(direction `{data['direction']}`). Δ: change against `{label}` on the paired "
+            "items ± its standard error; ▼/▲ beyond two standard errors.", "",
+            tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True), "",
+            "Located minus control recovery (paired bootstrap, 95% CI; `random`: the mean of "
+            "the random draws):", "",
+            tabulate(contrast, headers=["method", "selection", "against", "difference",
+                                        "verdict"], tablefmt="github", disable_numparse=True),
+            ""]
+
+
+def markdown(record: dict[str, Any], image: str | None) -> list[str]:
+    """The section's markdown lines; ``image``: the plot's path relative to the page."""
+    lines = ["## Repair: the located components against same-size controls", "",
+             "Recovery = (repaired - corrupted) / (clean - corrupted) on related math "
+             f"(`{record['metric']}`), with a 95% percentile bootstrap over the paired items. "
+             "Controls: the same number of components of the same kind drawn at random, the "
+             "ones the ranking put lowest, and (retraining) the whole model with the same steps "
+             "and data.", ""]
+    if image:
+        lines += [f"![recovery against parameters touched]({image})", ""]
+    for label, data in record["labels"].items():
+        lines += label_tables(label, data)
+    return lines
+
+
+def plot(record: dict[str, Any], path: Path) -> Path:
+    """Recovery against the share of parameters touched, one panel per corrupted model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(record["labels"])
+    fig, axes = plt.subplots(1, len(labels), figsize=(5.5 * len(labels), 4.2), squeeze=False)
+    for ax, label in zip(axes[0], labels, strict=True):
+        for r in record["labels"][label]["rows"]:
+            rec = r["recovery"]
+            if rec["value"] is None:
+                continue
+            err = [[rec["value"] - rec["low"]], [rec["high"] - rec["value"]]]
+            ax.errorbar(r["share"], rec["value"], yerr=err, fmt=MARKERS[r["method"]],
+                        color=COLOURS[r["control"]], alpha=0.85, capsize=2, markersize=6)
+            if r["control"] == "located":
+                ax.annotate(f"{r['site']} top {r['k']}", (r["share"], rec["value"]),
+                            fontsize=7, xytext=(4, 3), textcoords="offset points")
+        ax.axhline(0, color="k", lw=0.6)
+        ax.axhline(1, color="k", lw=0.6, ls="--")
+        ax.set(xscale="log", xlabel="share of parameters touched", ylabel="recovery",
+               title=f"{label}")
+    handles = [plt.Line2D([], [], color=c, marker="s", ls="", label=k) for k, c in COLOURS.items()]
+    handles += [plt.Line2D([], [], color="k", marker=m, ls="", label=k)
+                for k, m in MARKERS.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=100)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def section(repair_dir: Path, page: Path) -> list[str]:
+    """The page's repair section from ``repair_dir/repair.json`` (and its plot)."""
+    path = Path(repair_dir) / REPORT
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise LeaderboardError(f"{path}: no readable repair report ({err})") from None
+    image = Path(repair_dir) / "repair.png"
+    rel = Path(os.path.relpath(image, page.parent)).as_posix() if image.is_file() else None
+    return markdown(record, rel)
