@@ -108,9 +108,12 @@ def _contrasts(paired: Paired, repaired: list[Run]) -> list[dict[str, Any]]:
     return out
 
 
-def measure(runs: list[Run], choice: str, resamples: int = 2000) -> dict[str, Any]:
-    """Per corrupted model: baselines, one row per repaired model, and the contrasts."""
-    labels = list(dict.fromkeys(r.label for r in runs if r.role == "repair"))
+def measure(runs: list[Run], choice: str, resamples: int = 2000,
+            order: list[str] | None = None) -> dict[str, Any]:
+    """Per corrupted model (in ``order``, else as found): baselines, one row per repaired
+    model, and the contrasts."""
+    found = list(dict.fromkeys(r.label for r in runs if r.role == "repair"))
+    labels = [label for label in order or found if label in found]
     out: dict[str, Any] = {"metric": choice, "labels": {}}
     for label in labels:
         mine = [r for r in runs if r.label == label]
@@ -144,14 +147,15 @@ def measure(runs: list[Run], choice: str, resamples: int = 2000) -> dict[str, An
     return out
 
 
-def write_report(results_dir: Path, out_dir: Path, choice: str, resamples: int = 2000) -> Path:
+def write_report(results_dir: Path, out_dir: Path, choice: str, resamples: int = 2000,
+                 order: list[str] | None = None) -> Path:
     """``repair.json`` with the measures, ``repair.md`` (tables) and ``repair.png`` (recovery
     against parameters touched) in ``out_dir``; returns the JSON's path."""
     from finetune.report import atomic_write_text
 
     from .repair_section import markdown, plot
 
-    record = measure(load(results_dir), choice, resamples)
+    record = measure(load(results_dir), choice, resamples, order)
     path = out_dir / REPORT
     atomic_write_text(path, json.dumps(record, indent=1) + "\n")
     image = plot(record, out_dir / "repair.png")

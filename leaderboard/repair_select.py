@@ -31,6 +31,7 @@ from patching.repair import Component, components_of
 from .flips import flip
 from .results import Run
 from .tables import RELATED
+from .variants import digest_prints, fingerprint
 
 SOURCES = ("sweep", "attribution")
 DIRECTIONS = ("clean_to_corrupted", "corrupted_to_clean")
@@ -138,33 +139,47 @@ class Choice:
         return f"{self.site}-k{self.k}"
 
 
+def check_sizes(site: str, k: int, ranked: int, pool: int, source: str) -> None:
+    """Raise unless a top ``k`` and its controls fit: ``ranked`` components scored by the
+    ``source``, ``pool`` components of the site's kind in the model."""
+    kind = SITES[site].weights
+    if type(k) is not int or k < 1:
+        raise SelectionError(f"site {site}: k={k!r}, expected an integer >= 1")
+    if k > ranked:
+        raise SelectionError(f"site {site}: k={k} is larger than the {ranked} components "
+                             f"the {source} ranked")
+    if 2 * k > ranked:
+        raise SelectionError(f"site {site}: k={k}: the {k} ranked lowest would overlap the {k} "
+                             f"located ({ranked} ranked by the {source})")
+    if k > pool - k:
+        raise SelectionError(f"site {site}: k={k} leaves only {pool - k} other {kind} "
+                             "components to draw random controls from")
+
+
 def choose(ranking: list[Ranked], site: str, k: int, source: str, config: Any,
            seeds: list[int]) -> Choice:
     """The top ``k`` of ``ranking``, the ``k`` ranked lowest, and one random draw of ``k``
     per seed among the other components of the same kind in a model with ``config``."""
     kind = SITES[site].weights
-    if type(k) is not int or k < 1:
-        raise SelectionError(f"site {site}: k={k!r}, expected an integer >= 1")
-    if k > len(ranking):
-        raise SelectionError(f"site {site}: k={k} is larger than the {len(ranking)} components "
-                             f"the {source} ranked")
-    if 2 * k > len(ranking):
-        raise SelectionError(f"site {site}: k={k}: the {k} ranked lowest would overlap the {k} "
-                             f"located ({len(ranking)} ranked by the {source})")
     located = ranking[:k]
     chosen = {r.component for r in located}
     rest = [str(c) for c in components_of(kind, config) if str(c) not in chosen]
-    if k > len(rest):
-        raise SelectionError(f"site {site}: k={k} leaves only {len(rest)} other {kind} "
-                             "components to draw random controls from")
+    check_sizes(site, k, len(ranking), len(rest) + len(chosen), source)
     draws = {str(seed): sorted(random.Random(f"{seed}:{site}:{k}").sample(rest, k),
                                key=lambda n: Component.parse(n).sort_key()) for seed in seeds}
     return Choice(site, k, source, located, ranking[-k:], draws, len(rest) + k)
 
 
+def content_print(path: str, base: str | None = None) -> str:
+    """A model's fingerprint from its files alone (and its base's, for an adapter), so a
+    moved or copied model keeps it (``leaderboard.variants.fingerprint``)."""
+    files = {"files": fingerprint(Path(path)), "base": fingerprint(Path(base)) if base else {}}
+    return digest_prints(files)
+
+
 def model_ids(clean: tuple[str, str], corrupted: tuple[str, str, str]) -> dict[str, Any]:
     """The pair a selection belongs to: (path, fingerprint) of the clean model and (label,
-    path, fingerprint) of the corrupted one."""
+    path, fingerprint) of the corrupted one; only the fingerprints must match."""
     return {"clean": {"path": clean[0], "print": clean[1]},
             "corrupted": {"label": corrupted[0], "path": corrupted[1], "print": corrupted[2]}}
 
@@ -194,7 +209,7 @@ def read_selection(path: Path, pair: dict[str, Any]) -> tuple[dict[str, Any], li
         made_for = {key: record[key] for key in ("clean", "corrupted")}
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise SelectionError(f"{path}: not a selection file ({err!r})") from None
-    if made_for != pair:
+    if [made_for[k]["print"] for k in made_for] != [pair[k]["print"] for k in made_for]:
         have, want = made_for["corrupted"], pair["corrupted"]
         raise SelectionError(
             f"{path} was made for clean {made_for['clean']['path']} and corrupted "

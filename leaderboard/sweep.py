@@ -125,7 +125,7 @@ def _local(path: str) -> str:
     return str(Path(path).resolve()) if Path(path).exists() else path
 
 
-def model_print(path: str, base: str | None = None) -> str:
+def _model_print(path: str, base: str | None = None) -> str:
     """Digest of a model's name, its files and, for an adapter, its base model's."""
     files = fingerprint(Path(path))
     base_files = fingerprint(Path(base)) if base else {}
@@ -148,8 +148,8 @@ def plan_sweep(config: SweepConfig, models: ModelCache | None = None) -> SweepPl
         if model_shape(path) != (n_layers, n_heads):
             raise SweepConfigError(f"corrupted[{label}] {path}: shape {model_shape(path)} differs "
                                    f"from the clean model's {(n_layers, n_heads)}")
-    prints = {"clean": model_print(clean)}
-    prints |= {k: model_print(p, bases.get(k)) for k, p in corrupted.items()}
+    prints = {"clean": _model_print(clean)}
+    prints |= {k: _model_print(p, bases.get(k)) for k, p in corrupted.items()}
     tasks_print = digest_prints(fingerprint(task_dir, recursive=True))
     kept = None
     if any(block.prefilter for block in config.patches):

@@ -184,6 +184,17 @@ def dry_run(study: Study) -> list[str]:
     tune_lines, tune_disk = finetune_lines(study, facts, base_ready)
     run_lines, eval_disk = eval_lines(study, facts)
     disk = tune_disk + eval_disk
+    if study.config.repair is not None:
+        from .repair import dry_run_lines
+        from .stages import StageError
+
+        try:
+            repair_lines, scored = dry_run_lines(study, facts.layers, facts.heads)
+        except StageError as err:
+            raise PlanError(str(err)) from None
+        run_lines += repair_lines
+        disk += scored * _task_rows(study.config.repair.tasks, study.config.repair.limit) \
+            * SAMPLE_BYTES
     if "not in the local hub cache" in facts.source:
         download = facts.params * facts.dtype_bytes
         disk += download

@@ -28,7 +28,14 @@ from typing import Any
 
 from .cache import code_print, digest, file_print
 from .config import StudyConfig
-from .repair_plan import RepairVariant, check_variants, eval_samples, rank, selection_for
+from .repair_plan import (
+    RepairVariant,
+    check_pair,
+    check_variants,
+    eval_samples,
+    rank,
+    selection_for,
+)
 from .repair_plan import variants_for as plan_variants
 from .stages import StageError, Study
 
@@ -126,12 +133,11 @@ class _Models:
 
 def _pair(study: Study, label: str) -> dict[str, Any]:
     from leaderboard.loading import adapter_base
-    from leaderboard.repair_select import model_ids
-    from leaderboard.sweep import model_print
+    from leaderboard.repair_select import content_print, model_ids
 
     clean, path = study.base_model(), study.corrupted_model(label)
-    return model_ids((clean, model_print(clean)),
-                     (label, path, model_print(path, adapter_base(path))))
+    return model_ids((clean, content_print(clean)),
+                     (label, path, content_print(path, adapter_base(path))))
 
 
 def _skeletons(study: Study, label: str) -> tuple[Any, Any | None]:
@@ -162,6 +168,7 @@ def plan(study: Study, folder: Path, models: _Models) -> dict[str, tuple[list[Re
             return models.clean, models.corrupted(label), models.tokenizer
 
         try:
+            check_pair(label, clean, corrupted)
             if runs is None and any(b.get("rank_by", "sweep") == "sweep" for b in spec.select):  # type: ignore[union-attr]
                 runs = load_runs(sweeps_dir)
             ranked = partial(rank, spec, label, runs, weights, clean.config, study.config.metric,
@@ -170,7 +177,7 @@ def plan(study: Study, folder: Path, models: _Models) -> dict[str, tuple[list[Re
                                           folder / f"selection-{label}.json",
                                           study.config.metric, ranked)
             variants = plan_variants(label, choices, spec.methods)  # type: ignore[union-attr]
-            check_variants(variants, clean, corrupted)
+            check_variants(variants, clean.config)
             if "retrain" in spec.methods:  # type: ignore[union-attr]
                 retrain_config(study, label, variants[-1])  # checks the config, and the base
             out[label] = (variants, eval_samples(spec.tasks, used, spec.limit, TASKS_DIR))  # type: ignore[union-attr]
@@ -198,7 +205,7 @@ def run_repair(study: Study, folder: Path) -> dict[str, Any]:
         scored += _score_label(study, folder, models, label, variants, samples)
     spec = study.config.repair
     report = write_report(folder / "results", folder, study.config.metric,
-                          spec.resamples)  # type: ignore[union-attr]
+                          spec.resamples, labels(study))  # type: ignore[union-attr]
     return {"results": str(folder / "results"), "report": str(report), "scored": scored,
             "scoring_seconds": round(time.perf_counter() - started, 1),
             "selections": sorted(str(p) for p in folder.glob("selection-*.json"))}
@@ -296,3 +303,58 @@ def _retrain(study: Study, variant: RepairVariant, label: str, meta: dict[str, A
         torch.set_num_threads(study.config.threads)
     _evaluate(study, variant, run.trainer.model.eval(), run.tokenizer, meta, samples, tasks)
     shutil.rmtree(Path(cfg.output_dir) / "checkpoints", ignore_errors=True)
+
+
+def dry_run_lines(study: Study, n_layers: int, n_heads: int) -> tuple[list[str], int]:
+    """The repair plan offline: every select block's k checked against the components there
+    are and the sweep variants that rank them; how many models are scored and retrained.
+    Returns printable lines and the number of scored models."""
+    from types import SimpleNamespace
+
+    from leaderboard.repair_select import SelectionError, check_sizes
+    from leaderboard.variants import expand
+    from patching import SITES
+    from patching.repair import components_of
+
+    from .repair_plan import blocks
+
+    spec = study.config.repair
+    shape = SimpleNamespace(num_hidden_layers=n_layers, num_attention_heads=n_heads)
+    cfg = study.config
+    swept = expand(study.sweep_config("sweeps", cfg.sweeps, cfg.swept, cfg.sweeps.patches),
+                   n_layers, n_heads)
+    choices = 0
+    for label in labels(study):
+        for block in blocks(spec):  # type: ignore[arg-type]
+            pool = len(components_of(SITES[block.site].weights, shape))
+            ranked = pool if block.rank_by == "attribution" else len({
+                (v.layers, v.heads) for v in swept
+                if v.label == label and v.site == block.site and v.direction == spec.direction  # type: ignore[union-attr]
+                and len(v.layers) == 1 and not (SITES[v.site].block_output
+                                                and v.layers[0] == n_layers - 1)})
+            for k in block.k:
+                try:
+                    check_sizes(block.site, k, ranked, pool, block.rank_by)
+                except SelectionError as err:
+                    raise StageError(f"repair {label}: {err} (direction "
+                                     f"{spec.direction})") from None  # type: ignore[union-attr]
+            choices += len(block.k)
+    per_choice = 2 + len(spec.random_seeds)  # type: ignore[union-attr]
+    methods = spec.methods  # type: ignore[union-attr]
+    retrained = (choices * per_choice + len(labels(study))) if "retrain" in methods else 0
+    restored = choices * per_choice if "restore" in methods else 0
+    scored = 2 * len(labels(study)) + restored + retrained
+    lines = [f"repair: {', '.join(labels(study))}; selections "
+             + ", ".join(f"{b.site} top {b.k} by {b.rank_by}" for b in blocks(spec))  # type: ignore[arg-type]
+             + f" ({spec.direction}); controls: {len(spec.random_seeds)} random draws, the "  # type: ignore[union-attr]
+             f"lowest ranked{', retraining every weight' if retrained else ''}",
+             f"    {scored} models scored ({restored} restored, {retrained} retrained, "
+             f"{2 * len(labels(study))} baselines), tasks {', '.join(spec.tasks)}, limit "  # type: ignore[union-attr]
+             f"{spec.limit}"]  # type: ignore[union-attr]
+    if retrained:
+        sft = retrain_config(study, symbolic=True)
+        steps = f"{sft.max_steps} steps" if sft.max_steps else f"{sft.epochs} epochs"
+        lines.append(f"    retraining: {steps}, lr {sft.learning_rate:g}, batch "
+                     f"{sft.effective_batch}, data preset {sft.data_preset} (correct labels); "
+                     "weights scored in memory, not kept")
+    return lines, scored

@@ -113,16 +113,23 @@ def selection_for(spec: RepairSpec, label: str, pair: dict[str, Any], out: Path,
     return choices, used
 
 
-def check_variants(variants: list[RepairVariant], clean: Any, corrupted: Any | None) -> None:
-    """Every selection exists in the models, and clean weights fit the corrupted model (None:
-    a LoRA adapter, whose base is the clean model); raises ``SelectionError`` naming the first
-    problem. Meta-device skeletons will do: only names and shapes are read."""
+def check_pair(label: str, clean: Any, corrupted: Any | None) -> None:
+    """Clean weights fit the corrupted model (None: a LoRA adapter, whose base is the clean
+    model). Meta-device skeletons will do: only names and shapes are read."""
     try:
         if corrupted is not None:
             check_repair_pair(corrupted, clean)
+    except PatchingError as err:
+        raise SelectionError(f"{label}: {err}") from None
+
+
+def check_variants(variants: list[RepairVariant], config: Any) -> None:
+    """Every selection exists in a model with this config; raises ``SelectionError`` naming
+    the first problem."""
+    try:
         for variant in variants:
             if variant.selection is not None:
-                variant.selection.check(clean.config)
+                variant.selection.check(config)
     except PatchingError as err:
         raise SelectionError(f"{variants[0].label}: {err}") from None
 

@@ -33,9 +33,10 @@ def _label_sentences(label: str, data: dict[str, Any], facts: Any, source: str,
                      choice: str) -> list[str]:
     rows = {r["name"]: r for r in data["rows"]}
     items = facts.note(str(data["related_items"]), source=source, what="related items scored")
+    level = facts.note("95%", source=source, what="bootstrap interval level")
     out = [f"Repairing `{label}` ({describe(choice)} on {items} related-math items the ranking "
-           "did not read; recovery = (repaired - corrupted) / (clean - corrupted), 95% bootstrap "
-           "interval):"]
+           "did not read; recovery = (repaired - corrupted) / (clean - corrupted), "
+           f"{level} bootstrap interval over items):"]
     parts = []
     verdicts: dict[str, int] = {}
     for row in data["rows"]:
@@ -46,9 +47,9 @@ def _label_sentences(label: str, data: dict[str, Any], facts: Any, source: str,
         for c in mine:
             means = [rows[n]["recovery"]["value"] for n in c["controls"]]
             known = [m for m in means if m is not None]
-            level = (facts.note(f"{sum(known) / len(known):.2f}", source=source,
-                                controls=c["controls"]) if known else "undefined")
-            against.append(f"{AGAINST[c['against']]} {level} ({c['verdict']})")
+            mean = (facts.note(f"{sum(known) / len(known):.2f}", source=source,
+                               controls=c["controls"]) if known else "undefined")
+            against.append(f"{AGAINST[c['against']]} {mean} ({c['verdict']})")
             verdicts[c["verdict"]] = verdicts.get(c["verdict"], 0) + 1
         top = facts.note(f"top {row['k']}", source=source, what="k")
         parts.append(f"{VERBS[row['method']]} the {row['site']} {top} "
