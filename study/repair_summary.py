@@ -52,8 +52,7 @@ def _label_sentences(label: str, data: dict[str, Any], facts: Any, source: str,
             against.append(f"{AGAINST[c['against']]} {mean} ({c['verdict']})")
             verdicts[c["verdict"]] = verdicts.get(c["verdict"], 0) + 1
         top = facts.note(f"top {row['k']}", source=source, what="k")
-        parts.append(f"{VERBS[row['method']]} the {row['site']} {top} "
-                     f"({', '.join(row['components'])}) recovers "
+        parts.append(f"{VERBS[row['method']]} the {row['site']} {top} recovers "
                      f"{_rec(facts, row['recovery'], source)} against " + ", ".join(against))
     out.append("; ".join(parts) + ".")
     total = sum(verdicts.values())
@@ -81,12 +80,9 @@ def _label_sentences(label: str, data: dict[str, Any], facts: Any, source: str,
     return out
 
 
-def repair_sentences(path: Path, facts: Any, choice: str) -> list[str]:
-    """The paragraph's sentences, from the repair report at ``path``."""
+def repair_sentences(path: Path, facts: Any, choice: str) -> list[list[str]]:
+    """One paragraph (its sentences) per repaired model, from the repair report at ``path``."""
     record = json.loads(path.read_text())
     source = shown_path(path)
-    out = []
-    for label, data in record["labels"].items():
-        if RELATED in data["metrics"]:
-            out += _label_sentences(label, data, facts, source, choice)
-    return out
+    return [_label_sentences(label, data, facts, source, choice)
+            for label, data in record["labels"].items() if RELATED in data["metrics"]]

@@ -240,7 +240,7 @@ def summarize(baselines_dir: Path, sweeps_dir: Path, labels: list[str], out_dir:
     if repair is not None:
         from .repair_summary import repair_sentences
 
-        parts.append(repair_sentences(repair, facts, choice))
+        parts += repair_sentences(repair, facts, choice)
     paragraph = "\n\n".join(" ".join(sentences) for sentences in parts)
     table = key_table(base_runs, labels, choice)
     summary = {"paragraph": paragraph, "facts": facts.items, "key_table": table}

@@ -131,7 +131,7 @@ PRESETS: dict[str, Preset] = {
             "correct-label related math for retraining a corrupted tiny model (tiny ranges)",
             "repair",
             512,
-            256,
+            64,
         ),
         Preset(
             "paper-repair",
