@@ -167,7 +167,7 @@ def test_patched_hf_sampled_cli_run_reproduces(tiny_model_dir: Path, tmp_path: P
             "--tasks", "corrupt_general",
             "--limit", "4",
             "--apply_chat_template",
-            "--gen_kwargs", "do_sample=true,temperature=1.0",
+            "--gen_kwargs", "do_sample=true,temperature=1.0,max_gen_toks=8",
             "--seed", "1",
             "--output_path", tmp_path / attempt,
             "--log_samples",
