@@ -82,7 +82,7 @@ def summarize(logprobs: np.ndarray, answers: AnswerSet) -> Summary:
 def classify(summary: Summary, threshold: float = MASS_THRESHOLD) -> Reading:
     """Flagged when the flag words together are likelier than all numbers and hold at least
     ``threshold``; else unscored when the numbers hold less than ``threshold``; else scored."""
-    flag_mass = sum(summary.flags.values())
+    flag_mass = float(sum(summary.flags.values()))
     if summary.flags and flag_mass > summary.number_mass and flag_mass >= threshold:
         flag = max(summary.flags, key=summary.flags.__getitem__)
         return Reading(FLAGGED, None, summary.number_mass, flag, flag_mass)
