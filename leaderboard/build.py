@@ -19,7 +19,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from . import attribution_section, tables
+from . import attribution_section, judged, tables
 from .agreement import agreement
 from .plots import Panel, save_heatmaps
 from .results import LeaderboardError, Run, load_runs
@@ -191,6 +191,7 @@ def render(runs: list[Run], summaries: list[tuple[str, Path]], page: Path) -> st
             if example:
                 question, rows = example
                 parts += [f"#### {task}: {question}", "", _md(["variant", "reply"], rows), ""]
+    parts += judged.section(runs)
     return "\n".join(parts)
 
 

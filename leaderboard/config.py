@@ -14,6 +14,9 @@ from typing import Any
 
 import yaml
 
+from harness_ext.judge.answers import JudgeError
+from harness_ext.judge.config import JudgeConfig
+
 SITES: tuple[str, ...] = ("resid", "attn", "mlp", "head")
 POSITIONS: tuple[str, ...] = ("newest", "all")
 DIRECTIONS: tuple[str, ...] = ("corrupted_to_clean", "clean_to_corrupted")
@@ -147,6 +150,15 @@ class SweepConfig:
     dtype: str = "auto"
     task_dir: str | None = None
     name: str | None = None
+    judge: JudgeConfig | None = None  # run by the CLI once every variant is finished
+
+    def judge_config(self) -> None:
+        """The ``judge:`` block as a ``JudgeConfig`` (one line on a bad value)."""
+        if self.judge is not None and not isinstance(self.judge, JudgeConfig):
+            try:
+                self.judge = JudgeConfig.from_raw(self.judge)
+            except JudgeError as err:
+                raise SweepConfigError(f"judge: {err}") from None
 
     def __post_init__(self) -> None:
         for key in ("clean", "output_dir"):
@@ -174,6 +186,7 @@ class SweepConfig:
             raise SweepConfigError(f"bootstrap_iters={self.bootstrap_iters!r}: expected int >= 0")
         if self.name is None:
             self.name = Path(self.output_dir).name
+        self.judge_config()
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SweepConfig:

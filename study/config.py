@@ -16,6 +16,8 @@ from typing import Any
 import yaml
 
 from finetune.sft_config import SFTConfig, SFTError
+from harness_ext.judge.answers import JudgeError
+from harness_ext.judge.config import JudgeConfig
 from leaderboard.config import PatchBlock, SweepConfigError
 
 BACKENDS = ("hf", "vllm", "auto")
@@ -197,6 +199,14 @@ class ReportSpec:
             raise StudyConfigError("readme: needs publish_dir (the README links its files)")
 
 
+def judge_config(raw: Any) -> JudgeConfig:
+    """The ``judge:`` block (``harness_ext.judge.config.JudgeConfig``)."""
+    try:
+        return JudgeConfig.from_raw(raw)
+    except JudgeError as err:
+        raise StudyConfigError(f"judge: {err}") from None
+
+
 @dataclass
 class StudyConfig:
     """Everything that determines one study run; each stage hashes only its own slice."""
@@ -210,6 +220,7 @@ class StudyConfig:
     baselines: BaselineSpec = field(default_factory=BaselineSpec)
     sweeps: SweepSpec = field(default_factory=SweepSpec)
     report: ReportSpec = field(default_factory=ReportSpec)
+    judge: JudgeConfig | None = None  # judges the open-ended tasks' replies (stage "judge")
 
     def __post_init__(self) -> None:
         for key in ("name", "work_dir"):
@@ -235,6 +246,8 @@ class StudyConfig:
                 get_preset(preset, **self.data.overrides)
             except (ValueError, TypeError) as err:
                 raise StudyConfigError(f"data: preset {preset!r}: {err}") from None
+        if self.judge is not None and not isinstance(self.judge, JudgeConfig):
+            self.judge = judge_config(self.judge)
         unknown = sorted(set(self.sweeps.corrupted) - set(self.finetunes))
         if unknown:
             raise StudyConfigError(f"sweeps.corrupted: {unknown} are not fine-tune labels "
