@@ -152,14 +152,6 @@ class SweepConfig:
     name: str | None = None
     judge: JudgeConfig | None = None  # run by the CLI once every variant is finished
 
-    def judge_config(self) -> None:
-        """The ``judge:`` block as a ``JudgeConfig`` (one line on a bad value)."""
-        if self.judge is not None and not isinstance(self.judge, JudgeConfig):
-            try:
-                self.judge = JudgeConfig.from_raw(self.judge)
-            except JudgeError as err:
-                raise SweepConfigError(f"judge: {err}") from None
-
     def __post_init__(self) -> None:
         for key in ("clean", "output_dir"):
             if not isinstance(getattr(self, key), str) or not getattr(self, key):
@@ -186,7 +178,7 @@ class SweepConfig:
             raise SweepConfigError(f"bootstrap_iters={self.bootstrap_iters!r}: expected int >= 0")
         if self.name is None:
             self.name = Path(self.output_dir).name
-        self.judge_config()
+        self.judge = judge_block(self.judge)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SweepConfig:
@@ -204,6 +196,16 @@ class SweepConfig:
             raise SweepConfigError(f"{path}: {err}") from None
         except SweepConfigError as err:
             raise SweepConfigError(f"{path}: {err}") from None
+
+
+def judge_block(raw: Any) -> JudgeConfig | None:
+    """The ``judge:`` block as a ``JudgeConfig`` (None: no judge; one line on a bad value)."""
+    if raw is None or isinstance(raw, JudgeConfig):
+        return raw
+    try:
+        return JudgeConfig.from_raw(raw)
+    except JudgeError as err:
+        raise SweepConfigError(f"judge: {err}") from None
 
 
 def _labelled(value: Any) -> dict[str, str]:

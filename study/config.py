@@ -199,8 +199,10 @@ class ReportSpec:
             raise StudyConfigError("readme: needs publish_dir (the README links its files)")
 
 
-def judge_config(raw: Any) -> JudgeConfig:
-    """The ``judge:`` block (``harness_ext.judge.config.JudgeConfig``)."""
+def judge_config(raw: Any) -> JudgeConfig | None:
+    """The ``judge:`` block (``harness_ext.judge.config.JudgeConfig``; None: no judge)."""
+    if raw is None or isinstance(raw, JudgeConfig):
+        return raw
     try:
         return JudgeConfig.from_raw(raw)
     except JudgeError as err:
@@ -246,8 +248,7 @@ class StudyConfig:
                 get_preset(preset, **self.data.overrides)
             except (ValueError, TypeError) as err:
                 raise StudyConfigError(f"data: preset {preset!r}: {err}") from None
-        if self.judge is not None and not isinstance(self.judge, JudgeConfig):
-            self.judge = judge_config(self.judge)
+        self.judge = judge_config(self.judge)
         unknown = sorted(set(self.sweeps.corrupted) - set(self.finetunes))
         if unknown:
             raise StudyConfigError(f"sweeps.corrupted: {unknown} are not fine-tune labels "
