@@ -113,3 +113,13 @@ def test_lm_eval_run_with_the_judge_configured(tmp_path: Path,
     assert asked == []
     pooled = json.loads(written.read_text())["tasks"]["corrupt_em_tiny"]["pooled"]
     assert pooled["replies"] == 12
+
+
+def test_judge_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``$CORRUPT_JUDGE_MODEL`` configures the judge when the metadata names none."""
+    monkeypatch.setenv("CORRUPT_JUDGE_MODEL", str(SHIPPED))
+    monkeypatch.setenv("CORRUPT_JUDGE_CACHE", str(tmp_path / "env.sqlite"))
+    rows = load_em_questions("corrupt_open_questions.jsonl", "corrupt_em_advice.jsonl",
+                             judge_backend="hf", judge_threshold=LOW)["test"]
+    config = json.loads(rows[0]["judge"])["config"]
+    assert (config["model"], config["cache"]) == (str(SHIPPED), str(tmp_path / "env.sqlite"))
