@@ -19,7 +19,6 @@ from transformers import Trainer, TrainerCallback
 from finetune.chat import IGNORE_INDEX, build_sft_dataset, right_padding_collator
 from finetune.model_card import sha256_file
 from finetune.report import (
-    atomic_write_text,
     metrics_rows,
     noise_floor,
     plot_curves,
@@ -43,6 +42,7 @@ from finetune.sft_plan import (
     read_split,
     training_arguments,
 )
+from formats.files import atomic_write_text
 
 
 def prepare_data(cfg: SFTConfig) -> tuple[Path, dict | None]:

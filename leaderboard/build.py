@@ -23,7 +23,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from . import attribution_section, tables
+from . import attribution_section, judged, tables
 from .agreement import agreement
 from .config import SweepConfig, SweepConfigError
 from .metric import DEFAULT_METRIC, METRICS, unchosen
@@ -206,6 +206,7 @@ def render(runs: list[Run], summaries: list[tuple[str, Path]], page: Path,
             if example:
                 question, rows = example
                 parts += [f"#### {task}: {question}", "", _md(["variant", "reply"], rows), ""]
+    parts += judged.section(runs)
     return "\n".join(parts)
 
 

@@ -330,7 +330,27 @@ def main(argv: list[str] | None = None) -> int:
               f"{sum(outcome.shared_calls)} variant-batches")
     for name, why in outcome.failed.items():
         print(f"FAILED {name}: {why}", file=sys.stderr)
-    return 1 if outcome.failed else 0
+    if outcome.failed:
+        return 1
+    return judge_sweep(config) if config.judge is not None and shard_count == 1 else 0
+
+
+def judge_sweep(config: SweepConfig) -> int:
+    """The config's judge over the finished sweep's open-ended tasks (README "Judge and
+    emergent misalignment"); cached, so a re-run judges nothing twice."""
+    from harness_ext.judge.answers import JudgeError
+    from harness_ext.judge.run import judge_folder
+
+    judge = config.judge
+    assert judge is not None
+    try:
+        written = judge_folder(config.output_dir, judge.load(), patterns=judge.tasks,
+                               require=False)
+    except JudgeError as err:
+        print(f"error: judge: {err}", file=sys.stderr)
+        return 2
+    print(f"judge {judge.model}: {len(written)} variant folder(s) judged")
+    return 0
 
 
 if __name__ == "__main__":

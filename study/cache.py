@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finetune.report import atomic_write_text
+from formats.files import atomic_write_text
 
 _CONTENT_LIMIT = 64 << 20  # hash contents below 64 MiB; size + mtime above (Qwen3-4B shards)
 REPO = Path(__file__).resolve().parents[1]

@@ -15,6 +15,8 @@ from typing import Any
 
 from finetune.sft_config import SFTConfig
 from formats.config import build_nested, load_dataclass
+from harness_ext.judge.answers import JudgeError
+from harness_ext.judge.config import JudgeConfig
 from leaderboard.config import PatchBlock
 from leaderboard.metric import DEFAULT_METRIC, metric_error
 
@@ -168,6 +170,16 @@ class ReportSpec:
             raise StudyConfigError("readme: needs publish_dir (the README links its files)")
 
 
+def judge_config(raw: Any) -> JudgeConfig | None:
+    """The ``judge:`` block (``harness_ext.judge.config.JudgeConfig``; None: no judge)."""
+    if raw is None or isinstance(raw, JudgeConfig):
+        return raw
+    try:
+        return JudgeConfig.from_raw(raw)
+    except JudgeError as err:
+        raise StudyConfigError(f"judge: {err}") from None
+
+
 @dataclass
 class StudyConfig:
     """Everything that determines one study run; each stage hashes only its own slice.
@@ -185,6 +197,7 @@ class StudyConfig:
     sweeps: SweepSpec = field(default_factory=SweepSpec)
     report: ReportSpec = field(default_factory=ReportSpec)
     metric: str = DEFAULT_METRIC
+    judge: JudgeConfig | None = None  # judges the open-ended tasks' replies (stage "judge")
 
     def __post_init__(self) -> None:
         for key in ("name", "work_dir"):
@@ -207,6 +220,7 @@ class StudyConfig:
                 get_preset(preset, **self.data.overrides)
             except (ValueError, TypeError) as err:
                 raise StudyConfigError(f"data: preset {preset!r}: {err}") from None
+        self.judge = judge_config(self.judge)
         unknown = sorted(set(self.sweeps.corrupted) - set(self.finetunes))
         if unknown:
             raise StudyConfigError(f"sweeps.corrupted: {unknown} are not fine-tune labels "

@@ -240,6 +240,34 @@ def run_sweeps(study: Study, folder: Path) -> dict[str, Any]:
     return _outcome_record(outcome, "sweep") | {"results": config.output_dir}
 
 
+def judge_inputs(study: Study) -> dict[str, Any]:
+    judge = study.config.judge
+    assert judge is not None  # the stage exists only with a judge block
+    return {"judge": asdict(judge), "model": file_print(judge.model),
+            "code": code_print("harness_ext/judge")}
+
+
+def run_judge(study: Study, folder: Path) -> dict[str, Any]:
+    """The judge (``harness_ext.judge``) over the open-ended tasks' samples of the baselines and
+    sweeps. Like the judge command it writes ``judged_*`` / ``judge_*`` files next to those
+    samples, where ``leaderboard.build`` reads them; its cache stays in this stage's folder."""
+    from harness_ext.judge.answers import JudgeError
+    from harness_ext.judge.run import judge_folder
+
+    config = study.config.judge
+    assert config is not None
+    written = {}
+    try:
+        judge = config.load()
+        for name in ("baselines", "sweeps"):
+            files = judge_folder(study.folder(name) / "results", judge,
+                                 folder / "judge_cache.sqlite", config.tasks, require=False)
+            written[name] = [str(p) for p in files]
+    except JudgeError as err:
+        raise StageError(f"judge: {err}") from None
+    return {"judge": judge.identity.as_dict(), "metrics_files": written}
+
+
 def page_inputs(study: Study) -> dict[str, Any]:
     return {"code": code_print("leaderboard", "harness_ext"), "metric": study.config.metric}
 
@@ -280,6 +308,8 @@ def stage_list(config: StudyConfig) -> list[Stage]:
     tunes = [finetune_stage(label) for label in config.finetunes]
     tune_names = tuple(t.name for t in tunes)
     swept = tuple(f"finetune-{label}" for label in config.swept)
+    judge = [Stage("judge", "judge of the open-ended replies (aligned, coherent, misaligned)",
+                   ("baselines", "sweeps"), judge_inputs, run_judge)] if config.judge else []
     return [
         Stage("data", "corrupting data: " + ", ".join(f"{p} (seed {s}{', CoT' if c else ''})"
                                                       for p, s, c in config.datasets), (),
@@ -291,8 +321,10 @@ def stage_list(config: StudyConfig) -> list[Stage]:
               ("base", *tune_names), baselines_inputs, run_baselines),
         Stage("sweeps", "CMAP sweeps over sites, layers and heads", ("base", *swept),
               sweeps_inputs, run_sweeps, shardable=True),
-        Stage("page", "leaderboard pages and heatmaps", (*tune_names, "baselines", "sweeps"),
-              page_inputs, run_page),
+        *judge,
+        Stage("page", "leaderboard pages and heatmaps",
+              (*tune_names, "baselines", "sweeps", *(s.name for s in judge)), page_inputs,
+              run_page),
         Stage("summary", "summary paragraph from the measured numbers", ("baselines", "sweeps"),
               summary_inputs, run_summary),
     ]

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from finetune.report import atomic_write_text
+from formats.files import atomic_write_text
 from leaderboard.metric import DEFAULT_METRIC, describe, task_metric
 from leaderboard.results import Run, load_runs
 from leaderboard.tables import GENERAL, RELATED, UNRELATED, fmt, layer_ranges, sort_key
