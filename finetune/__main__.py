@@ -31,11 +31,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[dry-run] {ns.config}")
             print("\n".join(f"  {line}" for line in lines))
             return 0
-        out = run_sft(cfg)
+        run_sft(cfg)
     except SFTError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"[sft] wrote {out} (summary.json, metrics.jsonl, curves.png, table1.md)")
     return 0
 
 

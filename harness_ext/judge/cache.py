@@ -16,6 +16,8 @@ import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
+from formats.failpoints import failpoint
+
 from .answers import JudgeError
 from .score import Summary
 
@@ -78,6 +80,7 @@ class JudgeCache:
                 "INSERT OR REPLACE INTO readings VALUES (?, ?, ?, ?, ?)",
                 [(self.judge, self.version, metric, item, json.dumps(s.as_dict()))
                  for item, s in summaries.items()])
+        failpoint("judge.cache_write")
 
     def close(self) -> None:
         self.db.close()
