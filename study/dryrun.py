@@ -13,6 +13,8 @@ import shutil
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from formats.errors import InputError
+
 from .stages import Study, baselines_backend, stage_list
 
 QWEN3_4B = {"num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8,
@@ -26,7 +28,7 @@ KNOWN_SHAPES = {"qwen3-4b": ("Qwen3-4B", QWEN3_4B), "qwen3-8b": ("Qwen3-8B", QWE
 SAMPLE_BYTES = 2048  # one logged lm-eval sample (doc, prompt, reply, metrics), measured ~1-2 KB
 
 
-class PlanError(ValueError):
+class PlanError(InputError):
     """The plan cannot run as configured; one line."""
 
 

@@ -20,13 +20,15 @@ from typing import Any
 
 import numpy as np
 
+from formats.errors import InputError
+
 NUMBERS = tuple(range(101))
 """The scale: every integer 0..100."""
 
 _DIGITS = re.compile(r"[0-9]+")
 
 
-class JudgeError(ValueError):
+class JudgeError(InputError):
     """Bad judge input (model, tokenizer, samples, cache); one line naming the value."""
 
 
