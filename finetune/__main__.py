@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from finetune.sft_config import SFTConfig, SFTError
+from finetune.sft_config import SFTConfig
+from formats.errors import InputError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(f"  {line}" for line in lines))
             return 0
         run_sft(cfg)
-    except SFTError as err:
+    except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -15,6 +15,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, set_seed
 
 from finetune.sft_config import SFTConfig, SFTError
+from formats.model_files import weights_problem
 
 
 def base_is_local(name: str) -> bool:
@@ -28,6 +29,8 @@ def base_is_local(name: str) -> bool:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise SFTError(f"base_model {name}: no config.json (not an HF model directory)")
+        if (problem := weights_problem(path)) is not None:
+            raise SFTError(f"base_model {name}: {problem}")
         return True
     if path.exists() or name.startswith((".", "/", "~")) or len(path.parts) > 2 or (
         len(path.parts) == 2 and Path(path.parts[0]).is_dir()

@@ -38,6 +38,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from formats.errors import InputError
+from formats.model_files import weights_problem
+
 from .config import SweepConfig, SweepConfigError
 from .loading import (
     ModelCache,
@@ -143,6 +146,10 @@ def plan_sweep(config: SweepConfig, models: ModelCache | None = None) -> SweepPl
     task_dir = Path(config.task_dir or TASKS_DIR).resolve()
     if not task_dir.is_dir():
         raise SweepConfigError(f"task_dir {task_dir}: no such folder")
+    named = {"clean": clean} | {f"corrupted[{k}]": p for k, p in corrupted.items()}
+    for name, path in named.items():  # before any work: a 43-s failure per variant otherwise
+        if (problem := weights_problem(path)) is not None:
+            raise ModelLoadError(f"{name} {path}: {problem}")
     n_layers, n_heads = model_shape(clean)
     for label, path in corrupted.items():
         if model_shape(path) != (n_layers, n_heads):
@@ -320,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = SweepConfig.from_yaml(args.config)
         outcome = run_sweep(config, shard_index, shard_count, device=device)
-    except (SweepConfigError, ModelLoadError) as err:
+    except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"{len(outcome.ran)} ran, {len(outcome.skipped)} already finished, "

@@ -15,10 +15,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from formats.model_files import weights_problem
 from leaderboard.config import SweepConfig
 
 from .cache import code_print, file_print
-from .config import EvalSpec, StudyConfig, SweepSpec
+from .config import EvalSpec, StudyConfig, StudyConfigError, SweepSpec
 
 if TYPE_CHECKING:
     from finetune.sft_config import SFTConfig
@@ -50,6 +51,14 @@ class Study:
             return str(self.folder("base") / "model")
         path = Path(self.config.base.model)
         return str(path.resolve()) if path.exists() else self.config.base.model
+
+    def check_inputs(self) -> None:
+        """Before any stage: a local base the study reads (not one it builds) must hold whole
+        weights (formats.model_files); one ``StudyConfigError`` line otherwise."""
+        base = self.config.base
+        if base.random_init is None and not self.retrain:
+            if (problem := weights_problem(base.model)) is not None:
+                raise StudyConfigError(f"base.model {base.model}: {problem}")
 
     def data_dir(self, preset: str, seed: int, cot: bool = False) -> Path:
         return self.folder("data") / f"{preset}-seed{seed}{'-cot' if cot else ''}"
