@@ -69,3 +69,29 @@ def weights_problem(folder: str | Path) -> str | None:
         if path.suffix == ".bin" and path.stat().st_size == 0:
             return f"{path.name} is empty"
     return None
+
+
+SHAPE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
+              "intermediate_size", "vocab_size")
+
+
+def adapter_base_problem(adapter: str | Path, base: str | Path) -> str | None:
+    """Why a PEFT adapter folder was not trained over a model of ``base``'s shape, or None.
+
+    The adapter records its base (``base_model_name_or_path``); where that is a local folder,
+    its config.json is compared with ``base``'s on the keys that decide tensor shapes (the same
+    model at another path passes). A base recorded as a hub id is not checked offline."""
+    config = Path(adapter).expanduser() / "adapter_config.json"
+    if not config.is_file():
+        return None
+    recorded = json.loads(config.read_text()).get("base_model_name_or_path")
+    mine, theirs = (Path(p).expanduser() / "config.json" for p in (base, recorded or ""))
+    if not recorded or not theirs.is_file() or not mine.is_file():
+        return None
+    a, b = json.loads(mine.read_text()), json.loads(theirs.read_text())
+    differ = [k for k in SHAPE_KEYS if a.get(k) != b.get(k)]
+    if differ:
+        key = differ[0]
+        return (f"was trained over {recorded} ({key} {b.get(key)!r}), not a model of this base's "
+                f"shape ({key} {a.get(key)!r})")
+    return None

@@ -32,7 +32,7 @@ from lm_eval.models.utils_hf import get_dtype
 from torch import Tensor
 from tqdm import tqdm
 
-from formats.model_files import weights_problem
+from formats.model_files import adapter_base_problem, weights_problem
 from patching import (
     AdapterSide,
     DecodingConfig,
@@ -119,6 +119,9 @@ class PatchedLM(HFLM):
         model load."""
         if isinstance(pretrained, str) and (problem := weights_problem(pretrained)):
             raise PatchingError(f"pretrained={pretrained!r}: {problem}")
+        if self._source is not None and self._source.is_adapter and isinstance(pretrained, str):
+            if (problem := adapter_base_problem(self._source.path, pretrained)) is not None:
+                raise PatchingError(f"corrupted={self._source.path!r} {problem}")
         corrupted = self._source.config if self._source else self.patch.corrupted.config
         if corrupted is not None:  # None: an adapter, which keeps the base's shapes
             pair = (

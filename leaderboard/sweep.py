@@ -39,7 +39,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from formats.errors import InputError
-from formats.model_files import weights_problem
+from formats.model_files import adapter_base_problem, weights_problem
 
 from .config import SweepConfig, SweepConfigError
 from .loading import (
@@ -148,7 +148,7 @@ def plan_sweep(config: SweepConfig, models: ModelCache | None = None) -> SweepPl
         raise SweepConfigError(f"task_dir {task_dir}: no such folder")
     named = {"clean": clean} | {f"corrupted[{k}]": p for k, p in corrupted.items()}
     for name, path in named.items():  # before any work: a 43-s failure per variant otherwise
-        if (problem := weights_problem(path)) is not None:
+        if (problem := weights_problem(path) or adapter_base_problem(path, clean)) is not None:
             raise ModelLoadError(f"{name} {path}: {problem}")
     n_layers, n_heads = model_shape(clean)
     for label, path in corrupted.items():

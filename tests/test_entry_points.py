@@ -41,6 +41,20 @@ def truncated(tmp: Path) -> Path:
     return folder
 
 
+def foreign_adapter(tmp: Path) -> Path:
+    """A LoRA adapter trained over a model of another shape (3 layers, not 6)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from finetune.tiny import TinyModelConfig, build_tiny_model_dir
+
+    other = build_tiny_model_dir(tmp / "other-base", config=TinyModelConfig(num_hidden_layers=3))
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(other),
+                           LoraConfig(r=2, target_modules=["q_proj"]))
+    model.save_pretrained(tmp / "adapter")
+    return tmp / "adapter"
+
+
 def yaml_file(tmp: Path, name: str, raw: dict) -> Path:
     path = tmp / name
     path.write_text(yaml.safe_dump(raw))
@@ -121,6 +135,10 @@ CASES: dict[str, tuple[Case, str]] = {
     "lm_eval patched_hf: corrupted without weights (issue 15 #4)": (
         lambda t: patched(t, corrupted=str(config_only(t))),
         r"corrupted='.*config-only': holds config.json but no weights"),
+    "leaderboard.sweep: adapter over another base": (
+        lambda t: py("leaderboard.sweep", "--config",
+                     sweep(t, corrupted={"lora": str(foreign_adapter(t))})),
+        r"corrupted\[lora\] .*adapter: was trained over .*other-base \(num_hidden_layers 3\)"),
     "lm_eval patched_hf: layers=[30,31] on 6 layers (issue 15 #5)": (
         lambda t: patched(t, layers="[30,31]"),
         r"layer 30 is out of range for a 6-layer model \(0\.\.5\)"),
