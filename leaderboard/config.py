@@ -14,7 +14,6 @@ from typing import Any
 
 from formats.config import build_nested, load_dataclass
 from formats.errors import InputError
-from harness_ext.judge.answers import JudgeError
 from harness_ext.judge.config import JudgeConfig
 from patching import PER_HEAD_SITES, SITE_NAMES
 from patching.spec import POSITIONS
@@ -189,22 +188,11 @@ class SweepConfig:
             raise SweepConfigError(f"bootstrap_iters={self.bootstrap_iters!r}: expected int >= 0")
         if self.name is None:
             self.name = Path(self.output_dir).name
-        self.judge = judge_block(self.judge)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SweepConfig:
         """Load and check a sweep file; every problem is one line naming the file."""
         return load_dataclass(cls, path, error=SweepConfigError)
-
-
-def judge_block(raw: Any) -> JudgeConfig | None:
-    """The ``judge:`` block as a ``JudgeConfig`` (None: no judge; one line on a bad value)."""
-    if raw is None or isinstance(raw, JudgeConfig):
-        return raw
-    try:
-        return JudgeConfig.from_raw(raw)
-    except JudgeError as err:
-        raise SweepConfigError(f"judge: {err}") from None
 
 
 def _labelled(value: Any) -> dict[str, str]:

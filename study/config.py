@@ -16,7 +16,6 @@ from typing import Any
 from finetune.sft_config import SFTConfig
 from formats.config import build_nested, load_dataclass
 from formats.errors import InputError
-from harness_ext.judge.answers import JudgeError
 from harness_ext.judge.config import JudgeConfig
 from leaderboard.config import PatchBlock
 from leaderboard.metric import DEFAULT_METRIC, metric_error
@@ -171,16 +170,6 @@ class ReportSpec:
             raise StudyConfigError("readme: needs publish_dir (the README links its files)")
 
 
-def judge_config(raw: Any) -> JudgeConfig | None:
-    """The ``judge:`` block (``harness_ext.judge.config.JudgeConfig``; None: no judge)."""
-    if raw is None or isinstance(raw, JudgeConfig):
-        return raw
-    try:
-        return JudgeConfig.from_raw(raw)
-    except JudgeError as err:
-        raise StudyConfigError(f"judge: {err}") from None
-
-
 @dataclass
 class StudyConfig:
     """Everything that determines one study run; each stage hashes only its own slice.
@@ -228,7 +217,6 @@ class StudyConfig:
                 get_preset(preset, **self.data.overrides)
             except (ValueError, TypeError) as err:
                 raise StudyConfigError(f"data: preset {preset!r}: {err}") from None
-        self.judge = judge_config(self.judge)
         unknown = sorted(set(self.sweeps.corrupted) - set(self.finetunes))
         if unknown:
             raise StudyConfigError(f"sweeps.corrupted: {unknown} are not fine-tune labels "

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
 
 from .answers import JudgeError
 from .model import BACKENDS, Judge
@@ -40,19 +39,6 @@ class JudgeConfig:
                 or not all(isinstance(t, str) and t for t in tasks):
             raise JudgeError(f"tasks={self.tasks!r}: expected a list of task-name patterns")
         object.__setattr__(self, "tasks", tuple(tasks))
-
-    @classmethod
-    def from_raw(cls, raw: Any) -> JudgeConfig:
-        """From a YAML mapping; unknown or missing keys are one line."""
-        if not isinstance(raw, dict):
-            raise JudgeError(f"expected a mapping with at least 'model', got {raw!r}")
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - names)
-        if unknown:
-            raise JudgeError(f"unknown key(s) {unknown}; known: {sorted(names)}")
-        if "model" not in raw:
-            raise JudgeError("missing key 'model' (the judge model: a directory or hub id)")
-        return cls(**raw)
 
     def load(self, progress: bool = True) -> Judge:
         """The judge, ready to score (its weights load on first use)."""
