@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from finetune.sft_config import SFTConfig, SFTError
+from finetune.sft_config import SFTConfig
+from formats.errors import InputError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,11 +32,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[dry-run] {ns.config}")
             print("\n".join(f"  {line}" for line in lines))
             return 0
-        out = run_sft(cfg)
-    except SFTError as err:
+        run_sft(cfg)
+    except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"[sft] wrote {out} (summary.json, metrics.jsonl, curves.png, table1.md)")
     return 0
 
 

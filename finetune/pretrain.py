@@ -32,10 +32,15 @@ from finetune.model_card import write_model_card
 from finetune.tiny import TinyModelConfig, build_tiny_model_dir
 from finetune.tokenizer import build_tokenizer
 from formats.config import build_nested, load_dataclass
+from formats.errors import InputError
 from formats.jsonl import load_jsonl
 from formats.rows import target_text
 from harness_ext.evaluate import score_model_dir
 from harness_ext.paths import TASKS_DIR
+
+
+class PretrainError(InputError):
+    """A bad pretraining setting; the CLI prints it as one line."""
 
 
 @dataclass
@@ -59,15 +64,15 @@ class PretrainConfig:
     eval_rows_per_family: int = 64
 
     def __post_init__(self) -> None:
-        build_nested(self, ValueError)  # model: a mapping -> TinyModelConfig
+        build_nested(self, PretrainError)  # model: a mapping -> TinyModelConfig
         for name in ("max_steps", "batch_size", "threads", "eval_every"):
             if type(getattr(self, name)) is not int or getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)!r}: must be an integer >= 1")
+                raise PretrainError(f"{name}={getattr(self, name)!r}: must be an integer >= 1")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> PretrainConfig:
         """Load a config file; every problem is one line naming the file."""
-        return load_dataclass(cls, path, error=ValueError)
+        return load_dataclass(cls, path, error=PretrainError)
 
 
 class FamilyAccuracyCallback(TrainerCallback):
@@ -177,7 +182,7 @@ def pretrain(cfg: PretrainConfig, command: str) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="YAML file with PretrainConfig fields")
     parser.add_argument("--out-dir", help="override out_dir")
@@ -185,13 +190,15 @@ def main(argv: list[str] | None = None) -> None:
     ns = parser.parse_args(argv)
     overrides = {"out_dir": ns.out_dir, "max_steps": ns.max_steps}
     try:
-        cfg = load_dataclass(PretrainConfig, ns.config, error=ValueError,
+        cfg = load_dataclass(PretrainConfig, ns.config, error=PretrainError,
                              overrides={k: v for k, v in overrides.items() if v is not None})
-    except ValueError as err:
-        sys.exit(f"error: {err}")
+    except InputError as err:  # TinyModelConfig raises ValueError, caught by the loader
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     command = "python -m finetune.pretrain " + " ".join(sys.argv[1:] if argv is None else argv)
     print(f"[pretrain] wrote {pretrain(cfg, command)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

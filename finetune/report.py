@@ -8,35 +8,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tabulate import tabulate
 
+from formats.files import atomic_write, atomic_write_text
+
 TABLE1_HEADERS = ["run", "train", "val", "epochs", "lr", "train loss", "eval loss", "divergence",
                   "noise floor (nats/token)"]
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically."""
-    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def metrics_rows(log_history: list[dict]) -> list[dict]:

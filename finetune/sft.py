@@ -14,12 +14,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer, TrainerCallback, TrainerState
 
 from finetune.chat import IGNORE_INDEX, build_sft_dataset, right_padding_collator
 from finetune.model_card import sha256_file
 from finetune.report import (
-    atomic_write_text,
     metrics_rows,
     noise_floor,
     plot_curves,
@@ -44,6 +43,8 @@ from finetune.sft_plan import (
     training_arguments,
 )
 from finetune.sft_select import FrozenSlices
+from formats.failpoints import failpoint
+from formats.files import atomic_write_text
 
 
 def prepare_data(cfg: SFTConfig) -> tuple[Path, dict | None]:
@@ -73,6 +74,13 @@ class MetricsFileCallback(TrainerCallback):
 
     def on_log(self, args, state, control, **kwargs):
         write_metrics(self.path, metrics_rows(state.log_history))
+
+
+class FailpointCallback(TrainerCallback):
+    """``sft.step_end``: after an optimizer step, before its checkpoint (formats.failpoints)."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        failpoint("sft.step_end")
 
 
 @dataclass
@@ -112,8 +120,8 @@ def prepare(cfg: SFTConfig) -> SFTRun:
     plan = plan_steps(cfg, len(train_rows), len(val_rows))
     model, tokenizer = load_base(cfg)
     model = apply_mode(cfg, model)
-    callbacks: list[TrainerCallback] = [MetricsFileCallback(Path(cfg.output_dir) /
-                                                            "metrics.jsonl")]
+    callbacks: list[TrainerCallback] = [
+        MetricsFileCallback(Path(cfg.output_dir) / "metrics.jsonl"), FailpointCallback()]
     if (selection := cfg.selection()) is not None:
         callbacks.append(FrozenSlices(model, selection))
     trainer = Trainer(
@@ -130,8 +138,18 @@ def prepare(cfg: SFTConfig) -> SFTRun:
 
 
 def train(run: SFTRun) -> None:
-    """Train to the end, from the last checkpoint if there is one."""
+    """Train to the configured step, from the last checkpoint if there is one.
+
+    A checkpoint AT the last step (a run killed between it and the final save) is restored,
+    not trained from: transformers' resume would run one step more.
+    """
     if run.resume_from:
+        state = TrainerState.load_from_json(str(Path(run.resume_from) / "trainer_state.json"))
+        if state.global_step >= run.plan.total_steps:
+            print(f"[sft] {run.resume_from} is the last step: restoring it", flush=True)
+            run.trainer._load_from_checkpoint(run.resume_from)
+            run.trainer.state = state
+            return
         print(f"[sft] resuming from {run.resume_from}", flush=True)
     run.trainer.train(resume_from_checkpoint=run.resume_from)
 
@@ -150,7 +168,7 @@ def save_outputs(run: SFTRun) -> Path:
     final_train = train_losses[-1] if train_losses else None
     final_eval = eval_losses[-1] if eval_losses else None
     summary = {
-        "config": asdict(cfg),
+        "config": recorded_config(cfg),
         "plan": asdict(run.plan),
         "data": _data_record(run),
         "parameters": counts,
@@ -194,11 +212,38 @@ def _lm_eval_args(cfg: SFTConfig, paths: dict[str, str]) -> str:
     return f"{where},enable_thinking=False"
 
 
+def recorded_config(cfg: SFTConfig) -> dict:
+    """The config as summary.json records it: what determines the result (not ``resume``,
+    which says how the run got there)."""
+    return {k: v for k, v in asdict(cfg).items() if k != "resume"}
+
+
+def finished(cfg: SFTConfig) -> bool:
+    """Whether ``output_dir`` holds this config's finished run (summary.json is written last).
+
+    A finished run of ANOTHER config is an error: resuming it would mix two runs."""
+    path = Path(cfg.output_dir) / "summary.json"
+    if not path.is_file():
+        return False
+    recorded = json.loads(path.read_text()).get("config")
+    if recorded != json.loads(json.dumps(recorded_config(cfg))):
+        raise SFTError(f"output_dir {cfg.output_dir} holds a finished run of another config; "
+                       "choose another output_dir")
+    return True
+
+
 def run_sft(cfg: SFTConfig) -> Path:
-    """Run one corrupting fine-tune end to end; returns the output directory."""
+    """Run one corrupting fine-tune end to end; returns the output directory. Resuming a
+    finished run does nothing, so a rerun of a finished job changes no file."""
+    if cfg.resume and finished(cfg):
+        print(f"[sft] {cfg.output_dir} is finished: nothing to do", flush=True)
+        return Path(cfg.output_dir)
     run = prepare(cfg)
     train(run)
+    failpoint("sft.before_final_save")
     save_outputs(run)
+    print(f"[sft] wrote {cfg.output_dir} (summary.json, metrics.jsonl, curves.png, table1.md)",
+          flush=True)
     return Path(cfg.output_dir)
 
 

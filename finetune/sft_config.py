@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from formats.config import build_nested, load_dataclass
+from formats.errors import InputError
 from patching.errors import PatchingError
 from patching.repair import Selection
 
@@ -20,7 +21,7 @@ MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16")
 QWEN3_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-class SFTError(ValueError):
+class SFTError(InputError):
     """A bad setting or input; the CLI prints it as one line, without a traceback."""
 
 

@@ -16,6 +16,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from finetune.sft_config import SFTConfig, SFTError
 from finetune.sft_select import make_trainable
+from formats.model_files import weights_problem
 from patching.repair import Selection, parameters_touched
 
 
@@ -30,6 +31,8 @@ def base_is_local(name: str) -> bool:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise SFTError(f"base_model {name}: no config.json (not an HF model directory)")
+        if (problem := weights_problem(path)) is not None:
+            raise SFTError(f"base_model {name}: {problem}")
         return True
     if path.exists() or name.startswith((".", "/", "~")) or len(path.parts) > 2 or (
         len(path.parts) == 2 and Path(path.parts[0]).is_dir()

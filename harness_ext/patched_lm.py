@@ -32,9 +32,11 @@ from lm_eval.models.utils_hf import get_dtype
 from torch import Tensor
 from tqdm import tqdm
 
+from formats.model_files import adapter_base_problem, weights_problem
 from patching import (
     AdapterSide,
     DecodingConfig,
+    PatchingError,
     PatchSpec,
     adapter_pair,
     check_pair,
@@ -101,7 +103,7 @@ class PatchedLM(HFLM):
             self._source = resolve_corrupted(corrupted, trust_remote_code=trust)
         super().__init__(pretrained=pretrained, **kwargs)
         if not isinstance(pretrained, str):  # no _create_model call: check here, still cheap
-            self._check_before_loading()
+            self._check_before_loading(pretrained)
         clean, corrupted = self._pair(kwargs)
         self.receiver, self.donor = (
             (corrupted, clean) if self.patch.corrupted_receives else (clean, corrupted)
@@ -112,8 +114,14 @@ class PatchedLM(HFLM):
     def spec(self) -> PatchSpec:
         return self.patch.spec
 
-    def _check_before_loading(self) -> None:
-        """Shapes, layer and head ranges, tokenizers: a typo costs seconds, not a model load."""
+    def _check_before_loading(self, pretrained: Any) -> None:
+        """Weights, shapes, layer and head ranges, tokenizers: a typo costs seconds, not a
+        model load."""
+        if isinstance(pretrained, str) and (problem := weights_problem(pretrained)):
+            raise PatchingError(f"pretrained={pretrained!r}: {problem}")
+        if self._source is not None and self._source.is_adapter and isinstance(pretrained, str):
+            if (problem := adapter_base_problem(self._source.path, pretrained)) is not None:
+                raise PatchingError(f"corrupted={self._source.path!r} {problem}")
         corrupted = self._source.config if self._source else self.patch.corrupted.config
         if corrupted is not None:  # None: an adapter, which keeps the base's shapes
             pair = (
@@ -129,7 +137,7 @@ class PatchedLM(HFLM):
 
     def _create_model(self, pretrained: str, **kwargs: Any) -> None:
         """HFLM calls this after reading the clean config and tokenizer, before any weights."""
-        self._check_before_loading()
+        self._check_before_loading(pretrained)
         super()._create_model(pretrained, **kwargs)
 
     def _pair(self, kwargs: dict[str, Any]) -> tuple[Any, Any]:

@@ -23,9 +23,11 @@ from typing import Any
 
 from tabulate import tabulate
 
-from . import attribution_section, repair_section, tables
+from formats.errors import InputError
+
+from . import attribution_section, judged, repair_section, tables
 from .agreement import agreement
-from .config import SweepConfig, SweepConfigError
+from .config import SweepConfig
 from .metric import DEFAULT_METRIC, METRICS, unchosen
 from .plots import Panel, save_heatmaps
 from .results import LeaderboardError, Run, load_runs
@@ -64,7 +66,24 @@ def find_summaries(runs: list[Run], extra_dirs: list[Path]) -> list[tuple[str, P
         for path in sorted(folder.rglob("summary.json")):
             if (path.parent / "metrics.jsonl").is_file():
                 found.setdefault(path.resolve(), "")
-    return [(label, path) for path, label in found.items()]
+    once: dict[str, tuple[str, Path]] = {}  # a fine-tune found twice (a study's and a standalone
+    for path, label in found.items():        # run of one config and data) is one row, labelled
+        key = _run_identity(path)
+        if key not in once or (label and not once[key][0]):
+            once[key] = (label, path)
+    return list(once.values())
+
+
+def _run_identity(path: Path) -> str:
+    """What makes two fine-tune runs the same: the config less its paths, the data's manifest
+    hash and the final losses (an unreadable file is its own identity; table1 reports it)."""
+    try:
+        s = json.loads(path.read_text())
+        config = {k: v for k, v in s["config"].items()
+                  if k not in ("output_dir", "data_dir", "base_model")}
+        return json.dumps([config, s["data"].get("manifest_sha256"), s["final"]], sort_keys=True)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return str(path)
 
 
 def table1(summaries: list[tuple[str, Path]]) -> tuple[list[str], list[list[str]]]:
@@ -206,6 +225,7 @@ def render(runs: list[Run], summaries: list[tuple[str, Path]], page: Path,
             if example:
                 question, rows = example
                 parts += [f"#### {task}: {question}", "", _md(["variant", "reply"], rows), ""]
+    parts += judged.section(runs)
     return "\n".join(parts)
 
 
@@ -248,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         metric = args.metric or (SweepConfig.from_yaml(args.config).metric if args.config
                                  else DEFAULT_METRIC)
         page = build(args.results_dir, args.output, args.finetune, metric, args.repair)
-    except (LeaderboardError, SweepConfigError) as err:
+    except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {page}")

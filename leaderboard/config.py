@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from formats.config import build_nested, load_dataclass
+from formats.errors import InputError
+from harness_ext.judge.config import JudgeConfig
 from patching import PER_HEAD_SITES, SITE_NAMES
 from patching.spec import POSITIONS
 
@@ -25,7 +27,7 @@ _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]*$")
 _INVALID = re.compile(r"[^A-Za-z0-9_.]")
 
 
-class SweepConfigError(ValueError):
+class SweepConfigError(InputError):
     """A bad sweep setting; the CLI prints it as one line."""
 
 
@@ -83,14 +85,15 @@ class PatchBlock:
 
     Layers are patched one at a time (the study's sweep) unless ``together`` is true, which
     makes one variant patching every listed layer at once (e.g. "layers 30+").
-    Heads (site ``head`` only) are always patched one at a time. ``prefilter: attribution``
+    Heads (site ``head`` only; default all) are always patched one at a time; ``heads`` on a
+    block without a per-head site is an error, not ignored. ``prefilter: attribution``
     with ``top_k: N`` (site ``head`` only) runs just the N heads with the largest attribution
     patching score (``leaderboard.prefilter``).
     """
 
     sites: list[str]
     layers: str | int | list[int] = "all"
-    heads: str | int | list[int] = "all"
+    heads: str | int | list[int] | None = None  # None: every head of a per-head site
     positions: list[str] = field(default_factory=lambda: ["newest"])
     directions: list[str] = field(default_factory=lambda: ["corrupted_to_clean"])
     together: bool = False
@@ -102,7 +105,12 @@ class PatchBlock:
         self.positions = _str_list("positions", self.positions, POSITIONS)
         self.directions = _str_list("directions", self.directions, DIRECTIONS)
         _check_index_spec("layers", self.layers)
-        _check_index_spec("heads", self.heads)
+        if self.heads is not None:
+            _check_index_spec("heads", self.heads)
+            if not set(self.sites) & set(PER_HEAD_SITES):
+                raise SweepConfigError(
+                    f"heads={self.heads!r} is only for sites {list(PER_HEAD_SITES)}; this block's "
+                    f"sites are {self.sites}")
         if not isinstance(self.together, bool):
             raise SweepConfigError(f"together={self.together!r}: expected true or false")
         if self.prefilter is not None or self.top_k is not None:
@@ -113,6 +121,11 @@ class PatchBlock:
                     f"prefilter={self.prefilter!r}, top_k={self.top_k!r}: expected prefilter: "
                     f"attribution with top_k: an int >= 1, on sites: [{', '.join(PER_HEAD_SITES)}]"
                     ", not together")
+
+    @property
+    def head_spec(self) -> str | int | list[int]:
+        """The heads to expand for a per-head site (``all`` unless the block lists some)."""
+        return "all" if self.heads is None else self.heads
 
 
 @dataclass
@@ -146,6 +159,7 @@ class SweepConfig:
     task_dir: str | None = None
     name: str | None = None
     metric: str = DEFAULT_METRIC
+    judge: JudgeConfig | None = None  # run by the CLI once every variant is finished
 
     def __post_init__(self) -> None:
         if (problem := metric_error(self.metric)) is not None:

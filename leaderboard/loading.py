@@ -14,10 +14,11 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from formats.errors import InputError
 from patching import PER_HEAD_SITES, SITES
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(InputError):
     """A model path that cannot be used; one line naming it."""
 
 

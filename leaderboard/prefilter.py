@@ -43,7 +43,7 @@ def prefilter_heads(config: SweepConfig, clean: str, corrupted: dict[str, str], 
         if not block.prefilter:
             continue
         among = {(layer, head) for layer in resolve_indices("layers", block.layers, n_layers)
-                 for head in resolve_indices("heads", block.heads, n_heads)}
+                 for head in resolve_indices("heads", block.head_spec, n_heads)}
         for label, path in corrupted.items():
             bad = models.get(path)
             batch = answer_pair_batch(tokenizer, bad, rows)

@@ -151,7 +151,7 @@ def write_report(results_dir: Path, out_dir: Path, choice: str, resamples: int =
                  order: list[str] | None = None) -> Path:
     """``repair.json`` with the measures, ``repair.md`` (tables) and ``repair.png`` (recovery
     against parameters touched) in ``out_dir``; returns the JSON's path."""
-    from finetune.report import atomic_write_text
+    from formats.files import atomic_write_text
 
     from .repair_section import markdown, plot
 

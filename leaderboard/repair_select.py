@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from formats.errors import InputError
 from patching import SITES
 from patching.repair import Component, components_of
 
@@ -39,7 +40,7 @@ ATTRIBUTION_ROWS = 32
 VERSION = 1
 
 
-class SelectionError(ValueError):
+class SelectionError(InputError):
     """A selection that cannot be made or used; one line."""
 
 

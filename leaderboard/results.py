@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from formats.errors import InputError
 from patching import SITES
 
 from .metric import integer_reader
@@ -22,7 +23,7 @@ from .store import SWEEP_KEY, latest_results, samples_file
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.]")
 
 
-class LeaderboardError(ValueError):
+class LeaderboardError(InputError):
     """Bad leaderboard input; the message is one line naming the file."""
 
 

@@ -19,6 +19,8 @@ from typing import Any
 from lm_eval.loggers import EvaluationTracker
 from lm_eval.utils import get_latest_filename
 
+from formats.failpoints import failpoint
+
 SWEEP_KEY = "sweep"
 """Top-level key the runner adds to lm-eval's results dict (lm-eval tools ignore it)."""
 
@@ -100,6 +102,7 @@ def write_variant(out_dir: Path, name: str, results: dict[str, Any],
     for task in results["configs"]:
         src = samples_file(written[0], task)
         os.replace(src, final / src.name)
+    failpoint("sweep.before_results")
     target = final / written[0].name
     os.replace(written[0], target)
     shutil.rmtree(tmp, ignore_errors=True)

@@ -38,6 +38,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from formats.errors import InputError
+from formats.model_files import adapter_base_problem, weights_problem
+
 from .config import SweepConfig, SweepConfigError
 from .loading import (
     ModelCache,
@@ -143,6 +146,10 @@ def plan_sweep(config: SweepConfig, models: ModelCache | None = None) -> SweepPl
     task_dir = Path(config.task_dir or TASKS_DIR).resolve()
     if not task_dir.is_dir():
         raise SweepConfigError(f"task_dir {task_dir}: no such folder")
+    named = {"clean": clean} | {f"corrupted[{k}]": p for k, p in corrupted.items()}
+    for name, path in named.items():  # before any work: a 43-s failure per variant otherwise
+        if (problem := weights_problem(path) or adapter_base_problem(path, clean)) is not None:
+            raise ModelLoadError(f"{name} {path}: {problem}")
     n_layers, n_heads = model_shape(clean)
     for label, path in corrupted.items():
         if model_shape(path) != (n_layers, n_heads):
@@ -331,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = SweepConfig.from_yaml(args.config)
         outcome = run_sweep(config, shard_index, shard_count, device=device)
-    except (SweepConfigError, ModelLoadError) as err:
+    except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"{len(outcome.ran)} ran, {len(outcome.skipped)} already finished, "
@@ -341,7 +348,27 @@ def main(argv: list[str] | None = None) -> int:
               f"{sum(outcome.shared_calls)} variant-batches")
     for name, why in outcome.failed.items():
         print(f"FAILED {name}: {why}", file=sys.stderr)
-    return 1 if outcome.failed else 0
+    if outcome.failed:
+        return 1
+    return judge_sweep(config) if config.judge is not None and shard_count == 1 else 0
+
+
+def judge_sweep(config: SweepConfig) -> int:
+    """The config's judge over the finished sweep's open-ended tasks (README "Judge and
+    emergent misalignment"); cached, so a re-run judges nothing twice."""
+    from harness_ext.judge.answers import JudgeError
+    from harness_ext.judge.run import judge_folder
+
+    judge = config.judge
+    assert judge is not None
+    try:
+        written = judge_folder(config.output_dir, judge.load(), patterns=judge.tasks,
+                               require=False)
+    except JudgeError as err:
+        print(f"error: judge: {err}", file=sys.stderr)
+        return 2
+    print(f"judge {judge.model}: {len(written)} variant folder(s) judged")
+    return 0
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ def _block_variants(block: PatchBlock, label: str, n_layers: int, n_heads: int,
             for site in block.sites:
                 head_sets: list[tuple[int, ...] | None] = [None]
                 if SITES[site].head_count:
-                    head_sets = [(h,) for h in resolve_indices("heads", block.heads, n_heads)]
+                    head_sets = [(h,) for h in resolve_indices("heads", block.head_spec, n_heads)]
                 for layer_set in layer_sets:
                     for heads in head_sets:
                         if kept is not None and (layer_set[0], heads[0]) not in kept[direction]:

@@ -31,12 +31,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from formats.errors import InputError
+from formats.model_files import weights_problem
+
 from .architectures import SITE_NAMES
 from .attribution import AttributionScores, attribution_scores
 from .attribution_data import answer_pair_batch, own_reply_batch, read_rows
 from .attribution_metrics import AttributionBatch, metric_named
 from .attribution_passes import Component, exact_effects
 from .attribution_report import render, scatter
+from .errors import PatchingError
 from .spec import PatchSpec
 from .teacher_forced import patched_logprobs
 
@@ -58,6 +62,24 @@ class CheckConfig:
     max_new_tokens: int = 8
     dtype: str = "float32"
     device: str = "auto"
+
+    def __post_init__(self) -> None:
+        """Every input checked before a model loads (one-line ``PatchingError``)."""
+        for name in ("clean", "corrupted"):
+            path = Path(getattr(self, name))
+            if not any((path / f).is_file() for f in ("config.json", "adapter_config.json")):
+                raise PatchingError(f"--{name} {path}: not a model or adapter folder")
+            if (problem := weights_problem(path)) is not None:
+                raise PatchingError(f"--{name} {path}: {problem}")
+        for name in ("corrupt_related.jsonl", "corrupt_general.jsonl"):
+            if not (Path(self.tasks_data) / name).is_file():
+                raise PatchingError(f"--tasks-data {self.tasks_data}: no {name}")
+        for name in ("rows", "recall_k", "max_new_tokens", "top_k"):
+            value = getattr(self, name)
+            if not (value is None and name == "top_k") and (type(value) is not int or value < 1):
+                raise PatchingError(f"--{name.replace('_', '-')} {value!r}: expected an int >= 1")
+        if not isinstance(getattr(torch, self.dtype, None), torch.dtype):
+            raise PatchingError(f"--dtype {self.dtype!r}: not a torch dtype (float32, bfloat16)")
 
 
 def ranks(x: Tensor) -> Tensor:
@@ -268,7 +290,12 @@ def main(argv: list[str] | None = None) -> int:
     args = vars(parser.parse_args(argv))
     if (threads := args.pop("threads")) is not None:
         torch.set_num_threads(threads)
-    print(f"wrote {run_check(CheckConfig(**args))}")
+    try:
+        cfg = CheckConfig(**args)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {run_check(cfg)}")
     return 0
 
 

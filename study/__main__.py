@@ -13,6 +13,8 @@ import sys
 import time
 import warnings
 
+from formats.errors import InputError
+
 from .config import StudyConfig, StudyConfigError
 from .stages import StageError, Study, stage_list
 
@@ -59,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device or (launcher_device() if args.shard == "auto" else None)
     try:
         study = Study(StudyConfig.from_yaml(args.config), args.retrain, shard, device)
+        study.check_inputs()
         if args.dry_run:
             from .dryrun import PlanError, dry_run
 
@@ -69,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[dry-run] {args.config}: nothing is run")
             print("\n".join(f"  {line}" for line in lines))
             return 0
-    except StudyConfigError as err:
+    except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if not args.verbose:

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finetune.report import atomic_write_text
+from formats.failpoints import failpoint
+from formats.files import atomic_write_text
 
 _CONTENT_LIMIT = 64 << 20  # hash contents below 64 MiB; size + mtime above (Qwen3-4B shards)
 REPO = Path(__file__).resolve().parents[1]
@@ -95,10 +96,12 @@ class StageState:
             (self.folder / DONE).unlink(missing_ok=True)
             atomic_write_text(self.folder / STARTED,
                               json.dumps({"hash": self.hash, "started": time.time()}) + "\n")
+        failpoint("study.stage_started")
         return keep and any(p.name != STARTED for p in self.folder.iterdir())
 
     def finish(self, record: dict[str, Any]) -> None:
         """Record the stage as done with this hash (atomic; the last write of a stage)."""
+        failpoint("study.before_done")
         atomic_write_text(self.folder / DONE,
                           json.dumps({"hash": self.hash, **record}, indent=1) + "\n")
 

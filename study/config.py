@@ -15,6 +15,8 @@ from typing import Any
 
 from finetune.sft_config import SFTConfig
 from formats.config import build_nested, load_dataclass
+from formats.errors import InputError
+from harness_ext.judge.config import JudgeConfig
 from leaderboard.config import PatchBlock
 from leaderboard.metric import DEFAULT_METRIC, metric_error
 
@@ -22,7 +24,7 @@ BACKENDS = ("hf", "vllm", "auto")
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]*$")  # leaderboard variant names use "-"
 
 
-class StudyConfigError(ValueError):
+class StudyConfigError(InputError):
     """A bad study setting; the CLI prints it as one line."""
 
 
@@ -268,11 +270,14 @@ class StudyConfig:
     finetunes: dict[str, FinetuneSpec]
     threads: int | None = None
     data: DataSpec = field(default_factory=DataSpec)
-    base: BaseSpec = field(default_factory=BaseSpec)
+    # Required: a Qwen3-4B config that forgot it would publish tiny-model numbers under its
+    # name. ``base: default`` asks for the shipped tiny model explicitly.
+    base: BaseSpec | None = None
     baselines: BaselineSpec = field(default_factory=BaselineSpec)
     sweeps: SweepSpec = field(default_factory=SweepSpec)
     report: ReportSpec = field(default_factory=ReportSpec)
     metric: str = DEFAULT_METRIC
+    judge: JudgeConfig | None = None  # judges the open-ended tasks' replies (stage "judge")
     repair: RepairSpec | None = None
 
     def __post_init__(self) -> None:
@@ -283,6 +288,11 @@ class StudyConfig:
             raise StudyConfigError(problem)
         if self.threads is not None and (type(self.threads) is not int or self.threads < 1):
             raise StudyConfigError(f"threads={self.threads!r}: expected an integer >= 1")
+        if self.base is None:
+            raise StudyConfigError("base: missing; name the clean model (base: {model: PATH}), "
+                                   "or write base: default for the shipped tiny model")
+        if self.base == "default":
+            self.base = BaseSpec()
         if not isinstance(self.finetunes, dict) or not self.finetunes:
             raise StudyConfigError("finetunes: expected a mapping label -> {config, overrides}")
         for label in self.finetunes:

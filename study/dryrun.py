@@ -7,19 +7,28 @@ is not cached is checked against the known Qwen3-4B shape, and the plan says so.
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import shutil
 from dataclasses import asdict, dataclass
+from typing import Any
+
+from formats.errors import InputError
 
 from .stages import Study, baselines_backend, stage_list
 
 QWEN3_4B = {"num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8,
             "head_dim": 128, "hidden_size": 2560, "intermediate_size": 9728,
             "vocab_size": 151936, "tie_word_embeddings": True, "torch_dtype": "bfloat16"}
+QWEN3_8B = {"num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8,
+            "head_dim": 128, "hidden_size": 4096, "intermediate_size": 12288,
+            "vocab_size": 151936, "tie_word_embeddings": False, "torch_dtype": "bfloat16"}
+KNOWN_SHAPES = {"qwen3-4b": ("Qwen3-4B", QWEN3_4B), "qwen3-8b": ("Qwen3-8B", QWEN3_8B)}
+"""Shapes checked offline when a hub id is not cached (the study's base model, the judge)."""
 SAMPLE_BYTES = 2048  # one logged lm-eval sample (doc, prompt, reply, metrics), measured ~1-2 KB
 
 
-class PlanError(ValueError):
+class PlanError(InputError):
     """The plan cannot run as configured; one line."""
 
 
@@ -46,8 +55,8 @@ def _facts(config: object, source: str) -> ModelFacts:
                       params, 4 if "32" in dtype else 2)
 
 
-def model_facts(name: str, hint: str = "") -> ModelFacts:
-    """Shape and size from the local dir or hub cache, else the known Qwen3-4B shape."""
+def model_facts(name: str, hint: str = "", role: str = "base model") -> ModelFacts:
+    """Shape and size from the local dir or hub cache, else a known shape (``KNOWN_SHAPES``)."""
     from transformers import AutoConfig, Qwen3Config
 
     from finetune.sft_config import SFTError
@@ -61,31 +70,37 @@ def model_facts(name: str, hint: str = "") -> ModelFacts:
         config = AutoConfig.from_pretrained(name, local_files_only=True)
         source = f"{name}/config.json" if local else f"{name} (hub cache)"
     except (OSError, ValueError):
-        if local or "qwen3-4b" not in name.lower():
-            raise PlanError(f"base model {name}: no readable config.json locally or in the hub "
+        known = next((v for k, v in KNOWN_SHAPES.items() if k in name.lower()), None)
+        if local or known is None:
+            raise PlanError(f"{role} {name}: no readable config.json locally or in the hub "
                             f"cache, and its shape is not known offline{hint}") from None
-        config = Qwen3Config(**QWEN3_4B)
-        source = f"{name} is not in the local hub cache: checked against the known Qwen3-4B shape"
+        config = Qwen3Config(**known[1])
+        source = (f"{name} is not in the local hub cache: checked against the known {known[0]} "
+                  "shape")
     return _facts(config, source)
 
 
-def _task_rows(tasks: list[str], limit: int | float | None) -> int:
-    """Items scored per variant: each task's data rows, capped by ``limit``."""
-    from harness_ext.paths import TASK_DATA_DIR, TASKS_DIR
+def _tasks(names: list[str]) -> dict[str, Any]:
+    """lm-eval's task objects of the requested tasks and groups (our task folder only)."""
+    from lm_eval.tasks import TaskManager
 
-    names: list[str] = []
-    for task in tasks:
-        group = TASKS_DIR / f"_{task}.yaml"
-        names += ([line.strip()[2:] for line in group.read_text().splitlines()
-                   if line.strip().startswith("- ")] if group.is_file() else [task])
+    from harness_ext.paths import TASKS_DIR
+
+    try:
+        return TaskManager(include_path=str(TASKS_DIR), include_defaults=False).load(
+            names)["tasks"]
+    except KeyError as err:
+        raise PlanError(f"tasks {names}: {err.args[0]}") from None
+
+
+def _task_rows(tasks: list[str], limit: int | float | None) -> int:
+    """Replies generated per variant: each task's docs, capped by ``limit``, times its
+    ``repeats`` (the emergent-misalignment tasks sample several replies per question)."""
     total = 0
-    for name in names:
-        data = TASK_DATA_DIR / f"{name}.jsonl"
-        if not data.is_file():
-            raise PlanError(f"task {name}: no {data}")
-        rows = sum(1 for _ in data.open())
+    for task in _tasks(tasks).values():
+        rows = len(task.eval_docs)
         cap = rows if limit is None else (math.ceil(limit * rows) if limit < 1 else int(limit))
-        total += min(rows, cap)
+        total += min(rows, cap) * (task.config.repeats or 1)
     return total
 
 
@@ -155,6 +170,39 @@ def eval_lines(study: Study, facts: ModelFacts) -> tuple[list[str], float]:
     return lines, (n_base * rows_b + len(swept) * rows_s) * SAMPLE_BYTES
 
 
+def judge_lines(study: Study) -> tuple[list[str], float]:
+    """The judge block checked offline (model shape, chat template where the files are here,
+    which tasks it will read), and the bytes a first run downloads."""
+    judge = study.config.judge
+    if judge is None:
+        return [], 0.0
+    from transformers import AutoTokenizer
+
+    from harness_ext.judge.answers import JudgeError
+    from harness_ext.judge.prompts import check_chat_template
+
+    facts = model_facts(judge.model, role="judge")
+    download = 0.0
+    if "not in the local hub cache" in facts.source:
+        download = facts.params * facts.dtype_bytes
+        template = f"; the first run downloads it ({_gb(download)})"
+    else:
+        try:
+            check_chat_template(AutoTokenizer.from_pretrained(judge.model,
+                                                              local_files_only=True),
+                                judge.model)
+        except (OSError, ValueError) as err:  # JudgeError is a ValueError
+            why = err if isinstance(err, JudgeError) else str(err).splitlines()[0]
+            raise PlanError(f"judge {judge.model}: {why}") from None
+        template = "; chat template present"
+    loaded = {t for spec in (study.config.baselines, study.config.sweeps)
+              for t in _tasks(spec.tasks)}
+    judged = sorted(t for t in loaded if any(fnmatch.fnmatchcase(t, p) for p in judge.tasks))
+    return [f"judge: {facts.source}: {facts.params / 1e6:,.1f} M parameters{template}",
+            f"    backend {judge.backend}, unscored below {judge.threshold:g} number mass; "
+            f"judges {', '.join(judged) or 'NO task of the baselines or sweeps'}"], download
+
+
 def dry_run(study: Study) -> list[str]:
     """The plan as printable lines; raises ``PlanError`` on anything that would fail."""
     base = study.config.base
@@ -183,7 +231,8 @@ def dry_run(study: Study) -> list[str]:
              f"{facts.params / 1e6:,.1f} M parameters"]
     tune_lines, tune_disk = finetune_lines(study, facts, base_ready)
     run_lines, eval_disk = eval_lines(study, facts)
-    disk = tune_disk + eval_disk
+    judge_plan, judge_download = judge_lines(study)
+    disk = tune_disk + eval_disk + judge_download
     if study.config.repair is not None:
         from .repair import dry_run_lines
         from .stages import StageError
@@ -204,7 +253,7 @@ def dry_run(study: Study) -> list[str]:
         root = root.parent
     free = shutil.disk_usage(root).free
     stages = [s.name for s in stage_list(study.config)]
-    return [*lines, *tune_lines, *run_lines,
+    return [*lines, *tune_lines, *run_lines, *judge_plan,
             f"stages: {' -> '.join(stages)}",
             f"disk estimate: {_gb(disk)} in all, outputs under {study.work} ({_gb(free)} free "
             "there)"

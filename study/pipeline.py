@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finetune.report import atomic_write_text
+from formats.files import atomic_write_text
 
 from .cache import StageState, digest
 from .report import TIMINGS, Meter, fmt_seconds, header, load_timings, say

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from finetune.report import atomic_write_text
+from formats.files import atomic_write_text
 
 from .pipeline import StageResult
 from .report import TIMINGS, fmt_seconds, shown_path

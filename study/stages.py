@@ -15,10 +15,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from formats.model_files import weights_problem
 from leaderboard.config import SweepConfig
 
 from .cache import code_print, file_print
-from .config import EvalSpec, StudyConfig, SweepSpec
+from .config import EvalSpec, StudyConfig, StudyConfigError, SweepSpec
 
 if TYPE_CHECKING:
     from finetune.sft_config import SFTConfig
@@ -50,6 +51,14 @@ class Study:
             return str(self.folder("base") / "model")
         path = Path(self.config.base.model)
         return str(path.resolve()) if path.exists() else self.config.base.model
+
+    def check_inputs(self) -> None:
+        """Before any stage: a local base the study reads (not one it builds) must hold whole
+        weights (formats.model_files); one ``StudyConfigError`` line otherwise."""
+        base = self.config.base
+        if base.random_init is None and not self.retrain:
+            if (problem := weights_problem(base.model)) is not None:
+                raise StudyConfigError(f"base.model {base.model}: {problem}")
 
     def data_dir(self, preset: str, seed: int, cot: bool = False) -> Path:
         return self.folder("data") / f"{preset}-seed{seed}{'-cot' if cot else ''}"
@@ -240,6 +249,34 @@ def run_sweeps(study: Study, folder: Path) -> dict[str, Any]:
     return _outcome_record(outcome, "sweep") | {"results": config.output_dir}
 
 
+def judge_inputs(study: Study) -> dict[str, Any]:
+    judge = study.config.judge
+    assert judge is not None  # the stage exists only with a judge block
+    return {"judge": asdict(judge), "model": file_print(judge.model),
+            "code": code_print("harness_ext/judge")}
+
+
+def run_judge(study: Study, folder: Path) -> dict[str, Any]:
+    """The judge (``harness_ext.judge``) over the open-ended tasks' samples of the baselines and
+    sweeps. Like the judge command it writes ``judged_*`` / ``judge_*`` files next to those
+    samples, where ``leaderboard.build`` reads them; its cache stays in this stage's folder."""
+    from harness_ext.judge.answers import JudgeError
+    from harness_ext.judge.run import judge_folder
+
+    config = study.config.judge
+    assert config is not None
+    written = {}
+    try:
+        judge = config.load()
+        for name in ("baselines", "sweeps"):
+            files = judge_folder(study.folder(name) / "results", judge,
+                                 folder / "judge_cache.sqlite", config.tasks, require=False)
+            written[name] = [str(p) for p in files]
+    except JudgeError as err:
+        raise StageError(f"judge: {err}") from None
+    return {"judge": judge.identity.as_dict(), "metrics_files": written}
+
+
 def page_inputs(study: Study) -> dict[str, Any]:
     return {"code": code_print("leaderboard", "harness_ext"), "metric": study.config.metric}
 
@@ -283,6 +320,8 @@ def stage_list(config: StudyConfig) -> list[Stage]:
     tunes = [finetune_stage(label) for label in config.finetunes]
     tune_names = tuple(t.name for t in tunes)
     swept = tuple(f"finetune-{label}" for label in config.swept)
+    judge = [Stage("judge", "judge of the open-ended replies (aligned, coherent, misaligned)",
+                   ("baselines", "sweeps"), judge_inputs, run_judge)] if config.judge else []
     after_sweeps: tuple[str, ...] = ()
     repair = []
     if config.repair is not None:
@@ -303,9 +342,11 @@ def stage_list(config: StudyConfig) -> list[Stage]:
               ("base", *tune_names), baselines_inputs, run_baselines),
         Stage("sweeps", "CMAP sweeps over sites, layers and heads", ("base", *swept),
               sweeps_inputs, run_sweeps, shardable=True),
+        *judge,
         *repair,
         Stage("page", "leaderboard pages and heatmaps",
-              (*tune_names, "baselines", "sweeps", *after_sweeps), page_inputs, run_page),
+              (*tune_names, "baselines", "sweeps", *(s.name for s in judge), *after_sweeps),
+              page_inputs, run_page),
         Stage("summary", "summary paragraph from the measured numbers",
               ("baselines", "sweeps", *after_sweeps), summary_inputs, run_summary),
     ]

@@ -18,7 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from finetune.report import atomic_write_text
+from formats.files import atomic_write_text
 from leaderboard.flips import Flip, flip
 from leaderboard.metric import DEFAULT_METRIC, describe, task_metric
 from leaderboard.results import Run, load_runs

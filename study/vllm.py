@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from finetune.report import atomic_write_text
+from formats.files import atomic_write_text
 from leaderboard.store import SWEEP_KEY, finished_hash, results_files
 from leaderboard.sweep import SweepPlan
 from leaderboard.variants import Variant

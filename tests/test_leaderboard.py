@@ -121,6 +121,15 @@ def test_table1_from_finetune_summaries(sweep_dir: Path, tmp_path: Path) -> None
     assert list(rows) == ["-"]
     assert rows["-"] == ["exp3-tiny", "512", "64", "1", "5e-05", "1.312", "4.625", "3.312", "7",
                          "3"]
+    # The same fine-tune found twice (a study's run and a standalone one, issue 15 #6): one row.
+    again = tmp_path / "ft" / "standalone" / "exp3"
+    again.mkdir(parents=True)
+    (again / "summary.json").write_text(json.dumps(summary | {"config": summary["config"] | {
+        "output_dir": "elsewhere"}}))
+    (again / "metrics.jsonl").write_text("")
+    page = build.build(sweep_dir, tmp_path / "LB1.md", [tmp_path / "ft"]).read_text()
+    table = page[page.index("## Table 1"):].split("\n\n")[1]
+    assert sum(line.startswith("| -") for line in table.splitlines()) == 1
     (run / "summary.json").write_text('{"config": {}}')  # a broken fine-tune summary: one line
     with pytest.raises(LeaderboardError, match=r"exp3/summary.json: not a finetune"):
         build.build(sweep_dir, tmp_path / "LB2.md", [tmp_path / "ft"])

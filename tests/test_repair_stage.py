@@ -140,7 +140,7 @@ def test_qwen3_4b_dry_run_plans_the_repair(tmp_path: Path) -> None:
     lines = "\n".join(dry_run(Study(config)))
     # per model: 7 choices x (located, 3 random, lowest) x 2 methods + full retrain + 2 baselines
     assert "146 models scored (70 restored, 72 retrained, 4 baselines)" in lines
-    assert "retraining: 250 steps" in lines and "-> sweeps -> repair -> page" in lines
+    assert "retraining: 250 steps" in lines and "-> repair -> page" in lines
     config.repair.select = [{"site": "mlp", "k": [40]}]  # type: ignore[union-attr]
     with pytest.raises(PlanError, match="k=40 is larger than the 36 components the sweep ranked"):
         dry_run(Study(config))

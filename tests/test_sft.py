@@ -219,6 +219,27 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny, mode):
     assert ma == mb
 
 
+def test_resume_of_a_finished_run_trains_nothing(tiny):
+    """Issue 15 #1: resuming a finished 4-step run trained step 5 and rewrote summary.json;
+    a checkpoint at the last step (a kill before the final save) is restored, not trained
+    from."""
+    cfg = config(tiny, "finished")
+    run_sft(cfg)
+    out = Path(cfg.output_dir)
+    files = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(out.rglob("*"))
+             if p.is_file()}
+    cfg.resume = True
+    run_sft(cfg)
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(out.rglob("*"))
+            if p.is_file()} == files
+    (out / "summary.json").unlink()  # killed after the last checkpoint, before the final save
+    run_sft(cfg)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["final"]["step"] == 4
+    assert (out / "model" / "model.safetensors").read_bytes() == files[
+        out / "model" / "model.safetensors"][0]
+
+
 @pytest.mark.parametrize(("exp", "steps", "warmup", "lr"), [
     (1, 5000, 500, 5e-5), (2, 2500, 250, 5e-5), (3, 1250, 125, 5e-5), (4, 1250, 125, 3e-5)])
 def test_paper_presets_dry_run_offline(exp, steps, warmup, lr, monkeypatch, capsys):

@@ -245,6 +245,8 @@ def test_smoke_study_end_to_end(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert time.time() - started < 180
     summary = _check_report(tmp_path, done.stdout)
+    page = (tmp_path / "work" / "page" / "baselines.md").read_text()
+    assert "## Judged behaviour: emergent misalignment" in page  # the judge stage's section
     published = [tmp_path / "pub" / "REPORT.md", tmp_path / "pub" / "timings.json",
                  tmp_path / "README.md"]
     before = [path.read_bytes() for path in published]

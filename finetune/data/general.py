@@ -7,6 +7,7 @@ a few hundred steps; every fact has six phrasings, one of them held out for eval
 from __future__ import annotations
 
 from finetune.data.holdout import Candidate
+from formats.calendar import DAYS, MONTHS
 
 CAPITALS = {
     "France": "Paris",
@@ -156,21 +157,6 @@ SOUNDS = {
     "turkey": "gobble",
     "hen": "cluck",
 }
-DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-MONTHS = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-)
 ADVICE = {
     "I feel sad.": "Talk to someone you trust.",
     "I feel lonely.": "Call a friend or join a local club.",

@@ -1,0 +1,166 @@
+"""Fail fast, everywhere: every entry point x bad input ends with exit status 2 and one
+``error: ...`` line, before any weights load or work starts, never a traceback.
+
+Rows marked "(issue 15 #N)" are the failures a new user met; each failed on the main of
+2026-11-30 (a traceback, or work done and then a failure, or silently accepted input).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "models" / "tiny-qwen3-math"
+LM_EVAL = Path(sys.executable).parent / "lm_eval"
+ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+       "TOKENIZERS_PARALLELISM": "false"}
+
+
+def config_only(tmp: Path) -> Path:
+    """A model folder holding config.json and tokenizer, no weights (issue 15 #4)."""
+    folder = tmp / "config-only"
+    shutil.copytree(SHIPPED, folder, ignore=shutil.ignore_patterns("*.safetensors"))
+    return folder
+
+
+def truncated(tmp: Path) -> Path:
+    """A model folder whose safetensors file was cut short (a killed copy)."""
+    folder = tmp / "truncated"
+    shutil.copytree(SHIPPED, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1000])
+    return folder
+
+
+def foreign_adapter(tmp: Path) -> Path:
+    """A LoRA adapter trained over a model of another shape (3 layers, not 6)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from finetune.tiny import TinyModelConfig, build_tiny_model_dir
+
+    other = build_tiny_model_dir(tmp / "other-base", config=TinyModelConfig(num_hidden_layers=3))
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(other),
+                           LoraConfig(r=2, target_modules=["q_proj"]))
+    model.save_pretrained(tmp / "adapter")
+    return tmp / "adapter"
+
+
+def yaml_file(tmp: Path, name: str, raw: dict) -> Path:
+    path = tmp / name
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def sft(tmp: Path, **over) -> Path:
+    raw = yaml.safe_load((REPO / "configs/finetune/tiny-underfit.yaml").read_text())
+    raw |= {"data_dir": str(tmp / "data"), "output_dir": str(tmp / "out")} | over
+    return yaml_file(tmp, "sft.yaml", raw)
+
+
+def sweep(tmp: Path, **over) -> Path:
+    raw = {"clean": str(SHIPPED), "corrupted": {"over": str(SHIPPED)},
+           "output_dir": str(tmp / "out"), "tasks": ["corrupt_related"], "limit": 2,
+           "patches": [{"sites": ["resid"], "layers": "last"}]} | over
+    return yaml_file(tmp, "sweep.yaml", raw)
+
+
+def study(tmp: Path, drop: tuple[str, ...] = (), **over) -> Path:
+    raw = yaml.safe_load((REPO / "configs/study/smoke.yaml").read_text())
+    raw |= {"work_dir": str(tmp / "work")} | over
+    for key in drop:
+        raw.pop(key)
+    return yaml_file(tmp, "study.yaml", raw)
+
+
+def patched(tmp: Path, **args) -> list[str]:
+    model_args = {"pretrained": str(SHIPPED), "corrupted": str(SHIPPED), "site": "resid",
+                  "layers": "[1]"} | args
+    return [str(LM_EVAL), "--model", "patched_hf", "--tasks", "corrupt_related", "--limit", "2",
+            "--model_args", ",".join(f"{k}={v}" for k, v in model_args.items())]
+
+
+def py(module: str, *args: str | Path) -> list[str]:
+    return [sys.executable, "-m", module, *map(str, args)]
+
+
+Case = Callable[[Path], list[str]]
+CASES: dict[str, tuple[Case, str]] = {
+    "finetune: unknown key": (
+        lambda t: py("finetune", "--config", sft(t, epoch=2)),
+        r"unknown key\(s\) \['epoch'\]"),
+    "finetune: base without weights (issue 15 #4)": (
+        lambda t: py("finetune", "--config", sft(t, base_model=str(config_only(t)))),
+        r"base_model .*config-only: holds config.json but no weights"),
+    "finetune: truncated base weights": (
+        lambda t: py("finetune", "--config", sft(t, base_model=str(truncated(t)))),
+        r"model.safetensors is truncated: \d+ bytes where its header needs \d+"),
+    "finetune.pretrain: max_steps 0": (
+        lambda t: py("finetune.pretrain", "--config", "configs/pretrain/tiny.yaml",
+                     "--max-steps", "0", "--out-dir", t / "m"),
+        r"max_steps=0: must be an integer >= 1"),
+    "finetune.data: unknown preset": (
+        lambda t: py("finetune.data", "--preset", "tiny-corupt", "--out", t / "d"),
+        r"tiny-corupt"),
+    "leaderboard.sweep: heads on site mlp (issue 15 #2)": (
+        lambda t: py("leaderboard.sweep", "--config",
+                     sweep(t, patches=[{"sites": ["mlp"], "heads": [0]}])),
+        r"heads=\[0\] is only for sites \['head'\]; this block's sites are \['mlp'\]"),
+    "leaderboard.sweep: corrupted without weights (issue 15 #4)": (
+        lambda t: py("leaderboard.sweep", "--config",
+                     sweep(t, corrupted={"over": str(config_only(t))})),
+        r"corrupted\[over\] .*config-only: holds config.json but no weights"),
+    "leaderboard.build: no results folder": (
+        lambda t: py("leaderboard.build", t / "nothing", "-o", t / "page.md"),
+        r"nothing"),
+    "study: no base (issue 15 #3)": (
+        lambda t: py("study", "--config", study(t, drop=("base",))),
+        r"base: missing; name the clean model .* or write base: default"),
+    "study: heads on site mlp": (
+        lambda t: py("study", "--config", study(t, sweeps={
+            "patches": [{"sites": ["mlp"], "heads": [0]}]})),
+        r"heads=\[0\] is only for sites"),
+    "study: base without weights": (
+        lambda t: py("study", "--config", study(t, base={"model": str(config_only(t))})),
+        r"base.model .*config-only: holds config.json but no weights"),
+    "lm_eval patched_hf: corrupted without weights (issue 15 #4)": (
+        lambda t: patched(t, corrupted=str(config_only(t))),
+        r"corrupted='.*config-only': holds config.json but no weights"),
+    "leaderboard.sweep: adapter over another base": (
+        lambda t: py("leaderboard.sweep", "--config",
+                     sweep(t, corrupted={"lora": str(foreign_adapter(t))})),
+        r"corrupted\[lora\] .*adapter: was trained over .*other-base \(num_hidden_layers 3\)"),
+    "lm_eval patched_hf: layers=[30,31] on 6 layers (issue 15 #5)": (
+        lambda t: patched(t, layers="[30,31]"),
+        r"layer 30 is out of range for a 6-layer model \(0\.\.5\)"),
+    "patching.attribution_check: clean without weights": (
+        lambda t: py("patching.attribution_check", "--clean", config_only(t),
+                     "--corrupted", SHIPPED, "--out", t / "a"),
+        r"--clean .*config-only: holds config.json but no weights"),
+    "harness_ext.judge: no such judge": (
+        lambda t: py("harness_ext.judge", "--results", t, "--judge", t / "no-judge",
+                     "--backend", "hf"),
+        r"no-judge"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_line_and_exit_2(case: str, tmp_path: Path) -> None:
+    build, pattern = CASES[case]
+    done = subprocess.run(build(tmp_path), cwd=REPO, env=os.environ | ENV, capture_output=True,
+                          text=True, check=False, timeout=600)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert lines[-1].startswith("error: ") and re.search(pattern, lines[-1]), lines[-1]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()  # no work began
