@@ -234,7 +234,7 @@ def dry_run(study: Study) -> list[str]:
     judge_plan, judge_download = judge_lines(study)
     disk = tune_disk + eval_disk + judge_download
     if study.config.repair is not None:
-        from .repair import dry_run_lines
+        from .repair_dryrun import dry_run_lines
         from .stages import StageError
 
         try:

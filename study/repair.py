@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from .cache import code_print, digest, file_print
-from .config import StudyConfig
+from .config import RepairSpec, StudyConfig
 from .repair_plan import (
     RepairVariant,
+    blocks,
     check_pair,
     check_variants,
     eval_samples,
@@ -43,28 +44,39 @@ CODE = ("formats", "harness_ext", "leaderboard", "patching", "finetune", "study/
         "study/repair_plan.py")
 
 
+def spec_of(config: StudyConfig) -> RepairSpec:
+    """The study's repair section (the stage exists only when there is one)."""
+    if config.repair is None:
+        raise StageError("this study config has no repair section")
+    return config.repair
+
+
 def repaired(config: StudyConfig) -> list[str]:
     """Labels of the fine-tunes the stage repairs."""
-    return config.repair.corrupted or config.swept  # type: ignore[union-attr]
+    return spec_of(config).corrupted or config.swept
 
 
 def labels(study: Study) -> list[str]:
     return repaired(study.config)
 
 
-def retrain_config(study: Study, label: str | None = None, variant: RepairVariant | None = None,
-                   symbolic: bool = False) -> Any:
-    """The retraining ``SFTConfig`` of a variant (placeholders when ``symbolic``, for hashing)."""
-    spec = study.config.repair.retrain  # type: ignore[union-attr]
-    if symbolic:
-        return spec.sft_config(base_model="<corrupted>", data_dir="<data>", output_dir="<out>")
-    cfg = spec.sft_config(base_model="<corrupted>", data_dir="<data>", output_dir="<out>")
+def retrain_config(study: Study, label: str | None = None, variant: RepairVariant | None = None
+                   ) -> Any:
+    """The retraining ``SFTConfig`` of a variant, or with placeholder paths (for hashes and
+    the dry run) when no variant is given."""
+    retrain = spec_of(study.config).retrain
+    if retrain is None:
+        raise StageError("repair: methods has retrain but there is no retrain config")
+    placeholder = retrain.sft_config(base_model="<corrupted>", data_dir="<data>",
+                                     output_dir="<out>")
+    if variant is None or label is None:
+        return placeholder
+    data = f"{placeholder.data_preset}-seed{placeholder.data_seed}"
     folder = study.folder("repair")
-    return spec.sft_config(
-        base_model=trainable_base(study, label),  # type: ignore[arg-type]
-        data_dir=str(folder / "data" / f"{cfg.data_preset}-seed{cfg.data_seed}"),
-        output_dir=str(folder / "train" / variant.name),  # type: ignore[union-attr]
-        components=None if variant.components is None else list(variant.components))  # type: ignore[union-attr]
+    return retrain.sft_config(
+        base_model=trainable_base(study, label), data_dir=str(folder / "data" / data),
+        output_dir=str(folder / "train" / variant.name),
+        components=None if variant.components is None else list(variant.components))
 
 
 def trainable_base(study: Study, label: str) -> str:
@@ -82,11 +94,11 @@ def trainable_base(study: Study, label: str) -> str:
 def repair_inputs(study: Study) -> dict[str, Any]:
     from harness_ext.paths import TASKS_DIR
 
-    spec = study.config.repair
-    retrain = asdict(retrain_config(study, symbolic=True)) if spec.retrain else None  # type: ignore[union-attr]
+    spec = spec_of(study.config)
+    retrain = asdict(retrain_config(study)) if spec.retrain else None
     return {"repair": study.config.slice("repair"), "metric": study.config.metric,
             "labels": labels(study), "retrain": retrain, "tasks": file_print(TASKS_DIR),
-            "selection_files": {k: file_print(p) for k, p in spec.selection_files.items()},  # type: ignore[union-attr]
+            "selection_files": {k: file_print(p) for k, p in spec.selection_files.items()},
             "code": code_print(*CODE)}
 
 
@@ -96,9 +108,9 @@ class _Models:
     def __init__(self, study: Study) -> None:
         from leaderboard.loading import load_tokenizer, resolve_device
 
-        spec = study.config.repair
-        self.study, self.dtype = study, spec.dtype  # type: ignore[union-attr]
-        self.device = resolve_device(study.device or spec.device)  # type: ignore[union-attr]
+        spec = spec_of(study.config)
+        self.study, self.dtype = study, spec.dtype
+        self.device = resolve_device(study.device or spec.device)
         self.clean_path = study.base_model()
         self.tokenizer = load_tokenizer(self.clean_path)
         self._clean: Any = None
@@ -120,11 +132,12 @@ class _Models:
 
             path = self.study.corrupted_model(label)
             self._corrupted = None
-            if adapter_base(path):
+            base = adapter_base(path)
+            if base:
                 from peft import PeftModel
 
-                base = load_model(adapter_base(path), self.device, self.dtype)  # type: ignore[arg-type]
-                model = PeftModel.from_pretrained(base, path).eval()
+                model = PeftModel.from_pretrained(load_model(base, self.device, self.dtype),
+                                                  path).eval()
             else:
                 model = load_model(path, self.device, self.dtype)
             self._corrupted = (label, model)
@@ -157,7 +170,7 @@ def plan(study: Study, folder: Path, models: _Models) -> dict[str, tuple[list[Re
     from leaderboard.repair_select import SelectionError
     from leaderboard.results import LeaderboardError, load_runs
 
-    spec = study.config.repair
+    spec = spec_of(study.config)
     sweeps_dir = study.folder("sweeps") / "results"
     runs = None
     out = {}
@@ -169,18 +182,18 @@ def plan(study: Study, folder: Path, models: _Models) -> dict[str, tuple[list[Re
 
         try:
             check_pair(label, clean, corrupted)
-            if runs is None and any(b.get("rank_by", "sweep") == "sweep" for b in spec.select):  # type: ignore[union-attr]
+            if runs is None and any(b.rank_by == "sweep" for b in blocks(spec)):
                 runs = load_runs(sweeps_dir)
             ranked = partial(rank, spec, label, runs, weights, clean.config, study.config.metric,
                              sweeps_dir, TASKS_DIR)
-            choices, used = selection_for(spec, label, _pair(study, label),  # type: ignore[arg-type]
+            choices, used = selection_for(spec, label, _pair(study, label),
                                           folder / f"selection-{label}.json",
                                           study.config.metric, ranked)
-            variants = plan_variants(label, choices, spec.methods)  # type: ignore[union-attr]
+            variants = plan_variants(label, choices, spec.methods)
             check_variants(variants, clean.config)
-            if "retrain" in spec.methods:  # type: ignore[union-attr]
+            if "retrain" in spec.methods:
                 retrain_config(study, label, variants[-1])  # checks the config, and the base
-            out[label] = (variants, eval_samples(spec.tasks, used, spec.limit, TASKS_DIR))  # type: ignore[union-attr]
+            out[label] = (variants, eval_samples(spec.tasks, used, spec.limit, TASKS_DIR))
         except (SelectionError, LeaderboardError) as err:
             raise StageError(f"repair: {err}") from None
     return out
@@ -188,7 +201,7 @@ def plan(study: Study, folder: Path, models: _Models) -> dict[str, tuple[list[Re
 
 def _variant_hash(study: Study, variant: RepairVariant, samples: dict[str, list[int]],
                   prints: dict[str, Any]) -> str:
-    retrain = asdict(retrain_config(study, symbolic=True)) if variant.method == "retrain" else None
+    retrain = asdict(retrain_config(study)) if variant.method == "retrain" else None
     return digest({"variant": asdict(variant), "samples": samples, "models": prints,
                    "retrain": retrain, "eval": study.config.slice("repair")})
 
@@ -203,9 +216,8 @@ def run_repair(study: Study, folder: Path) -> dict[str, Any]:
     scored = 0
     for label, (variants, samples) in plans.items():
         scored += _score_label(study, folder, models, label, variants, samples)
-    spec = study.config.repair
     report = write_report(folder / "results", folder, study.config.metric,
-                          spec.resamples, labels(study))  # type: ignore[union-attr]
+                          spec_of(study.config).resamples, labels(study))
     return {"results": str(folder / "results"), "report": str(report), "scored": scored,
             "scoring_seconds": round(time.perf_counter() - started, 1),
             "selections": sorted(str(p) for p in folder.glob("selection-*.json"))}
@@ -261,7 +273,7 @@ def _meta(study: Study, variant: RepairVariant, pair: dict[str, Any], config_has
             "positions": None, "direction": None, "layers": [], "heads": None,
             "config_hash": config_hash,
             "repair": asdict(variant) | {"touched": count, "total": total,
-                                          "direction": study.config.repair.direction}}  # type: ignore[union-attr]
+                                          "direction": spec_of(study.config).direction}}
 
 
 def _evaluate(study: Study, variant: RepairVariant, model: Any, tokenizer: Any,
@@ -270,9 +282,9 @@ def _evaluate(study: Study, variant: RepairVariant, model: Any, tokenizer: Any,
 
     from leaderboard.sweep import evaluate_lm
 
-    spec = study.config.repair
-    config = study.sweep_config("repair", spec, labels(study), [])  # type: ignore[arg-type]
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=spec.batch_size,  # type: ignore[union-attr]
+    spec = spec_of(study.config)
+    config = study.sweep_config("repair", spec, labels(study), [])
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=spec.batch_size,
               enable_thinking=False)
     args = {"pretrained": meta["clean"] if variant.method == "clean" else meta["corrupted"],
             "repair": variant.name, "enable_thinking": False}
@@ -304,57 +316,3 @@ def _retrain(study: Study, variant: RepairVariant, label: str, meta: dict[str, A
     _evaluate(study, variant, run.trainer.model.eval(), run.tokenizer, meta, samples, tasks)
     shutil.rmtree(Path(cfg.output_dir) / "checkpoints", ignore_errors=True)
 
-
-def dry_run_lines(study: Study, n_layers: int, n_heads: int) -> tuple[list[str], int]:
-    """The repair plan offline: every select block's k checked against the components there
-    are and the sweep variants that rank them; how many models are scored and retrained.
-    Returns printable lines and the number of scored models."""
-    from types import SimpleNamespace
-
-    from leaderboard.repair_select import SelectionError, check_sizes
-    from leaderboard.variants import expand
-    from patching import SITES
-    from patching.repair import components_of
-
-    from .repair_plan import blocks
-
-    spec = study.config.repair
-    shape = SimpleNamespace(num_hidden_layers=n_layers, num_attention_heads=n_heads)
-    cfg = study.config
-    swept = expand(study.sweep_config("sweeps", cfg.sweeps, cfg.swept, cfg.sweeps.patches),
-                   n_layers, n_heads)
-    choices = 0
-    for label in labels(study):
-        for block in blocks(spec):  # type: ignore[arg-type]
-            pool = len(components_of(SITES[block.site].weights, shape))
-            ranked = pool if block.rank_by == "attribution" else len({
-                (v.layers, v.heads) for v in swept
-                if v.label == label and v.site == block.site and v.direction == spec.direction  # type: ignore[union-attr]
-                and len(v.layers) == 1 and not (SITES[v.site].block_output
-                                                and v.layers[0] == n_layers - 1)})
-            for k in block.k:
-                try:
-                    check_sizes(block.site, k, ranked, pool, block.rank_by)
-                except SelectionError as err:
-                    raise StageError(f"repair {label}: {err} (direction "
-                                     f"{spec.direction})") from None  # type: ignore[union-attr]
-            choices += len(block.k)
-    per_choice = 2 + len(spec.random_seeds)  # type: ignore[union-attr]
-    methods = spec.methods  # type: ignore[union-attr]
-    retrained = (choices * per_choice + len(labels(study))) if "retrain" in methods else 0
-    restored = choices * per_choice if "restore" in methods else 0
-    scored = 2 * len(labels(study)) + restored + retrained
-    lines = [f"repair: {', '.join(labels(study))}; selections "
-             + ", ".join(f"{b.site} top {b.k} by {b.rank_by}" for b in blocks(spec))  # type: ignore[arg-type]
-             + f" ({spec.direction}); controls: {len(spec.random_seeds)} random draws, the "  # type: ignore[union-attr]
-             f"lowest ranked{', retraining every weight' if retrained else ''}",
-             f"    {scored} models scored ({restored} restored, {retrained} retrained, "
-             f"{2 * len(labels(study))} baselines), tasks {', '.join(spec.tasks)}, limit "  # type: ignore[union-attr]
-             f"{spec.limit}"]  # type: ignore[union-attr]
-    if retrained:
-        sft = retrain_config(study, symbolic=True)
-        steps = f"{sft.max_steps} steps" if sft.max_steps else f"{sft.epochs} epochs"
-        lines.append(f"    retraining: {steps}, lr {sft.learning_rate:g}, batch "
-                     f"{sft.effective_batch}, data preset {sft.data_preset} (correct labels); "
-                     "weights scored in memory, not kept")
-    return lines, scored
