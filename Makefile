@@ -24,8 +24,10 @@ $(STAMP): $(INSTALL_INPUTS)
 	$(PY) -m pip install -q -c $(LOCK) $(TORCH) -e '.[dev]'
 	touch $@
 
+# Two workers (pytest-xdist) of one thread each: the suite is mostly single-threaded small ops
+# and subprocesses, and 2 threads per worker would oversubscribe these 2 cores (OpenMP spins).
 test: setup
-	$(OFFLINE_ENV) $(PY) -m pytest -q
+	$(OFFLINE_ENV) OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2
 
 # The whole study on the tiny model (README "What the demo shows"); re-running it reuses every
 # finished stage. The start time is passed on so that the report's wall time includes set-up.

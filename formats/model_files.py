@@ -41,12 +41,13 @@ def safetensors_problem(path: Path) -> str | None:
 
 
 def weights_problem(folder: str | Path) -> str | None:
-    """Why the model (or PEFT adapter) folder cannot be loaded, or None. Not a local folder
-    (a hub id): None, as nothing can be checked offline."""
+    """Why the model (or PEFT adapter) folder cannot be loaded, or None. Not a local model
+    folder (a hub id, or no config.json / adapter_config.json, which callers report in their
+    own words): None, as there are no weights to judge."""
     folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        return None
     adapter = (folder / "adapter_config.json").is_file()
+    if not adapter and not (folder / "config.json").is_file():
+        return None
     names = ADAPTER_WEIGHTS if adapter else MODEL_WEIGHTS
     index = folder / "model.safetensors.index.json"
     if not adapter and index.is_file():

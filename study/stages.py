@@ -57,7 +57,10 @@ class Study:
         weights (formats.model_files); one ``StudyConfigError`` line otherwise."""
         base = self.config.base
         if base.random_init is None and not self.retrain:
-            if (problem := weights_problem(base.model)) is not None:
+            folder = Path(base.model).expanduser()
+            if folder.is_dir() and not (folder / "config.json").is_file():
+                raise StudyConfigError(f"base.model {base.model}: no config.json (not a model)")
+            if (problem := weights_problem(folder)) is not None:
                 raise StudyConfigError(f"base.model {base.model}: {problem}")
 
     def data_dir(self, preset: str, seed: int, cot: bool = False) -> Path:

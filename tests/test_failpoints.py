@@ -98,7 +98,7 @@ def test_fine_tune_crashes_resume_to_the_uninterrupted_result(tmp_path: Path) ->
         assert not (out / "summary.json").exists()
         ok(run("finetune", "--config", cfg, "--resume"))
         assert sft_outputs(out) == want, point
-        idempotent(lambda c=cfg: run("finetune", "--config", c, "--resume"), out)
+    idempotent(lambda: run("finetune", "--config", cfg, "--resume"), out)  # the last one
 
 
 # -- sweep -----------------------------------------------------------------------------------
@@ -159,8 +159,7 @@ def test_study_crashes_at_stage_markers_resume_to_the_same_stages(tmp_path: Path
         crashed(run("study", "--config", cfg, "--until", "base", failpoint=point), point)
         ok(run("study", "--config", cfg, "--until", "base"))
         assert stage_outputs(tmp_path / name) == want, point
-        idempotent(lambda c=cfg: run("study", "--config", c, "--until", "base"),
-                   tmp_path / name)
+    idempotent(lambda: run("study", "--config", cfg, "--until", "base"), tmp_path / name)
 
 
 # -- judge -----------------------------------------------------------------------------------

@@ -187,7 +187,8 @@ def odd_dirs(dirs, tmp_path_factory) -> dict[str, Path]:
         root / "shallow", config=TinyModelConfig(num_hidden_layers=2), tokenizer=tok
     )
     (root / "retok").mkdir()
-    shutil.copy(corrupted_dir / "config.json", root / "retok")
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(corrupted_dir / name, root / "retok")
     tok.add_tokens(["<extra>"])
     tok.save_pretrained(root / "retok")
     return {"empty": root / "empty", "shallow": root / "shallow", "retok": root / "retok"}

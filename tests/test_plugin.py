@@ -185,23 +185,6 @@ def test_patched_hf_sampled_cli_run_reproduces(tiny_model_dir: Path, tmp_path: P
     assert results["config"]["model_args"]["layers"] == [4]
 
 
-def test_patched_qwen_bad_argument_fails_in_one_line(tiny_model_dir: Path, tmp_path: Path) -> None:
-    done = run(
-        BIN / "lm_eval",
-        "--model", "patched_qwen",
-        "--model_args", f"pretrained={tiny_model_dir},corrupted={tiny_model_dir},layer=1",
-        "--tasks", "corrupt_related",
-        "--limit", "3",
-        cwd=tmp_path,
-    )  # fmt: skip
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert last_line(done.stderr) == (
-        "error: unknown patched_hf argument layer=1; did you mean "
-        "layers=? patched_hf's own arguments: "
-        "corrupted, site, layers, heads, positions, direction, seed"
-    )
-
-
 @pytest.mark.slow
 def test_wheel_install_registers_model_and_tasks_and_uninstalls_cleanly(tmp_path: Path) -> None:
     """A built wheel in a throwaway environment, with this venv's packages borrowed, not fetched.
