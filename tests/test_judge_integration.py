@@ -47,7 +47,7 @@ def test_judge_blocks_fail_in_one_line(tmp_path: Path, block: object, message: s
 def test_judge_stage_only_with_a_judge() -> None:
     config = StudyConfig.from_yaml(REPO / "configs" / "study" / "smoke.yaml")
     names = [s.name for s in stage_list(config)]
-    assert names[-4:] == ["sweeps", "judge", "page", "summary"]
+    assert names[-5:] == ["sweeps", "judge", "repair", "page", "summary"]
     page = next(s for s in stage_list(config) if s.name == "page")
     assert "judge" in page.upstream
     config.judge = None
@@ -63,7 +63,7 @@ def test_qwen3_4b_dry_run_checks_its_judge_offline(tmp_path: Path) -> None:
             "Qwen3-8B shape: 8,190.7 M parameters; the first run downloads it (16.4 GB)") in lines
     assert "judges corrupt_em_questions, corrupt_open_questions" in lines
     assert "5 models x 2350 items (corrupt_suite_full, corrupt_em" in lines  # 28 x 50 replies
-    assert "-> judge -> page" in lines
+    assert "-> sweeps -> judge -> repair -> page" in lines
 
 
 def test_dry_run_refuses_a_judge_without_chat_template(tmp_path: Path) -> None:
