@@ -15,6 +15,7 @@ import dataclasses
 import pytest
 import torch
 from families import FAMILIES, random_model, random_pair
+from patch_checks import assert_patch_writes_donor, left_padded_batch
 from peft import LoraConfig, get_peft_model
 
 from patching import (
@@ -28,9 +29,6 @@ from patching import (
     sweep_generate,
 )
 from patching.architectures import SITES, check_weight_paths
-from patching.hooks import capturing, patching
-from patching.models import as_runner
-from patching.plans import build_plans, patch_edit
 from patching.reference import naive_generate, naive_logprobs
 
 torch.set_num_threads(1)
@@ -52,10 +50,7 @@ def pair(family):
 
 @pytest.fixture(scope="module")
 def batch() -> tuple[torch.Tensor, torch.Tensor]:
-    """Three left-padded prompts of 5, 3 and 1 tokens."""
-    ids = torch.tensor([[11, 12, 13, 14, 15], [0, 0, 21, 22, 23], [0, 0, 0, 0, 31]])
-    mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1], [0, 0, 0, 0, 1]])
-    return ids, mask
+    return left_padded_batch()
 
 
 def every_spec(layers=(1, 2)) -> list[PatchSpec]:
@@ -133,34 +128,8 @@ def test_patching_an_identical_block_changes_nothing(pair, batch):
 
 
 def test_every_site_patch_writes_the_donor_values(pair, batch):
-    receiver, donor = pair
-    r, d = as_runner(receiver), as_runner(donor)
-    ids = batch[0][:1]
     for spec in every_spec(layers=[1])[1::2]:  # positions "all": every position is written
-        key = (spec.site, 1)
-        donor_acts, own, seen = {}, {}, {}
-        with capturing(d.lm, d.arch, [key], donor_acts):
-            donor(ids)
-        with capturing(r.lm, r.arch, [key], own):
-            clean = receiver(ids).logits
-        rows = torch.arange(1)
-        plans = build_plans([(spec, rows, rows)], r, [0, 0, 0])
-        with (
-            patching(r.lm, r.arch, plans, patch_edit(plans, donor_acts)),
-            capturing(r.lm, r.arch, [key], seen),
-        ):
-            patched = receiver(ids).logits
-        after, want, before = seen[key], donor_acts[key], own[key]
-        assert not torch.equal(want, before)
-        cols = torch.ones(after.shape[-1], dtype=torch.bool)
-        if spec.heads is not None:
-            size = r.head_dim
-            cols = (torch.arange(after.shape[-1]) // size).unsqueeze(-1).eq(
-                torch.tensor(spec.heads)
-            ).any(-1)
-            assert torch.equal(after[..., ~cols], before[..., ~cols]), spec
-        assert torch.equal(after[..., cols], want[..., cols]), spec
-        assert not torch.allclose(patched, clean), spec
+        assert_patch_writes_donor(*pair, batch[0][:1], spec)
 
 
 def test_lora_adapter_pair_over_one_base(family, batch):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import pytest
 import torch
 from families import random_pair
+from patch_checks import left_padded_batch
 from scipy import stats
 
 from patching import (
@@ -51,9 +52,7 @@ def pair():
 
 @pytest.fixture(scope="module")
 def batch() -> tuple[torch.Tensor, torch.Tensor]:
-    ids = torch.tensor([[11, 12, 13, 14, 15], [0, 0, 21, 22, 23], [0, 0, 0, 0, 31]])
-    mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1], [0, 0, 0, 0, 1]])
-    return ids, mask
+    return left_padded_batch()
 
 
 def every_spec(layers=(1, 2)) -> list[PatchSpec]:
