@@ -13,6 +13,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide published files from other users
     os.close(fd)
     try:
         write(Path(tmp))
@@ -24,4 +25,10 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
-    atomic_write(path, lambda tmp: tmp.write_text(text))
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def save_figure(fig: object, path: Path, **savefig_kwargs: object) -> Path:
+    """Save a matplotlib figure to ``path`` atomically (PNG); returns ``path``."""
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", **savefig_kwargs))
+    return path

@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
 
 from formats.errors import InputError
+from formats.files import atomic_write_text
 
 from . import attribution_section, judged, repair_section, tables
 from .agreement import agreement
@@ -239,15 +238,7 @@ def build(results_dir: str | Path, out: str | Path, finetune_dirs: list[Path] | 
     text += "\n".join(["", *attribution_section.section(Path(results_dir), page)])
     if repair_dir is not None:
         text += "\n".join(["", *repair_section.section(repair_dir, page)])
-    page.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=page.parent, prefix=f".{page.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, page)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_text(page, text)
     return page
 
 
