@@ -15,7 +15,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from formats.errors import InputError
-from patching import PER_HEAD_SITES, SITES
+from patching import heads_of
 
 
 class ModelLoadError(InputError):
@@ -39,7 +39,7 @@ def model_shape(path: str) -> tuple[int, int]:
         cfg = AutoConfig.from_pretrained(adapter_base(path) or path)
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"{path}: not a model dir ({str(err).splitlines()[0]})") from None
-    return cfg.num_hidden_layers, getattr(cfg, SITES[PER_HEAD_SITES[0]].head_count)
+    return cfg.num_hidden_layers, heads_of(cfg)
 
 
 def resolve_device(device: str) -> torch.device:

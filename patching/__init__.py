@@ -18,6 +18,7 @@ from .architectures import (
     Architecture,
     architecture_for,
     check_architecture,
+    heads_of,
 )
 from .decoding import DecodingConfig
 from .models import AdapterSide, adapter_pair
@@ -44,6 +45,7 @@ __all__ = [
     "check_pair",
     "check_patch",
     "every_layer",
+    "heads_of",
     "patched_generate",
     "patched_logprobs",
     "restore",

@@ -71,6 +71,11 @@ RESIDUAL_TERMS: tuple[str, ...] = tuple(name for name, site in SITES.items() if 
 PER_HEAD_SITES: tuple[str, ...] = tuple(name for name, site in SITES.items() if site.head_count)
 
 
+def heads_of(config: Any) -> int:
+    """How many heads the per-head site splits into in a model with this config."""
+    return getattr(config, SITES[PER_HEAD_SITES[0]].head_count)
+
+
 def site_named(name: str) -> Site:
     """The site called `name`; an unknown name is a one-line error listing the known ones."""
     if name not in SITES:
@@ -302,8 +307,8 @@ def check_architecture(lm: nn.Module, arch: Architecture | None = None, atol: fl
     finally:
         for handle in handles:
             handle.remove()
-    heads = getattr(config, SITES["head"].head_count)
-    widths = {site: config.hidden_size for site in SITES} | {"head": heads * arch.head_dim(config)}
+    widths = {site: config.hidden_size for site in SITES}
+    widths |= {site: heads_of(config) * arch.head_dim(config) for site in PER_HEAD_SITES}
     for layer in range(len(blocks)):
         for site, width in widths.items():
             if (got := acts[(site, layer)].shape[-1]) != width:
@@ -346,7 +351,7 @@ def check_weight_paths(lm: nn.Module, arch: Architecture, atol: float = 1e-6) ->
     if arch.head_weights_unsupported is not None:
         return
     config, site = lm.config, PER_HEAD_SITES[0]
-    heads, head_dim = getattr(config, SITES[site].head_count), arch.head_dim(config)
+    heads, head_dim = heads_of(config), arch.head_dim(config)
     weight = lm.get_submodule(arch.layers)[0].get_submodule(arch.query).weight
     if weight.shape[0] < heads * head_dim:
         raise PatchingError(f"{arch.name}: {arch.query} has {weight.shape[0]} output rows, "
