@@ -17,6 +17,7 @@ import json
 import logging
 from pathlib import Path
 
+from formats.files import atomic_write_text
 from patching.attribution import top_heads
 from patching.attribution_data import answer_pair_batch, read_rows
 
@@ -60,9 +61,5 @@ def prefilter_heads(config: SweepConfig, clean: str, corrupted: dict[str, str], 
                 record.append({"block": i, "label": label, "direction": direction,
                                "heads": heads, "questions": len(batch.weights) // 2})
                 log.warning("prefilter block %d %s %s: heads %s", i, label, direction, heads)
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "prefilter.json.tmp"
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(out / "prefilter.json")
+    atomic_write_text(Path(config.output_dir) / "prefilter.json", json.dumps(record, indent=1))
     return kept

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from formats.errors import InputError
+from formats.files import atomic_write_text
 from patching import SITES
 from patching.repair import Component, components_of
 
@@ -112,8 +113,9 @@ def attribution_for(clean: Any, corrupted: Any, tokenizer: Any, task_dir: Path,
     from patching.attribution_data import answer_pair_batch, read_rows
 
     path = task_dir / "data" / f"{RELATED}.jsonl"
-    total = len(read_rows(path))
-    batch = answer_pair_batch(tokenizer, corrupted, read_rows(path, ATTRIBUTION_ROWS, last=True))
+    rows = read_rows(path)
+    total = len(rows)
+    batch = answer_pair_batch(tokenizer, corrupted, rows[-ATTRIBUTION_ROWS:])
     if batch is None:
         raise SelectionError(f"the corrupted model answers all last {ATTRIBUTION_ROWS} rows of "
                              f"{path.name} correctly: attribution has nothing to rank")
@@ -193,10 +195,7 @@ def write_selection(path: Path, pair: dict[str, Any], direction: str, metric: st
     record = {"version": VERSION, **pair, "direction": direction, "metric": metric,
               "evidence": evidence, "used_items": used_items,
               "choices": [asdict(c) for c in choices]}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
     return path
 
 
