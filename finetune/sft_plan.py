@@ -172,19 +172,19 @@ def dry_run(cfg: SFTConfig) -> tuple[TrainingPlan, list[str]]:
     *sizes, source = data_sizes(cfg)
     plan = plan_steps(cfg, *sizes)
     training_arguments(cfg, plan, resuming=False)  # Trainer's own validation of the settings
-    config = model_config(cfg)
+    config, selection = model_config(cfg), cfg.selection()
     if config is None:
         model_line = (f"{cfg.base_model} (hub id, not downloaded in a dry run; layer and "
                       "target-module checks run when it loads)")
     else:
         model = apply_mode(cfg, skeleton(cfg, config))
-        counts = parameter_counts(model, cfg.selection())
+        counts = parameter_counts(model, selection)
         model_line = (f"{cfg.base_model} ({config.num_hidden_layers} layers; trainable "
                       f"{counts['trainable']:,} of {counts['total']:,} parameters)")
     if cfg.mode == "full":
-        mode = ("full (all weights)" if cfg.selection() is None else
+        mode = ("full (all weights)" if selection is None else
                 f"full, layers {cfg.layers} only" if cfg.layers is not None else
-                f"full, components {', '.join(cfg.selection().names)} only")  # type: ignore[union-attr]
+                f"full, components {', '.join(selection.names)} only")
     else:
         lora = cfg.lora
         mode = f"lora r={lora.r} alpha={lora.alpha} on {','.join(lora.target_modules)}"

@@ -236,14 +236,14 @@ def _score_label(study: Study, folder: Path, models: _Models, label: str,
     out = folder / "results"
     pair = _pair(study, label)
     prints = {"clean": pair["clean"]["print"], "corrupted": pair["corrupted"]["print"]}
-    todo = [v for v in variants if finished_hash(out / v.name) != _variant_hash(
-        study, v, samples, prints)]
+    hashes = {v.name: _variant_hash(study, v, samples, prints) for v in variants}
+    todo = [v for v in variants if finished_hash(out / v.name) != hashes[v.name]]
     if not todo:
         return 0
     tasks = TaskManager(include_defaults=False, include_path=str(TASKS_DIR))
     with env_info_once():
         for variant in tqdm(todo, desc=f"repair {label}", unit="model"):
-            meta = _meta(study, variant, pair, _variant_hash(study, variant, samples, prints))
+            meta = _meta(study, variant, pair, hashes[variant.name])
             if variant.method == "retrain":
                 _retrain(study, variant, label, meta, samples, tasks)
             elif variant.method == "restore":

@@ -6,7 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from leaderboard.repair_select import SelectionError, check_sizes
-from leaderboard.variants import expand
+from leaderboard.variants import Variant, expand
 from patching import SITES
 from patching.repair import components_of
 
@@ -15,12 +15,9 @@ from .repair_plan import blocks
 from .stages import StageError, Study
 
 
-def _ranked(study: Study, label: str, site: str, n_layers: int, n_heads: int) -> int:
+def _ranked(swept: list[Variant], label: str, site: str, direction: str, n_layers: int) -> int:
     """One-component sweep variants of ``site`` in the repair's direction (the last layer's
     block output left out: it flips by construction)."""
-    cfg, direction = study.config, spec_of(study.config).direction
-    swept = expand(study.sweep_config("sweeps", cfg.sweeps, cfg.swept, cfg.sweeps.patches),
-                   n_layers, n_heads)
     return len({(v.layers, v.heads) for v in swept
                 if v.label == label and v.site == site and v.direction == direction
                 and len(v.layers) == 1
@@ -33,12 +30,15 @@ def dry_run_lines(study: Study, n_layers: int, n_heads: int) -> tuple[list[str],
     spec = spec_of(study.config)
     shape = SimpleNamespace(num_hidden_layers=n_layers, num_attention_heads=n_heads)
     repaired = labels(study)
+    cfg = study.config
+    swept = expand(study.sweep_config("sweeps", cfg.sweeps, cfg.swept, cfg.sweeps.patches),
+                   n_layers, n_heads) if any(b.rank_by == "sweep" for b in blocks(spec)) else []
     choices = 0
     for label in repaired:
         for block in blocks(spec):
             pool = len(components_of(SITES[block.site].weights, shape))
             ranked = pool if block.rank_by == "attribution" else _ranked(
-                study, label, block.site, n_layers, n_heads)
+                swept, label, block.site, spec.direction, n_layers)
             for k in block.k:
                 try:
                     check_sizes(block.site, k, ranked, pool, block.rank_by)

@@ -141,11 +141,12 @@ def eval_samples(tasks: list[str], used: dict[str, list[int]], limit: int | floa
     out = {}
     for task in tasks:
         total = sum(1 for line in (task_dir / "data" / f"{task}.jsonl").open() if line.strip())
-        ids = [i for i in range(total) if i not in set(used.get(task, ()))]
+        held_out = set(used.get(task, ()))
+        ids = [i for i in range(total) if i not in held_out]
         if limit is not None:
             ids = ids[:int(limit * total) if limit < 1 else int(limit)]
         if not ids:
-            raise SelectionError(f"{task}: no items left to score once the {len(used[task])} "
+            raise SelectionError(f"{task}: no items left to score once the {len(held_out)} "
                                  "the ranking read are held out")
         out[task] = ids
     return out
