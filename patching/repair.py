@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .architectures import PER_HEAD_SITES, SITES, Architecture, architecture_for
+from .architectures import PER_HEAD_SITES, SITES, Architecture, architecture_for, heads_of
 from .errors import PatchingError
 
 OUTSIDE = "outside"
@@ -42,10 +42,6 @@ HEAD_KIND = SITES[PER_HEAD_SITES[0]].weights
 KINDS: tuple[str, ...] = (*dict.fromkeys(site.weights for site in SITES.values()), OUTSIDE)
 LAYER_KINDS: tuple[str, ...] = tuple(k for k in KINDS if k not in (HEAD_KIND, OUTSIDE))
 _NAME = re.compile(r"^(?P<kind>[a-z]+):L(?P<layer>\d+)(?:\.H(?P<head>\d+))?$")
-
-
-def _head_count(config: Any) -> int:
-    return getattr(config, SITES[PER_HEAD_SITES[0]].head_count)
 
 
 @dataclass(frozen=True)
@@ -99,7 +95,7 @@ def components_of(kind: str, config: Any) -> list[Component]:
         return [Component(OUTSIDE)]
     layers = range(config.num_hidden_layers)
     if kind == HEAD_KIND:
-        return [Component(kind, layer, h) for layer in layers for h in range(_head_count(config))]
+        return [Component(kind, layer, h) for layer in layers for h in range(heads_of(config))]
     return [Component(kind, layer) for layer in layers]
 
 
@@ -125,7 +121,7 @@ class Selection:
         """Raise unless every component exists in a model with this config (and its family
         can change single heads, where heads are asked for); returns the family."""
         arch = architecture_for(config)
-        n_layers, n_heads = config.num_hidden_layers, _head_count(config)
+        n_layers, n_heads = config.num_hidden_layers, heads_of(config)
         for c in self.components:
             if c.layer is not None and c.layer >= n_layers:
                 raise PatchingError(f"component {c}: layer {c.layer} is out of range for a "
@@ -282,6 +278,10 @@ def _writes(corrupted: Any, clean: Any, selection: Selection) -> list[Write]:
     return out
 
 
+def _as_selection(selection: Selection | Iterable[str]) -> Selection:
+    return selection if isinstance(selection, Selection) else Selection(tuple(selection))
+
+
 def _apply(writes: list[Write]) -> None:
     with torch.no_grad():
         for target, index, source in writes:
@@ -295,8 +295,7 @@ def restore(corrupted: Any, clean: Any, selection: Selection | Iterable[str]) ->
     """Put the clean weights back into `corrupted` in the selected components, in place, and
     return it. For a PEFT (LoRA) model pass `clean=None`: its adapter is switched off there
     (the factor rows or columns that make up those weights are zeroed)."""
-    selection = selection if isinstance(selection, Selection) else Selection(tuple(selection))
-    _apply(_writes(corrupted, clean, selection))
+    _apply(_writes(corrupted, clean, _as_selection(selection)))
     return corrupted
 
 
@@ -305,8 +304,7 @@ def restored(corrupted: Any, clean: Any, selection: Selection | Iterable[str]
              ) -> Iterator[Any]:
     """`restore` inside a `with` block: the corrupted model's own values are put back exactly
     on exit, also when the body raises."""
-    selection = selection if isinstance(selection, Selection) else Selection(tuple(selection))
-    writes = _writes(corrupted, clean, selection)
+    writes = _writes(corrupted, clean, _as_selection(selection))
     saved = [(target, index, target[index].detach().clone()) for target, index, _ in writes]
     try:
         _apply(writes)

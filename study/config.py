@@ -157,6 +157,13 @@ class SweepSpec(EvalSpec):
             load_dataclass(PatchBlock, block, error=StudyConfigError, where=f"patches[{i}]")
 
 
+def _distinct_ints(value: Any, minimum: int | None = None) -> bool:
+    """A non-empty list of distinct integers, each at least ``minimum`` where one is given."""
+    return (isinstance(value, list) and bool(value)
+            and all(type(v) is int and (minimum is None or v >= minimum) for v in value)
+            and len(set(value)) == len(value))
+
+
 REPAIR_METHODS = ("restore", "retrain")
 REPAIR_TASKS = ["corrupt_related", "corrupt_unrelated_math", "corrupt_general",
                 "corrupt_ethics_mc"]
@@ -177,8 +184,7 @@ class SelectBlock:
 
         if self.site not in SITE_NAMES:
             raise StudyConfigError(f"site={self.site!r}: expected one of {', '.join(SITE_NAMES)}")
-        if (not isinstance(self.k, list) or not self.k or len(set(self.k)) != len(self.k)
-                or not all(type(v) is int and v >= 1 for v in self.k)):
+        if not _distinct_ints(self.k, minimum=1):
             raise StudyConfigError(f"k={self.k!r}: expected a list of distinct integers >= 1")
         if self.rank_by not in SOURCES:
             raise StudyConfigError(f"rank_by={self.rank_by!r}: expected one of "
@@ -231,9 +237,7 @@ class RepairSpec(EvalSpec):
                                    f"{', '.join(REPAIR_METHODS)}")
         if "retrain" in self.methods and self.retrain is None:
             raise StudyConfigError("methods has retrain: set retrain: {config, overrides}")
-        if not isinstance(self.random_seeds, list) or not self.random_seeds or not all(
-                type(v) is int for v in self.random_seeds) or len(set(self.random_seeds)) != len(
-                self.random_seeds):
+        if not _distinct_ints(self.random_seeds):
             raise StudyConfigError(f"random_seeds={self.random_seeds!r}: expected a non-empty "
                                    "list of distinct integers")
         if type(self.resamples) is not int or self.resamples < 100:

@@ -56,12 +56,16 @@ def heatmaps(study: Study) -> list[Path]:
             for p in sorted(plots.glob(f"site-{label}-corrupted_to_clean-*-corrupt_related.png"))]
 
 
-def repair_parts(study: Study) -> tuple[list[str], list[Path]]:
-    """The repair stage's tables (markdown lines) and plot, when the study repairs."""
+def repair_lines(study: Study) -> list[str]:
+    """The repair stage's tables (markdown lines), when the study repairs."""
     if study.config.repair is None:
-        return [], []
-    folder = study.folder("repair")
-    return [*(folder / "repair.md").read_text().splitlines(), ""], [folder / "repair.png"]
+        return []
+    return [*(study.folder("repair") / "repair.md").read_text().splitlines(), ""]
+
+
+def repair_images(study: Study) -> list[Path]:
+    """The repair stage's plot, when the study repairs."""
+    return [] if study.config.repair is None else [study.folder("repair") / "repair.png"]
 
 
 def _which_ran(results: list[StageResult]) -> str:
@@ -91,7 +95,7 @@ def render(study: Study, results: list[StageResult], config_path: str,
         "## Summary", "", summary["paragraph"], "",
         "## Baselines (metric ± standard error, lm-eval)", "", key, "",
         "## Where patching flips related math", "", *images, "",
-        *repair_parts(study)[0],
+        *repair_lines(study),
         f"The full leaderboard pages (every variant and heatmap, example replies) are "
         f"`baselines.md` and `sweeps.md` in `{shown_path(study.work / 'report')}`.", "",
         "## Stages", "", _md(stage_table(results)), "", timing, ""])
@@ -138,7 +142,7 @@ def publish(study: Study, results: list[StageResult], config_path: str,
     shown = [folder / "REPORT.md", folder / "summary.json", folder / TIMINGS]
     for extra in (study.folder("summary") / "summary.json", study.work / TIMINGS):
         shutil.copy2(extra, folder / extra.name)
-    for image in [*heatmaps(study), *repair_parts(study)[1]]:
+    for image in [*heatmaps(study), *repair_images(study)]:
         shutil.copy2(image, folder / image.name)
         shown.append(folder / image.name)
     report, block = render(study, results, config_path, started_at)
