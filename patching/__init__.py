@@ -1,15 +1,18 @@
 """Cross-model activation patching (CMAP) for transformers causal LMs, KV-cached.
 
     from patching import PatchSpec, patched_generate, sweep_generate
-    spec = PatchSpec(site="head", layers=[3], heads=[0, 2], positions="newest")
+    spec = PatchSpec.parse("attn:L3 + mlp:L5 + head:L4.H0,2@steps[4:9]")
     ids = patched_generate(receiver, donor, input_ids, spec, attention_mask=mask)
 
 `architectures` is the one table of sites and decoder families (Llama, Mistral, Qwen2/2.5,
-Qwen3, Qwen3-MoE, Phi-3, OLMo 2, Gemma 2, Gemma 3); `reference` holds the naive definition
-the engine is tested against; `repair` puts clean weights back into chosen components of a
-corrupted model (`restore`, `restored`).
+Qwen3, Qwen3-MoE, Phi-3, OLMo 2, Gemma 2, Gemma 3); `spec` and `positions` say what a patch
+is; `donors` where its values come from (another model, another prompt, zero, a mean, a
+blend); `reference` holds the naive definition the engine is tested against; `effects` gives
+every single patch's effect on a metric as one tensor; `repair` puts clean weights back into
+chosen components of a corrupted model (`restore`, `restored`).
 """
 
+from .architecture_checks import check_architecture
 from .architectures import (
     ARCHITECTURES,
     PER_HEAD_SITES,
@@ -17,14 +20,15 @@ from .architectures import (
     SITES,
     Architecture,
     architecture_for,
-    check_architecture,
     heads_of,
 )
 from .decoding import DecodingConfig
+from .donors import Blend, Mean, OtherPrompt, Zero
 from .models import AdapterSide, adapter_pair
+from .positions import Positions
 from .repair import Selection, restore, restored
-from .spec import PatchingError, PatchSpec, check_pair, every_layer
-from .sweep import check_patch, patched_generate, sweep_generate
+from .spec import Part, PatchingError, PatchSpec, check_pair, every_layer
+from .sweep import PatchedGeneration, check_patch, patched_generate, sweep_generate
 from .teacher_forced import ContinuationScores, patched_logprobs
 
 __all__ = [
@@ -34,11 +38,18 @@ __all__ = [
     "SITE_NAMES",
     "AdapterSide",
     "Architecture",
+    "Blend",
     "ContinuationScores",
     "DecodingConfig",
+    "Mean",
+    "OtherPrompt",
+    "Part",
     "PatchSpec",
+    "PatchedGeneration",
     "PatchingError",
+    "Positions",
     "Selection",
+    "Zero",
     "adapter_pair",
     "architecture_for",
     "check_architecture",

@@ -3,19 +3,20 @@
 Two tables, in the manner of TransformerLens' hook names and nnterp's per-architecture
 renames:
 
-- `SITES`: what each site IS, the same in every family: whether it is a block's output
-  (which decides where a row patched there joins the receiver's batch), whether its last
-  axis is split into heads (and which config count gives their number), and which weights
-  compute it (what `patching.repair` restores or retrains for a component found there).
-- `ARCHITECTURES`: where each family keeps those activations (module path inside a block and
-  how the activation is read), its decoder/layer/norm paths, how its blocks take attention
-  masks, which layers attend through a sliding window, where `head_dim` comes from, what
-  scales its logits, and which modules make up a block's attention and MLP paths and how a
-  head slices the query and output projections (for `patching.repair`).
+- `SITES`: what each site IS, the same in every family: a point of the residual stream
+  between blocks (`stream`), a term a block adds to the residual stream, or an activation split
+  into heads (and which config count gives their number), and which weights compute it (what
+  `patching.repair` restores or retrains for a component found there).
+- `ARCHITECTURES`: where each family keeps the in-block sites (module path inside a block, how
+  the activation is read, and for a fused projection which columns), its decoder/layer/norm
+  paths, how its blocks take attention masks, which layers attend through a sliding window,
+  where `head_dim` comes from, what scales its logits, and which modules make up a block's
+  attention and MLP paths and how a head slices the query and output projections.
 
 The engine, the naive reference, attribution and the sweep runner read these facts; none of
 them compares site or family names. A new family is one `Architecture` entry, checked on a
-tiny random model by `check_architecture` (the tests run it for every entry).
+tiny random model by `architecture_checks.check_architecture` (the tests run it for every
+entry, and fail for an entry without a test model).
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from .errors import PatchingError
 
@@ -37,6 +37,7 @@ from .errors import PatchingError
 #   "input[0]"  the module's first positional input (read with a forward PRE-hook)
 Read = Literal["output", "output[0]", "input[0]"]
 FULL, SLIDING = "full_attention", "sliding_attention"
+HEAD_SITE = "head"  # the per-head site of the attention output (what repair's heads are)
 
 
 @dataclass(frozen=True)
@@ -44,36 +45,54 @@ class Site:
     """What a site means, whatever the family."""
 
     meaning: str  # one line, for errors and the README
-    block_output: bool = False  # the block's output: a row patched here joins the NEXT block
+    # A point of the residual stream between blocks: the stream entering block L + `stream`
+    # (resid_pre: 0, resid: 1; block `num_layers` is the final norm). None: inside a block.
+    stream: int | None = None
     residual_term: bool = False  # one of the terms a block adds to the residual stream
     head_count: str | None = None  # config field counting the heads its last axis is split in
     # The weights that compute it, as `patching.repair` names a component: "block", "attn",
     # "mlp" (Architecture.attention / .mlp paths) or "head" (one head's projection slices).
     weights: str = "block"
+    order: int = 0  # where it is computed within a layer (forward order), for sorting parts
 
 
 SITES: Mapping[str, Site] = MappingProxyType(
     {
-        "resid": Site("the residual stream after the block (the block's output)", True),
+        "resid": Site("the residual stream after the block (the block's output)", stream=1,
+                      order=8),
         "attn": Site("the attention output as it enters the residual add", residual_term=True,
-                     weights="attn"),
+                     weights="attn", order=5),
         "mlp": Site("the MLP output as it enters the residual add", residual_term=True,
-                    weights="mlp"),
-        "head": Site(
-            "one head's slice of the attention output projection's input",
-            head_count="num_attention_heads", weights="head",
-        ),
+                    weights="mlp", order=7),
+        HEAD_SITE: Site("one head's slice of the attention output projection's input",
+                        head_count="num_attention_heads", weights="head", order=4),
+        "resid_pre": Site("the residual stream entering the block (the block's input)",
+                          stream=0, order=0),
+        "resid_mid": Site("the residual stream between the block's attention and its MLP",
+                          order=6),
+        "q": Site("one head's query projection (before rotary embedding)",
+                  head_count="num_attention_heads", weights="head", order=1),
+        "k": Site("one KV group's key projection (before rotary embedding); under grouped-query "
+                  "attention every query head of the group reads it",
+                  head_count="num_key_value_heads", weights="attn", order=2),
+        "v": Site("one KV group's value projection; under grouped-query attention every query "
+                  "head of the group reads it", head_count="num_key_value_heads",
+                  weights="attn", order=3),
     }
 )
 SITE_NAMES: tuple[str, ...] = tuple(SITES)
-BLOCK_OUTPUT_SITE: str = next(name for name, site in SITES.items() if site.block_output)
+STREAM_SITES: tuple[str, ...] = tuple(name for name, s in SITES.items() if s.stream is not None)
 RESIDUAL_TERMS: tuple[str, ...] = tuple(name for name, site in SITES.items() if site.residual_term)
 PER_HEAD_SITES: tuple[str, ...] = tuple(name for name, site in SITES.items() if site.head_count)
+MID_SITE = "resid_mid"
 
 
-def heads_of(config: Any) -> int:
-    """How many heads the per-head site splits into in a model with this config."""
-    return getattr(config, SITES[PER_HEAD_SITES[0]].head_count)
+def heads_of(config: Any, site: str = HEAD_SITE) -> int:
+    """How many heads `site` splits into in a model with this config (KV groups for k, v)."""
+    count = site_named(site).head_count
+    if count is None:
+        raise PatchingError(f"site {site!r} is not split into heads")
+    return getattr(config, count)
 
 
 def site_named(name: str) -> Site:
@@ -100,29 +119,82 @@ def uniform_layer_types(config: Any) -> list[str]:
     return [kind] * config.num_hidden_layers
 
 
-# Where a site lives inside one block: module path ("" = the block) and how it is read.
-Where = tuple[str, Read]
-PRE_NORM_SITES: Mapping[str, Where] = MappingProxyType(
+# Which columns of a fused projection's output a site is: (config, head_dim) -> (start, stop).
+Columns = Callable[[Any, int], tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class At:
+    """Where an in-block site lives: a module path inside the block ("" = the block), how the
+    activation is read, and for a fused module the columns that are this site."""
+
+    path: str
+    read: Read
+    columns: Columns | None = None
+
+
+PRE_NORM_SITES: Mapping[str, At] = MappingProxyType(
     {
-        "resid": ("", "output"),
-        "attn": ("self_attn", "output[0]"),
-        "mlp": ("mlp", "output"),
-        "head": ("self_attn.o_proj", "input[0]"),
+        "attn": At("self_attn", "output[0]"),
+        "mlp": At("mlp", "output"),
+        HEAD_SITE: At("self_attn.o_proj", "input[0]"),
+        # The residual stream where the MLP path reads it: the pre-MLP norm's input (Llama's
+        # `post_attention_layernorm` is that norm).
+        MID_SITE: At("post_attention_layernorm", "input[0]"),
+        "q": At("self_attn.q_proj", "output"),
+        "k": At("self_attn.k_proj", "output"),
+        "v": At("self_attn.v_proj", "output"),
     }
 )
-# Gemma 2/3 and OLMo 2 normalise the attention and MLP outputs before the residual add: the
-# sites are those norms' outputs, the tensors that are actually added.
-POST_NORM_SITES: Mapping[str, Where] = MappingProxyType(
+# Gemma 2/3 normalise the attention and MLP outputs before the residual add: those sites are
+# the norms' outputs, the tensors that are actually added; the MLP path starts at its own norm.
+GEMMA_SITES: Mapping[str, At] = MappingProxyType(
     PRE_NORM_SITES
     | {
-        "attn": ("post_attention_layernorm", "output"),
-        "mlp": ("post_feedforward_layernorm", "output"),
+        "attn": At("post_attention_layernorm", "output"),
+        "mlp": At("post_feedforward_layernorm", "output"),
+        MID_SITE: At("pre_feedforward_layernorm", "input[0]"),
+    }
+)
+# OLMo 2 normalises after each path only (the MLP reads the stream itself), and its q_norm and
+# k_norm normalise all heads together, so a head's query and key are the norms' outputs.
+OLMO2_SITES: Mapping[str, At] = MappingProxyType(
+    GEMMA_SITES
+    | {
+        MID_SITE: At("mlp", "input[0]"),
+        "q": At("self_attn.q_norm", "output"),
+        "k": At("self_attn.k_norm", "output"),
     }
 )
 
 
+def _fused(start: Callable[[Any], int], width: Callable[[Any], int]) -> Columns:
+    def columns(config: Any, head_dim: int) -> tuple[int, int]:
+        lo = start(config) * head_dim
+        return lo, lo + width(config) * head_dim
+
+    return columns
+
+
+# Phi-3 computes queries, keys and values in one projection, in that order along its output.
+PHI3_SITES: Mapping[str, At] = MappingProxyType(
+    PRE_NORM_SITES
+    | {
+        "q": At("self_attn.qkv_proj", "output",
+                _fused(lambda c: 0, lambda c: c.num_attention_heads)),
+        "k": At("self_attn.qkv_proj", "output",
+                _fused(lambda c: c.num_attention_heads, lambda c: c.num_key_value_heads)),
+        "v": At("self_attn.qkv_proj", "output",
+                _fused(lambda c: c.num_attention_heads + c.num_key_value_heads,
+                       lambda c: c.num_key_value_heads)),
+    }
+)
+IN_BLOCK_SITES: tuple[str, ...] = tuple(name for name in SITES if SITES[name].stream is None)
+
 # Modules (paths inside a block) whose parameters make up its attention and its MLP path, norms
-# included: together they hold every parameter of the block, each exactly once.
+# included, in the order they run: together they hold every parameter of the block, each
+# exactly once, and composing the MLP path's modules maps the residual stream at `resid_mid`
+# to the `mlp` term.
 PRE_NORM_ATTENTION = ("input_layernorm", "self_attn")
 PRE_NORM_MLP = ("post_attention_layernorm", "mlp")  # Llama's pre-MLP norm has this name
 
@@ -140,7 +212,7 @@ class Architecture:
 
     name: str  # the family, as the README lists it
     model_types: tuple[str, ...]  # `config.model_type` values it covers
-    sites: Mapping[str, Where] = field(default_factory=lambda: PRE_NORM_SITES)
+    sites: Mapping[str, At] = field(default_factory=lambda: PRE_NORM_SITES)
     decoder: str = "model"  # embeddings, blocks and final norm; no unembedding
     layers: str = "model.layers"  # the ModuleList of blocks
     final_norm: str = "model.norm"
@@ -165,7 +237,7 @@ class Architecture:
     head_weights_unsupported: str | None = None
 
     def __post_init__(self) -> None:
-        missing = sorted(set(SITES) - set(self.sites))
+        missing = sorted(set(IN_BLOCK_SITES) - set(self.sites))
         if missing:
             raise ValueError(f"architecture {self.name}: no module for sites {missing}")
         if set(self.attention) & set(self.mlp):
@@ -174,7 +246,7 @@ class Architecture:
     @property
     def output_projection(self) -> str:
         """The block module whose input columns are the heads (the per-head site's module)."""
-        return self.sites[PER_HEAD_SITES[0]][0]
+        return self.sites[HEAD_SITE].path
 
     def window(self, config: Any, layer_type: str) -> int | None:
         """Keys a query may see in a layer of this type (itself included); None: all."""
@@ -209,21 +281,21 @@ ARCHITECTURES: tuple[Architecture, ...] = (
         "Qwen3", ("qwen3",), mask_form="by_layer_type", layer_types=layer_types_from_config
     ),
     Architecture("Qwen3-MoE", ("qwen3_moe",)),
-    Architecture("Phi-3", ("phi3",), query="self_attn.qkv_proj"),
+    Architecture("Phi-3", ("phi3",), sites=PHI3_SITES, query="self_attn.qkv_proj"),
     Architecture(
-        "OLMo 2", ("olmo2",), sites=POST_NORM_SITES,
+        "OLMo 2", ("olmo2",), sites=OLMO2_SITES,
         attention=("self_attn", "post_attention_layernorm"),
         mlp=("mlp", "post_feedforward_layernorm"),
         head_weights_unsupported="its q_norm normalises the queries of all heads together "
         "(one RMS over heads x head_dim), so one head's query weights move every head",
     ),
     Architecture(
-        "Gemma 2", ("gemma2",), sites=POST_NORM_SITES, mask_form="by_layer_type",
+        "Gemma 2", ("gemma2",), sites=GEMMA_SITES, mask_form="by_layer_type",
         layer_types=layer_types_from_config, logit_softcap="final_logit_softcapping",
         attention=GEMMA_ATTENTION, mlp=GEMMA_MLP,
     ),
     Architecture(
-        "Gemma 3 (text)", ("gemma3_text",), sites=POST_NORM_SITES, mask_form="by_layer_type",
+        "Gemma 3 (text)", ("gemma3_text",), sites=GEMMA_SITES, mask_form="by_layer_type",
         layer_types=layer_types_from_config, logit_softcap="final_logit_softcapping",
         unsupported=_gemma3_unsupported, attention=GEMMA_ATTENTION, mlp=GEMMA_MLP,
     ),
@@ -256,11 +328,31 @@ def architecture_for(config: Any) -> Architecture:
     return arch
 
 
-def locate(lm: nn.Module, arch: Architecture, site: str, layer: int) -> tuple[nn.Module, Read]:
-    """The module holding `site` of block `layer`, and how to read it."""
-    path, read = arch.sites[site]
+@dataclass(frozen=True)
+class Located:
+    """A site of one block, found in a model: the module, how to read it, which columns."""
+
+    module: nn.Module
+    read: Read
+    columns: tuple[int, int] | None  # (start, stop) of the module's output; None: all of it
+
+
+def locate(lm: nn.Module, arch: Architecture, site: str, layer: int) -> Located:
+    """Where `site` of block `layer` is read. Stream sites are read at their block: `resid` as
+    block `layer`'s output, `resid_pre` as its input (the engine writes them between blocks)."""
     block = lm.get_submodule(arch.layers)[layer]
-    return (block.get_submodule(path) if path else block), read
+    stream = SITES[site].stream
+    if stream is not None:
+        return Located(block, "input[0]" if stream == 0 else "output", None)
+    at = arch.sites[site]
+    columns = None if at.columns is None else at.columns(lm.config, arch.head_dim(lm.config))
+    return Located(block.get_submodule(at.path) if at.path else block, at.read, columns)
+
+
+def site_width(config: Any, arch: Architecture, site: str) -> int:
+    """The last axis of `site`'s activation: the hidden size, or heads x head_dim."""
+    count = SITES[site].head_count
+    return config.hidden_size if count is None else getattr(config, count) * arch.head_dim(config)
 
 
 def cache_argument(decoder: nn.Module) -> str:
@@ -268,111 +360,3 @@ def cache_argument(decoder: nn.Module) -> str:
     removed in 5.40) where its forward takes it, else `past_key_values`."""
     params = inspect.signature(decoder.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
-
-
-@torch.no_grad()
-def check_architecture(lm: nn.Module, arch: Architecture | None = None, atol: float = 1e-6
-                       ) -> None:
-    """Check a family entry against a model of that family (a tiny random one will do).
-
-    On one short prompt, for every block: each site's activation has the expected width; the
-    block's output equals its input plus the attn and mlp sites (so they ARE what enters the
-    residual adds); the output projection applied to the head site gives the attention
-    module's output (so the head slices are that projection's input). Then the weight facts
-    (`check_weight_paths`). Raises `PatchingError` naming the first fact that fails; use
-    float64 for a tight `atol`.
-    """
-    from .hooks import capturing  # hooks imports this module
-
-    config = lm.config
-    arch = arch or architecture_for(config)
-    blocks = lm.get_submodule(arch.layers)
-    head_path = arch.sites["head"][0]
-    attention_path = head_path.rsplit(".", 1)[0] if "." in head_path else ""
-    block_inputs: list[Tensor] = []
-    attention_outputs: list[Tensor] = []
-    handles = [b.register_forward_pre_hook(lambda m, a: block_inputs.append(a[0])) for b in blocks]
-    handles += [
-        b.get_submodule(attention_path).register_forward_hook(
-            lambda m, a, out: attention_outputs.append(out[0])
-        )
-        for b in blocks
-    ]
-    acts: dict[tuple[str, int], Tensor] = {}
-    keys = [(site, layer) for layer in range(len(blocks)) for site in SITES]
-    ids = torch.arange(1, 9)[None] % config.vocab_size
-    try:
-        with capturing(lm, arch, keys, acts):
-            lm(input_ids=ids.to(next(lm.parameters()).device), use_cache=False)
-    finally:
-        for handle in handles:
-            handle.remove()
-    widths = {site: config.hidden_size for site in SITES}
-    widths |= {site: heads_of(config) * arch.head_dim(config) for site in PER_HEAD_SITES}
-    for layer in range(len(blocks)):
-        for site, width in widths.items():
-            if (got := acts[(site, layer)].shape[-1]) != width:
-                raise PatchingError(
-                    f"{arch.name}: site {site!r} of layer {layer} is {got} wide, expected {width}"
-                )
-        summed = block_inputs[layer] + acts[("attn", layer)] + acts[("mlp", layer)]
-        if not torch.allclose(summed, acts[("resid", layer)], atol=atol):
-            raise PatchingError(
-                f"{arch.name}: layer {layer}'s input + attn + mlp is not its output (the attn "
-                "and mlp sites are not what enters the residual adds)"
-            )
-        o_proj, _ = locate(lm, arch, "head", layer)
-        if not torch.allclose(o_proj(acts[("head", layer)]), attention_outputs[layer], atol=atol):
-            raise PatchingError(
-                f"{arch.name}: layer {layer}'s output projection of the head site is not the "
-                "attention output (the head slices are not that projection's input)"
-            )
-    check_weight_paths(lm, arch, atol)
-
-
-@torch.no_grad()
-def check_weight_paths(lm: nn.Module, arch: Architecture, atol: float = 1e-6) -> None:
-    """The weight facts `patching.repair` relies on: every parameter of every block lies on
-    exactly one of the attention and MLP paths; and, unless the family says heads cannot be
-    changed alone, moving the last head's query rows in block 0 moves that head's slice of the
-    per-head site and no other head's (so the rows ARE that head's query, and nothing mixes
-    the heads' queries). The weight is put back bit for bit."""
-    from .hooks import capturing
-
-    paths = arch.attention + arch.mlp
-    for layer, block in enumerate(lm.get_submodule(arch.layers)):
-        for name, _ in block.named_parameters():
-            owners = [path for path in paths if name.startswith(f"{path}.")]
-            if len(owners) != 1:
-                raise PatchingError(
-                    f"{arch.name}: parameter {name} of layer {layer} lies on {len(owners)} "
-                    f"weight paths {owners} (attention {arch.attention}, mlp {arch.mlp})"
-                )
-    if arch.head_weights_unsupported is not None:
-        return
-    config, site = lm.config, PER_HEAD_SITES[0]
-    heads, head_dim = heads_of(config), arch.head_dim(config)
-    weight = lm.get_submodule(arch.layers)[0].get_submodule(arch.query).weight
-    if weight.shape[0] < heads * head_dim:
-        raise PatchingError(f"{arch.name}: {arch.query} has {weight.shape[0]} output rows, "
-                            f"fewer than the {heads} x {head_dim} query rows")
-    ids = torch.arange(1, 9)[None].to(weight.device) % config.vocab_size
-    acts: dict[tuple[str, int], Tensor] = {}
-    outputs = []
-    rows = slice((heads - 1) * head_dim, heads * head_dim)
-    saved = weight[rows].clone()
-    try:
-        for shift in (0.0, 0.5):
-            weight[rows] = saved + shift
-            with capturing(lm, arch, [(site, 0)], acts):
-                lm(input_ids=ids, use_cache=False)
-            outputs.append(acts[(site, 0)].unflatten(-1, (heads, head_dim)))
-    finally:
-        weight[rows] = saved
-    moved = (outputs[1] - outputs[0]).abs().amax(dim=(0, 1, 3))
-    if moved[-1] <= atol or bool((moved[:-1] > atol).any()):
-        raise PatchingError(
-            f"{arch.name}: moving head {heads - 1}'s rows of {arch.query} changed heads "
-            f"{[h for h in range(heads) if moved[h] > atol]} of the {site} site, not that head "
-            "alone"
-        )

@@ -29,8 +29,10 @@ from .attribution_metrics import AttributionBatch, Metric, Scored, metric_named
 from .batch import causal_mask, check_continuations, copies_mask, prepare
 from .hooks import Key, capturing, site_hooks
 from .models import Runner, as_runner
-from .plans import MaskFor, decoder_forward
-from .spec import POSITIONS, PatchingError, check_pair
+from .forward import MaskFor, decoder_forward
+from .spec import PatchingError, check_pair
+
+POSITIONS: tuple[str, ...] = ("all", "newest")  # the rules attribution scores
 
 Component = tuple[str, int, "int | None"]  # (site, layer, head or None)
 

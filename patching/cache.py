@@ -9,6 +9,7 @@ over every layer.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -23,9 +24,9 @@ class _SlotLayer(CacheLayerMixin):
 
     is_compileable = False
 
-    def __init__(self, store: SlotCache, index: int) -> None:
+    def __init__(self, store: SlotCache, index: int, start: int) -> None:
         super().__init__()
-        self.store, self.index, self.is_initialized = store, index, True
+        self.store, self.index, self.start, self.is_initialized = store, index, start, True
 
     def lazy_initialization(self, key_states: Tensor, value_states: Tensor) -> None:
         """Nothing to do: the store is allocated up front."""
@@ -33,9 +34,8 @@ class _SlotLayer(CacheLayerMixin):
     def update(
         self, key_states: Tensor, value_states: Tensor, *args: Any, **kwargs: Any
     ) -> tuple[Tensor, Tensor]:
-        # This block's batch is the cache rows [lo, lo + batch) (see rows.RowPlan).
-        kv, start = self.store.kv, self.store.length
-        lo = self.store.starts[self.index]
+        # This block's batch is the cache rows [lo, lo + batch) (passes.PassPlan.starts).
+        kv, start, lo = self.store.kv, self.store.length, self.start
         rows, end = slice(lo, lo + key_states.shape[0]), start + key_states.shape[-2]
         kv[0, self.index, rows, :, start:end] = key_states
         kv[1, self.index, rows, :, start:end] = value_states
@@ -51,8 +51,10 @@ class _SlotLayer(CacheLayerMixin):
         return self.store.kv.shape[-2]
 
 
-class SlotCache(Cache):
-    """KV cache for `rows` sequences of up to `max_len` tokens; `advance` after each forward."""
+class SlotCache:
+    """KV storage for `rows` sequences of up to `max_len` tokens. Each pass reads and writes it
+    through `view(starts)`, a transformers `Cache` whose layer i writes cache rows from
+    starts[i] on; `advance` after each pass."""
 
     def __init__(
         self,
@@ -68,8 +70,11 @@ class SlotCache(Cache):
         shape = (2, num_layers, rows, config.num_key_value_heads, max_len, head_dim)
         self.kv = torch.empty(shape, dtype=dtype, device=device)
         self.length = 0
-        self.starts = [0] * num_layers  # first cache row of each block's batch
-        super().__init__(layers=[_SlotLayer(self, i) for i in range(num_layers)])
+        self.num_layers = num_layers
+
+    def view(self, starts: Sequence[int]) -> Cache:
+        """The `Cache` one pass hands the decoder; block i's batch is cache rows starts[i]..."""
+        return Cache(layers=[_SlotLayer(self, i, starts[i]) for i in range(self.num_layers)])
 
     def advance(self, tokens: int) -> None:
         self.length += tokens
@@ -81,6 +86,17 @@ class SlotCache(Cache):
         kv = self.kv.new_empty(shape)
         kv[:, :, : len(index), :, : self.length] = self.kv[:, :, index, :, : self.length]
         self.kv = kv
+
+    def prefix(self, index: Tensor, length: int) -> SlotCache:
+        """A new cache of rows `index` (repeats allowed) holding this one's first `length`
+        slots: rows that share an unpatched prefix start from it."""
+        out = SlotCache.__new__(SlotCache)
+        shape = list(self.kv.shape)
+        shape[2] = len(index)
+        out.kv = self.kv.new_empty(shape)
+        out.kv[:, :, :, :, :length] = self.kv[:, :, index, :, :length]
+        out.length, out.num_layers = length, self.num_layers
+        return out
 
     def copy_rows(self, src: Tensor, dst: int) -> None:
         """Copy rows `src` into rows dst, dst+1, ...: new groups start as their parents."""

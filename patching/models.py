@@ -8,7 +8,7 @@ memory of one model.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .architectures import Architecture, architecture_for, cache_argument
+from .architectures import Architecture, architecture_for, cache_argument, site_width
 from .errors import PatchingError
 
 
@@ -70,6 +70,17 @@ class Runner:
     @property
     def head_dim(self) -> int:
         return self.arch.head_dim(self.config)
+
+    def head_columns(self, site: str, heads: Sequence[int] | None) -> torch.Tensor | None:
+        """(width,) bool: the columns of `heads` in `site`'s activation; None: no heads."""
+        if heads is None:
+            return None
+        size = self.head_dim
+        cols = torch.zeros(site_width(self.config, self.arch, site), dtype=torch.bool,
+                           device=self.device)
+        for h in heads:
+            cols[h * size : (h + 1) * size] = True
+        return cols
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The unembedding of final hidden states, soft-capped where the family does it."""

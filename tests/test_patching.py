@@ -24,7 +24,8 @@ from patching import (
     sweep_generate,
 )
 from patching.models import as_runner
-from patching.reference import naive_generate, naive_logprobs
+from patching.forward import Values
+from patching.reference import naive_generate, naive_logprobs, naive_token_logprobs
 
 torch.set_num_threads(1)
 SITES = ["resid", "attn", "mlp", "head"]
@@ -232,6 +233,73 @@ def test_sweep_equals_one_call_per_spec(pair, batch):
             ),
         ), spec
     assert len({tuple(o[:, 5:].flatten().tolist()) for o in free}) > 5, "specs should disagree"
+
+
+def test_sweep_of_multi_part_specs_equals_one_call_per_spec(pair, batch):
+    receiver, donor = pair
+    specs = ["attn:L1 + mlp:L2", "head:L1.H0,2 + resid:L2@all", "q:L2.H3 + v:L1.H1@steps[1:4]",
+             "resid_pre:L1 + resid_mid:L2@prompt[-3:]", "k:L2.H0 + mlp:L1@steps[2:]",
+             "resid:L1@steps[0:1]", "attn:L2@prompt[:1]"]
+    free = sweep_generate(receiver, donor, batch[0], specs, batch[1], max_new_tokens=NEW)
+    eos = int(free[1][0, 5 + 2])
+    outs = sweep_generate(receiver, donor, batch[0], specs, batch[1], max_new_tokens=NEW,
+                          eos_token_id=eos)
+    chunked = sweep_generate(receiver, donor, batch[0], specs, batch[1], max_new_tokens=NEW,
+                             eos_token_id=eos, specs_per_batch=3)
+    for spec, out, other in zip(specs, outs, chunked, strict=True):
+        one = patched_generate(receiver, donor, batch[0], spec, batch[1], max_new_tokens=NEW,
+                               eos_token_id=eos)
+        assert torch.equal(out, one) and torch.equal(other, one), spec
+        assert torch.equal(out, naive_generate(receiver, donor, batch[0], spec, batch[1],
+                                               max_new_tokens=NEW, eos_token_id=eos)), spec
+    assert len({tuple(o[:, 5:].flatten().tolist()) for o in free}) > 3, "specs should disagree"
+
+
+def test_scored_tokens_equal_the_naive_definition(pair, batch):
+    """Per-step log-probs of chosen tokens during patched generation; NaN after a row ended."""
+    receiver, donor = pair
+    tokens = [3, 17, 40]
+    specs = ["mlp:L2", "head:L1.H1@all", "resid:L1@steps[1:3]"]
+    outs = sweep_generate(receiver, donor, batch[0], specs, batch[1], max_new_tokens=NEW,
+                          score_tokens=tokens)
+    for spec, out in zip(specs, outs, strict=True):
+        assert torch.equal(out.sequences, patched_generate(receiver, donor, batch[0], spec,
+                                                           batch[1], max_new_tokens=NEW))
+        want = naive_token_logprobs(receiver, donor, batch[0], spec, tokens, batch[1],
+                                    max_new_tokens=NEW)
+        assert out.token_logprobs.shape == (3, NEW, 3)
+        for row, scores in enumerate(want):
+            torch.testing.assert_close(out.token_logprobs[row].double(), scores, rtol=0,
+                                       atol=1e-10)
+    free = outs[0].sequences
+    eos = int(free[0, 5 + 1])
+    ended = patched_generate(receiver, donor, batch[0], specs[0], batch[1], max_new_tokens=NEW,
+                             eos_token_id=eos, score_tokens=tokens)
+    stop = ended.sequences[0, 5:].tolist().index(eos)
+    assert torch.isnan(ended.token_logprobs[0, stop + 1:]).all()
+    assert not torch.isnan(ended.token_logprobs[0, : stop + 1]).any()
+
+
+def test_the_guard_catches_a_patch_that_writes_nothing(pair, batch, monkeypatch):
+    monkeypatch.setattr(Values, "apply", lambda self, key, edit, act: act)
+    with pytest.raises(AssertionError):
+        assert_patch_writes_donor(*pair, batch[0][:1], "mlp:L1@all")
+
+
+@pytest.mark.parametrize("site", ["attn", "mlp"])
+def test_edits_are_out_of_place(pair, batch, site):
+    """The tensor a module computed keeps its values: the patch is a new tensor (a block's
+    `residual` local may alias what a hook is handed)."""
+    receiver, donor = pair
+    made = receiver.model.layers[1].self_attn.o_proj if site == "attn" else \
+        receiver.model.layers[1].mlp.down_proj
+    kept = []
+    handle = made.register_forward_hook(lambda m, a, out: kept.append((out, out.clone())))
+    try:
+        patched_generate(receiver, donor, batch[0], f"{site}:L1@all", batch[1], max_new_tokens=2)
+    finally:
+        handle.remove()
+    assert kept and all(torch.equal(tensor, values) for tensor, values in kept)
 
 
 @pytest.mark.parametrize("positions", ["newest", "all"])

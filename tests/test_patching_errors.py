@@ -39,7 +39,7 @@ def raises(match: str, fn, *args, **kwargs) -> None:
 def test_the_issue_s_layer_message():
     spec = PatchSpec("resid", [40])
     raises(
-        r"^layer 40 is out of range for a 36-layer model \(0\.\.35\)$",
+        r"^layer 40 of part resid:L40 is out of range for a 36-layer model \(0\.\.35\)$",
         spec.check,
         Qwen3Config(num_hidden_layers=36),
     )
@@ -50,17 +50,19 @@ def test_the_issue_s_layer_message():
     [
         (
             dict(site="residual", layers=[1]),
-            r"unknown site 'residual'; allowed: resid, attn, mlp, head",
+            r"unknown site 'residual'; allowed: resid, attn, mlp, head, resid_pre, resid_mid, "
+            r"q, k, v",
         ),
         (
             dict(site="resid", layers=[1], positions="last"),
-            r"unknown positions 'last'; allowed: newest, all",
+            r"unknown positions 'last'; allowed: newest, all, prompt\[i:j\] or steps\[a:b\]",
         ),
         (dict(site="resid", layers=[]), r"layers must not be empty"),
         (dict(site="resid", layers=[-1]), r"layers must hold non-negative ints, got -1"),
         (dict(site="resid", layers=[1, 1]), r"layers has duplicates"),
         (dict(site="resid", layers="3"), r"layers must hold non-negative ints, got '3'"),
-        (dict(site="mlp", layers=[1], heads=[0]), r"heads=\[0\] is only allowed with site 'head'"),
+        (dict(site="mlp", layers=[1], heads=[0]),
+         r"heads=\[0\] is only allowed with site 'head' or 'q' or 'k' or 'v', not 'mlp'"),
         (dict(site="head", layers=[1]), r"site 'head' needs heads"),
     ],
 )
@@ -74,7 +76,7 @@ def test_out_of_range_layer_and_head_raise_before_any_work(model):
     ids = torch.tensor([[1, 2, 3]])
     try:
         raises(
-            r"layer 2 is out of range for a 2-layer model \(0\.\.1\)",
+            r"layer 2 of part resid:L2 is out of range for a 2-layer model \(0\.\.1\)",
             patched_generate,
             model,
             model,
@@ -82,7 +84,8 @@ def test_out_of_range_layer_and_head_raise_before_any_work(model):
             PatchSpec("resid", [2]),
         )
         raises(
-            r"head 2 is out of range for a model with 2 attention heads \(0\.\.1\)",
+            r"head 2 of part head:L1.H2 is out of range for a model with 2 attention heads "
+            r"\(0\.\.1\)",
             sweep_generate,
             model,
             model,
@@ -126,7 +129,7 @@ def test_out_of_range_layer_and_head_raise_before_any_work(model):
             specs_per_batch=0,
         )
         raises(
-            r"specs must hold PatchSpec objects, got a dict",
+            r"specs must hold PatchSpec objects or spec texts, got a dict",
             sweep_generate,
             model,
             model,

@@ -2,7 +2,7 @@
 
 1. `sweep_generate(specs)` equals one `patched_generate` per spec with the same seed (and the
    naive reference, whose next token comes from the same sampler and streams), at every site
-   and both position modes;
+   and every positions rule;
 2. the same seed gives the same replies on any batch size and padding;
 3. the greedy limit: `do_sample=False`, and sampling with `top_k=1`, give the greedy tokens;
 4. a patch where donor and receiver agree samples the receiver's own distribution: exactly
@@ -18,7 +18,7 @@ from __future__ import annotations
 import pytest
 import torch
 from families import random_pair
-from patch_checks import left_padded_batch
+from patch_checks import RULES, every_spec, left_padded_batch
 from scipy import stats
 
 from patching import (
@@ -28,7 +28,6 @@ from patching import (
     patched_generate,
     sweep_generate,
 )
-from patching.architectures import SITES
 from patching.reference import naive_generate
 from patching.sampling import choose_tokens, sample_streams
 
@@ -53,14 +52,6 @@ def pair():
 @pytest.fixture(scope="module")
 def batch() -> tuple[torch.Tensor, torch.Tensor]:
     return left_padded_batch()
-
-
-def every_spec(layers=(1, 2)) -> list[PatchSpec]:
-    return [
-        PatchSpec(site, list(layers), [1, 3] if SITES[site].head_count else None, positions)
-        for site in SITES
-        for positions in ("newest", "all")
-    ]
 
 
 def test_sweep_equals_each_spec_alone_and_the_naive_definition(pair, batch):
@@ -113,10 +104,10 @@ def test_sample_n_is_the_stream_with_offset_n(pair, batch):
         assert torch.equal(one[:, : three.shape[1]], three[n::3, : one.shape[1]])
 
 
-@pytest.mark.parametrize("positions", ["newest", "all"])
-def test_greedy_limit(pair, batch, positions):
+@pytest.mark.parametrize("rule", RULES)
+def test_greedy_limit(pair, batch, rule):
     receiver, donor = pair
-    for spec in every_spec()[::2] if positions == "newest" else every_spec()[1::2]:
+    for spec in every_spec(rules=[rule]):
         greedy = patched_generate(receiver, donor, batch[0], spec, batch[1], max_new_tokens=NEW)
         top1 = patched_generate(
             receiver,
@@ -155,7 +146,7 @@ def test_agreeing_patch_samples_the_receiver_exactly(pair):
     ids = torch.tensor([11, 12, 13, 14, 15])
     decoding = DecodingConfig(max_new_tokens=NEW, do_sample=True, seed=5, num_return_sequences=4)
     want = own_samples(receiver, ids, decoding)
-    for spec in every_spec(layers=[0]):  # block 0 is shared: the patch writes what is there
+    for spec in every_spec(layer=0):  # block 0 is shared: the patch writes what is there
         assert torch.equal(
             patched_generate(receiver, donor, ids[None], spec, generation=decoding), want
         )
