@@ -19,10 +19,14 @@ from lm_eval.models.huggingface import HFLM
 from torch import nn
 
 from formats.model_files import weights_problem
-from patching import SITE_NAMES, DecodingConfig, PatchingError, PatchSpec
-from patching.spec import POSITIONS
+from patching import DecodingConfig, PatchingError, PatchSpec
 
-OWN = ("corrupted", "site", "layers", "heads", "positions", "direction", "seed")
+from .patch_donor import DonorChoice, SpecFile
+
+OWN = ("corrupted", "spec", "spec_file", "donor", "alpha", "site", "layers", "heads", "positions",
+       "direction", "seed")
+SPEC_HELP = ("spec='attn:L3 + mlp:L5@all' (quote it: the spec may hold commas), a spec_file=, "
+             "or site= and layers=")
 DIRECTIONS = ("corrupted_to_clean", "clean_to_corrupted")
 HFLM_ARGS = frozenset(inspect.signature(HFLM.__init__).parameters) - {"self", "kwargs"}
 # HFLM options that would silently change what is patched or be silently ignored.
@@ -50,6 +54,7 @@ class PatchArgs:
     spec: PatchSpec
     direction: str
     seed: int | None = None  # sampling seed; None: lm-eval's torch seed (``--seed``)
+    donor: DonorChoice = DonorChoice()  # what is patched in: the donor model, zero, a mean...
 
     @property
     def corrupted_receives(self) -> bool:
@@ -100,18 +105,49 @@ def _reject_unsupported(kwargs: dict[str, Any]) -> None:
         )
 
 
+def _spec_and_donor(ours: dict[str, Any]) -> tuple[PatchSpec, DonorChoice]:
+    """The spec from ``spec=``, ``spec_file=`` or ``site=``/``layers=`` (one of them), and the
+    donor from ``donor=``/``alpha=`` or the spec file."""
+    given = [key for key in ("spec", "spec_file", "site") if ours.get(key) is not None]
+    if len(given) != 1:
+        what = "none" if not given else " and ".join(f"{k}=" for k in given)
+        raise PatchingError(f"patched_hf needs one spec, got {what}: give {SPEC_HELP}")
+    if given == ["spec_file"]:
+        if ours.get("donor") is not None or ours.get("alpha") is not None:
+            raise PatchingError("donor= and alpha= go in the spec file when spec_file= is given")
+        loaded = SpecFile.load(str(ours["spec_file"]))
+        return PatchSpec.parse(loaded.spec), loaded.donor
+    kind = ours.get("donor") or "model"
+    if kind in ("mean", "prompt"):
+        raise PatchingError(f"donor={kind} needs data: give it in a spec_file= (patching's "
+                            "README, spec files)")
+    alpha = ours.get("alpha")
+    donor = DonorChoice(kind=kind, alpha=1.0 if alpha is None else alpha)
+    if given == ["spec"]:
+        if not isinstance(ours["spec"], str):
+            raise PatchingError(f"spec={ours['spec']!r} is not a spec text such as attn:L3 + "
+                                "mlp:L5@all")
+        for key in ("layers", "heads", "positions"):
+            if ours.get(key) is not None:
+                raise PatchingError(f"{key}= goes with site=, not with spec= (write it into the "
+                                    "spec text)")
+        return PatchSpec.parse(ours["spec"]), donor
+    if ours.get("layers") is None:
+        raise PatchingError("patched_hf needs layers= with site= (an int or a list such as "
+                            "[30,31])")
+    layers, heads = _indices("layers", ours["layers"]), _indices("heads", ours.get("heads"))
+    return PatchSpec(ours["site"], layers, heads, ours.get("positions") or "newest"), donor
+
+
 def take_patch_args(kwargs: dict[str, Any]) -> PatchArgs:
-    """Pop our arguments off ``kwargs`` (the rest go to HFLM) and check them; no I/O."""
+    """Pop our arguments off ``kwargs`` (the rest go to HFLM) and check them; no I/O beyond
+    reading a spec file."""
     ours = {key: kwargs.pop(key) for key in OWN if key in kwargs}
     _reject_near_misses(kwargs)
     _reject_unsupported(kwargs)
-    for key, allowed in (
-        ("corrupted", "a model dir, hub id, PEFT adapter dir or loaded model"),
-        ("site", " | ".join(SITE_NAMES)),
-        ("layers", "an int or a list such as [30,31]"),
-    ):
-        if ours.get(key) is None:
-            raise PatchingError(f"patched_hf needs {key}= ({allowed})")
+    if ours.get("corrupted") is None:
+        raise PatchingError("patched_hf needs corrupted= (a model dir, hub id, PEFT adapter dir "
+                            "or loaded model)")
     if isinstance(ours["corrupted"], PurePath):
         ours["corrupted"] = str(ours["corrupted"])
     if not isinstance(ours["corrupted"], (str, nn.Module)):
@@ -122,13 +158,11 @@ def take_patch_args(kwargs: dict[str, Any]) -> PatchArgs:
     direction = ours.get("direction") or DIRECTIONS[0]
     if direction not in DIRECTIONS:
         raise PatchingError(f"unknown direction {direction!r}; allowed: {', '.join(DIRECTIONS)}")
-    positions = ours.get("positions") or POSITIONS[0]
-    layers, heads = _indices("layers", ours["layers"]), _indices("heads", ours.get("heads"))
-    spec = PatchSpec(ours["site"], layers, heads, positions)
+    spec, donor = _spec_and_donor(ours)
     seed = ours.get("seed")
     if seed is not None:
         seed = DecodingConfig(seed=seed).seed  # validated: an int
-    return PatchArgs(ours["corrupted"], spec, direction, seed)
+    return PatchArgs(ours["corrupted"], spec, direction, seed, donor)
 
 
 @dataclass(frozen=True)

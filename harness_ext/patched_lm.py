@@ -45,6 +45,7 @@ from patching import (
     patched_logprobs,
 )
 
+from .patch_donor import DonorBuilder, left_padded
 from .patched_args import (
     HFLM_ARGS,
     CorruptedSource,
@@ -67,25 +68,16 @@ class PatchedGenerate(Protocol):
                  sample_offsets: list[int] | None = None) -> Tensor: ...
 
 
-def _left_padded(rows: list[list[int]], pad: int) -> tuple[Tensor, Tensor]:
-    """Token rows as one left-padded batch (the engine's layout) and its attention mask."""
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-        mask[i, width - len(row) :] = 1
-    return ids, mask
-
-
 # The start-up hook registers the same names with the same target: no clash.
 @register_model("patched_hf", "patched_qwen")
 class PatchedLM(HFLM):
     """HFLM whose receiver runs with the donor's activations patched in.
 
     Own arguments (popped before HFLM and ``from_pretrained`` see the rest): ``corrupted``
-    (model dir, hub id, PEFT adapter dir or a loaded model), ``site``, ``layers``, ``heads``,
-    ``positions`` (``newest``), ``direction`` (``corrupted_to_clean``). With model objects
+    (model dir, hub id, PEFT adapter dir or a loaded model); the patch as ``spec`` (text, e.g.
+    ``attn:L3 + mlp:L5@all``), ``spec_file`` (YAML with the spec and a donor that needs data:
+    ``harness_ext.patch_donor``) or ``site``/``layers``/``heads``/``positions``; ``donor``
+    (``model`` or ``zero``) and ``alpha``; ``direction`` (``corrupted_to_clean``). With model objects
     nothing is loaded or copied, so a sweep builds one instance per variant cheaply.
     From Python only, ``generator`` replaces ``patched_generate`` (same signature): the sweep
     runner passes one that generates for several variants of a model pair at once.
@@ -109,6 +101,10 @@ class PatchedLM(HFLM):
             (corrupted, clean) if self.patch.corrupted_receives else (clean, corrupted)
         )
         check_patch(self.receiver, self.donor, [self.spec])  # the engine's own checks, up front
+        self.donors = DonorBuilder(
+            self.patch.donor, self.receiver, self.donor, self.tokenizer,
+            lambda question: self.apply_chat_template([{"role": "user", "content": question}]),
+        )
 
     @property
     def spec(self) -> PatchSpec:
@@ -208,7 +204,8 @@ class PatchedLM(HFLM):
         )
         offsets = self._sample_offsets(context, mask) if decoding.do_sample else None
         return self._generate(
-            self.receiver, self.donor, context, self.spec, mask, decoding, sample_offsets=offsets
+            self.receiver, self.donors.donor(context, mask), context, self.spec, mask, decoding,
+            sample_offsets=offsets,
         )
 
     def _sampling_seed(self) -> int:
@@ -250,9 +247,12 @@ class PatchedLM(HFLM):
         res = []
         for chunk in order.get_batched(n=override_bs or self.batch_size):
             rows = [(ctx + cont)[-(self.max_length + 1) :] for _, ctx, cont in chunk]
-            ids, mask = _left_padded(rows, self.tokenizer.pad_token_id)
+            ids, mask = left_padded(rows, self.tokenizer.pad_token_id)
             lengths = [len(cont) for _, _, cont in chunk]
-            scores = patched_logprobs(self.receiver, self.donor, ids, self.spec, lengths, mask)
+            donor = self.donors.donor(*left_padded(
+                [ctx for _, ctx, _ in chunk], self.tokenizer.pad_token_id
+            )) if self.donors.reads_prompts else self.donors.donor()
+            scores = patched_logprobs(self.receiver, donor, ids, self.spec, lengths, mask)
             totals, greedy = scores.total().tolist(), scores.all_greedy().tolist()
             for (key, _, _), total, is_greedy in zip(chunk, totals, greedy, strict=True):
                 res.append((total, is_greedy))

@@ -15,8 +15,7 @@ from typing import Any
 from formats.config import build_nested, load_dataclass
 from formats.errors import InputError
 from harness_ext.judge.config import JudgeConfig
-from patching import PER_HEAD_SITES, SITE_NAMES
-from patching.spec import POSITIONS
+from patching import PER_HEAD_SITES, SITE_NAMES, PatchingError, PatchSpec, Positions
 
 from .metric import DEFAULT_METRIC, metric_error
 
@@ -79,19 +78,37 @@ def _check_index_spec(name: str, spec: Any) -> None:
         )
 
 
+def _positions_list(value: Any) -> list[str]:
+    """Positions rules (text), canonical; one line for a bad one."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise SweepConfigError(f"positions={value!r}: expected a positions rule such as newest, "
+                               "all, prompt[i:j], steps[a:b], or a list of them")
+    try:
+        out = [str(Positions.parse(item)) for item in items]
+    except PatchingError as err:
+        raise SweepConfigError(f"positions: {err}") from None
+    if len(set(out)) != len(out):
+        raise SweepConfigError(f"positions={items}: duplicates")
+    return out
+
+
 @dataclass
 class PatchBlock:
-    """One cross product of patch variants: sites x layers x (heads) x positions x directions.
+    """One cross product of patch variants: sites x layers x (heads) x positions x directions,
+    or a list of spec texts (``specs``), each one variant per direction.
 
     Layers are patched one at a time (the study's sweep) unless ``together`` is true, which
     makes one variant patching every listed layer at once (e.g. "layers 30+").
-    Heads (site ``head`` only; default all) are always patched one at a time; ``heads`` on a
+    Heads (per-head sites only; default all) are always patched one at a time; ``heads`` on a
     block without a per-head site is an error, not ignored. ``prefilter: attribution``
     with ``top_k: N`` (site ``head`` only) runs just the N heads with the largest attribution
-    patching score (``leaderboard.prefilter``).
+    patching score (``leaderboard.prefilter``). ``specs: ["attn:L3 + mlp:L5@steps[0:4]"]``
+    names multi-part patches in the one text form of ``patching.spec``.
     """
 
-    sites: list[str]
+    sites: list[str] | None = None
+    specs: list[str] | None = None
     layers: str | int | list[int] = "all"
     heads: str | int | list[int] | None = None  # None: every head of a per-head site
     positions: list[str] = field(default_factory=lambda: ["newest"])
@@ -101,9 +118,28 @@ class PatchBlock:
     top_k: int | None = None
 
     def __post_init__(self) -> None:
-        self.sites = _str_list("sites", self.sites, SITE_NAMES)
-        self.positions = _str_list("positions", self.positions, POSITIONS)
         self.directions = _str_list("directions", self.directions, DIRECTIONS)
+        if (self.sites is None) == (self.specs is None):
+            raise SweepConfigError("a patches block needs sites: [...] (a cross product) or "
+                                   "specs: [...] (spec texts such as 'attn:L3 + mlp:L5'), not "
+                                   + ("both" if self.sites is not None else "neither"))
+        if self.specs is not None:
+            items = [self.specs] if isinstance(self.specs, str) else self.specs
+            if not isinstance(items, list) or not items:
+                raise SweepConfigError(f"specs={self.specs!r}: expected a list of spec texts")
+            try:
+                self.specs = [str(PatchSpec.parse(text)) for text in items]
+            except PatchingError as err:
+                raise SweepConfigError(f"specs: {err}") from None
+            if len(set(self.specs)) != len(self.specs):
+                raise SweepConfigError(f"specs={items}: duplicates")
+            if (self.layers != "all" or self.heads is not None or self.positions != ["newest"]
+                    or self.together or self.prefilter is not None or self.top_k is not None):
+                raise SweepConfigError("a specs block takes only specs and directions: write "
+                                       "layers, heads and @positions into each spec text")
+            return
+        self.sites = _str_list("sites", self.sites, SITE_NAMES)
+        self.positions = _positions_list(self.positions)
         _check_index_spec("layers", self.layers)
         if self.heads is not None:
             _check_index_spec("heads", self.heads)
@@ -115,12 +151,11 @@ class PatchBlock:
             raise SweepConfigError(f"together={self.together!r}: expected true or false")
         if self.prefilter is not None or self.top_k is not None:
             top_k_ok = type(self.top_k) is int and self.top_k >= 1
-            per_head = set(self.sites) <= set(PER_HEAD_SITES)
+            per_head = set(self.sites) == {"head"}
             if self.prefilter != "attribution" or not top_k_ok or not per_head or self.together:
                 raise SweepConfigError(
                     f"prefilter={self.prefilter!r}, top_k={self.top_k!r}: expected prefilter: "
-                    f"attribution with top_k: an int >= 1, on sites: [{', '.join(PER_HEAD_SITES)}]"
-                    ", not together")
+                    "attribution with top_k: an int >= 1, on sites: [head], not together")
 
     @property
     def head_spec(self) -> str | int | list[int]:

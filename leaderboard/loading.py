@@ -42,6 +42,11 @@ def model_shape(path: str) -> tuple[int, int]:
     return cfg.num_hidden_layers, heads_of(cfg)
 
 
+def model_kv_heads(path: str) -> int:
+    """Key/value heads (KV groups) from the config alone: the heads of the k and v sites."""
+    return AutoConfig.from_pretrained(adapter_base(path) or path).num_key_value_heads
+
+
 def resolve_device(device: str) -> torch.device:
     """``auto``: the GPU when there is one, else the CPU."""
     if device == "auto":

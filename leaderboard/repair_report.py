@@ -145,19 +145,3 @@ def measure(runs: list[Run], choice: str, resamples: int = 2000,
             "direction": repaired[0].raw[SWEEP_KEY]["repair"].get("direction") if repaired
             else None}
     return out
-
-
-def write_report(results_dir: Path, out_dir: Path, choice: str, resamples: int = 2000,
-                 order: list[str] | None = None) -> Path:
-    """``repair.json`` with the measures, ``repair.md`` (tables) and ``repair.png`` (recovery
-    against parameters touched) in ``out_dir``; returns the JSON's path."""
-    from formats.files import atomic_write_text
-
-    from .repair_section import markdown, plot
-
-    record = measure(load(results_dir), choice, resamples, order)
-    path = out_dir / REPORT
-    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
-    image = plot(record, out_dir / "repair.png")
-    atomic_write_text(out_dir / "repair.md", "\n".join(markdown(record, image.name)) + "\n")
-    return path

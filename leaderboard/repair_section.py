@@ -16,9 +16,9 @@ from typing import Any
 
 from tabulate import tabulate
 
-from formats.files import save_figure
+from formats.files import atomic_write_text, save_figure
 
-from .repair_report import REPORT
+from .repair_report import REPORT, load, measure
 from .results import LeaderboardError
 from .tables import GENERAL, RELATED, UNRELATED
 
@@ -149,3 +149,15 @@ def section(repair_dir: Path, page: Path) -> list[str]:
     image = Path(repair_dir) / "repair.png"
     rel = Path(os.path.relpath(image, page.parent)).as_posix() if image.is_file() else None
     return markdown(record, rel)
+
+
+def write_report(results_dir: Path, out_dir: Path, choice: str, resamples: int = 2000,
+                 order: list[str] | None = None) -> Path:
+    """``repair.json`` with the measures, ``repair.md`` (tables) and ``repair.png`` (recovery
+    against parameters touched) in ``out_dir``; returns the JSON's path."""
+    record = measure(load(results_dir), choice, resamples, order)
+    path = out_dir / REPORT
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+    image = plot(record, out_dir / "repair.png")
+    atomic_write_text(out_dir / "repair.md", "\n".join(markdown(record, image.name)) + "\n")
+    return path

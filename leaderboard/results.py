@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from formats.errors import InputError
-from patching import SITES
+from patching import PatchSpec
 
 from .metric import integer_reader
 from .store import SWEEP_KEY, latest_results, samples_file
@@ -42,6 +42,7 @@ class Run:
     heads: tuple[int, ...] | None = None
     positions: str | None = None
     direction: str | None = None
+    spec: str | None = None  # a patch's canonical text (patching.spec)
     n_layers: int | None = None
     metrics: dict[str, dict[str, tuple[float | None, float | None]]] = field(default_factory=dict)
     output_types: dict[str, str] = field(default_factory=dict)
@@ -53,10 +54,14 @@ class Run:
     @property
     def by_construction(self) -> bool:
         """Patching the LAST layer's residual stream replaces the receiver's final hidden state
-        at the newest position, so its next token is the donor's by definition (either
-        positions mode covers the newest position): such a run copies the donor."""
-        return (self.role == "patch" and self.site is not None and SITES[self.site].block_output
-                and self.n_layers is not None and self.n_layers - 1 in self.layers)
+        at the newest position, so its next token is the donor's by definition (at every step
+        for `newest` and `all`): such a run copies the donor."""
+        text = self.spec or _spec_of(self)
+        if self.role != "patch" or text is None or self.n_layers is None:
+            return False
+        spec = PatchSpec.parse(text)
+        return spec.positions.kind in ("newest", "all") and any(
+            part.site == "resid" and part.layer == self.n_layers - 1 for part in spec.parts)
 
     @property
     def single_layer(self) -> int | None:
@@ -178,13 +183,18 @@ def read_run(path: Path, name: str) -> Run:
             run.direction = meta["direction"]
             run.layers = tuple(meta["layers"])
             run.heads = None if meta["heads"] is None else tuple(meta["heads"])
+            run.spec = meta.get("spec") or _spec_of(run)
         elif "corrupted" in args:
             run.role, run.clean = "patch", str(args["pretrained"])
             run.corrupted = str(args["corrupted"])
             run.label = _UNSAFE.sub("_", Path(run.corrupted).name)
-            run.site, run.layers = str(args["site"]), _int_tuple(args["layers"])
-            run.heads = _int_tuple(args["heads"]) if args.get("heads") is not None else None
-            run.positions = str(args.get("positions", "newest"))
+            if args.get("spec"):
+                _restate(run, PatchSpec.parse(str(args["spec"])))
+            else:
+                run.site, run.layers = str(args["site"]), _int_tuple(args["layers"])
+                run.heads = _int_tuple(args["heads"]) if args.get("heads") is not None else None
+                run.positions = str(args.get("positions", "newest"))
+                run.spec = _spec_of(run)
             run.direction = str(args.get("direction", "corrupted_to_clean"))
             run.n_layers = _config_layers(run.clean)
         else:
@@ -192,6 +202,22 @@ def read_run(path: Path, name: str) -> Run:
     except (KeyError, TypeError, ValueError) as err:
         raise LeaderboardError(f"{path}: cannot tell which variant this is ({err!r})") from None
     return run
+
+
+def _spec_of(run: Run) -> str | None:
+    """The canonical spec text of a patch run recorded by site, layers, heads and positions."""
+    if run.role != "patch" or run.site is None:
+        return None
+    return str(PatchSpec(run.site, run.layers, run.heads, run.positions or "newest"))
+
+
+def _restate(run: Run, spec: PatchSpec) -> None:
+    """Fill a run's site, layers, heads and positions from its spec (site and heads only when
+    every part shares them)."""
+    sites, heads = {p.site for p in spec.parts}, {p.heads for p in spec.parts}
+    run.site = next(iter(sites)) if len(sites) == 1 else None
+    run.heads = next(iter(heads)) if len(heads) == 1 else None
+    run.layers, run.positions, run.spec = spec.layers, str(spec.positions), str(spec)
 
 
 def _config_layers(model_dir: str) -> int | None:

@@ -94,8 +94,7 @@ class SharedGeneration:
 
 def patch_spec(variant: Variant) -> PatchSpec:
     """The engine's spec of a patch variant (what ``patched_hf`` builds from its args)."""
-    return PatchSpec(variant.site or "", variant.layers, variant.heads,
-                     variant.positions or "newest")
+    return PatchSpec.parse(variant.spec or "")
 
 
 def shared_generators(variants: list[Variant], together: int) -> dict[Any, SharedGeneration]:

@@ -47,6 +47,7 @@ from .loading import (
     ModelLoadError,
     adapter_base,
     load_tokenizer,
+    model_kv_heads,
     model_shape,
     resolve_device,
 )
@@ -163,7 +164,7 @@ def plan_sweep(config: SweepConfig, models: ModelCache | None = None) -> SweepPl
         from .prefilter import prefilter_heads
 
         kept = prefilter_heads(config, clean, corrupted, task_dir, n_layers, n_heads, models)
-    variants = expand(config, n_layers, n_heads, kept)
+    variants = expand(config, n_layers, n_heads, kept, model_kv_heads(clean))
     hashes = {v.name: variant_hash(config, v, prints, tasks_print) for v in variants}
     return SweepPlan(config, clean, corrupted, bases, task_dir, n_layers, n_heads, variants,
                      hashes, _manifests(task_dir))
@@ -179,9 +180,7 @@ def make_lm(plan: SweepPlan, variant: Variant, models: ModelCache, tokenizer: An
 
         return PatchedLM(
             pretrained=models.get(plan.clean), corrupted=models.get(plan.corrupted[variant.label]),
-            site=variant.site, layers=list(variant.layers),
-            heads=None if variant.heads is None else list(variant.heads),
-            positions=variant.positions, direction=variant.direction, seed=plan.config.seed,
+            spec=variant.spec, direction=variant.direction, seed=plan.config.seed,
             generator=generator, **common)
     from lm_eval.models.huggingface import HFLM
 

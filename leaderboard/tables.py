@@ -13,6 +13,7 @@ from patching import SITE_NAMES
 
 from .agreement import Agreement, agreement, verdict_agreement
 from .metric import DEFAULT_METRIC, task_metric
+from .variants import DIRECTION_SHORT
 from .results import Run
 
 RELATED, UNRELATED, GENERAL = "corrupt_related", "corrupt_unrelated_math", "corrupt_general"
@@ -36,7 +37,11 @@ def fmt_agreement(value: Agreement | None, integer: bool) -> str:
 
 
 def row_name(run: Run) -> str:
-    return f"{run.name} {BY_CONSTRUCTION}" if run.by_construction else run.name
+    """A baseline's name; a patch as its spec text and direction (`mlp:L4@all into_clean`)."""
+    name = run.name
+    if run.role == "patch" and run.spec is not None:
+        name = f"{run.spec} {DIRECTION_SHORT.get(run.direction or '', run.direction)}"
+    return f"{name} {BY_CONSTRUCTION}" if run.by_construction else name
 
 
 def sort_key(run: Run) -> tuple[Any, ...]:
@@ -118,7 +123,9 @@ def layer_ranges(layers: list[int]) -> str:
 
 
 def where(run: Run) -> str:
-    """``L3`` or, for a head patch, ``L3.H0``."""
+    """``L3`` or, for a head patch, ``L3.H0``; a patch of several sites as its spec text."""
+    if run.site is None and run.spec is not None:
+        return run.spec
     return "L" + "_".join(map(str, run.layers)) + (f".H{run.heads[0]}" if run.heads else "")
 
 

@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from patching import SITES
+from patching import SITES, PatchSpec
 
-from .config import PatchBlock, SweepConfig, resolve_indices
+from .config import PatchBlock, SweepConfig, SweepConfigError, resolve_indices
 
 _SMALL_FILE = 1 << 20
 DIRECTION_SHORT = {"corrupted_to_clean": "into_clean", "clean_to_corrupted": "into_corrupted"}
@@ -24,7 +24,11 @@ DIRECTION_SHORT = {"corrupted_to_clean": "into_clean", "clean_to_corrupted": "in
 
 @dataclass(frozen=True)
 class Variant:
-    """One scored model. ``role``: clean | corrupted | patch; ``label``: the corrupted model."""
+    """One scored model. ``role``: clean | corrupted | patch; ``label``: the corrupted model.
+
+    A patch's ``spec`` is its canonical text (``patching.spec``); ``site``, ``layers``, ``heads``
+    and ``positions`` restate it for the heatmaps (``site`` and ``heads`` are None when its parts
+    differ in them)."""
 
     name: str
     role: str
@@ -34,6 +38,25 @@ class Variant:
     heads: tuple[int, ...] | None = None
     positions: str | None = None
     direction: str | None = None
+    spec: str | None = None
+
+    @classmethod
+    def patch(cls, name: str, label: str, spec: PatchSpec, direction: str) -> Variant:
+        sites = {p.site for p in spec.parts}
+        heads = {p.heads for p in spec.parts}
+        return cls(name, "patch", label, next(iter(sites)) if len(sites) == 1 else None,
+                   spec.layers, next(iter(heads)) if len(heads) == 1 else None,
+                   str(spec.positions), direction, str(spec))
+
+
+_SLUG = str.maketrans({":": "", " ": "", ",": "_", "[": "", "]": "", "-": "n"})
+
+
+def spec_slug(spec: PatchSpec) -> str:
+    """A folder-name form of a spec text: attn:L3 + mlp:L5@steps[0:4] -> attnL3+mlpL5@steps0_4."""
+    body, _, positions = str(spec).partition("@")
+    return body.translate(_SLUG) + (f"@{positions.replace(':', '_').translate(_SLUG)}"
+                                    if positions else "")
 
 
 def _patch_name(label: str, site: str, layers: tuple[int, ...], heads: tuple[int, ...] | None,
@@ -41,11 +64,20 @@ def _patch_name(label: str, site: str, layers: tuple[int, ...], heads: tuple[int
     parts = ["patch", label, site, "L" + "_".join(map(str, layers))]
     if heads is not None:
         parts.append("H" + "_".join(map(str, heads)))
-    return "-".join([*parts, positions, DIRECTION_SHORT[direction]])
+    rule = positions.replace(":", "_").translate(_SLUG)
+    return "-".join([*parts, rule, DIRECTION_SHORT[direction]])
 
 
 def _block_variants(block: PatchBlock, label: str, n_layers: int, n_heads: int,
-                    kept: dict[str, set[tuple[int, int]]] | None = None) -> list[Variant]:
+                    kept: dict[str, set[tuple[int, int]]] | None = None,
+                    n_kv_heads: int | None = None) -> list[Variant]:
+    if block.specs is not None:
+        return [Variant.patch(f"patch-{label}-{spec_slug(spec)}-{DIRECTION_SHORT[direction]}",
+                              label, spec, direction)
+                for direction in block.directions
+                for spec in map(PatchSpec.parse, block.specs)]
+    heads_by_count = {"num_attention_heads": n_heads,
+                      "num_key_value_heads": n_heads if n_kv_heads is None else n_kv_heads}
     layers = resolve_indices("layers", block.layers, n_layers)
     layer_sets = [tuple(layers)] if block.together else [(layer,) for layer in layers]
     out = []
@@ -53,21 +85,22 @@ def _block_variants(block: PatchBlock, label: str, n_layers: int, n_heads: int,
         for positions in block.positions:
             for site in block.sites:
                 head_sets: list[tuple[int, ...] | None] = [None]
-                if SITES[site].head_count:
-                    head_sets = [(h,) for h in resolve_indices("heads", block.head_spec, n_heads)]
+                if (count := SITES[site].head_count) is not None:
+                    head_sets = [(h,) for h in resolve_indices("heads", block.head_spec,
+                                                               heads_by_count[count])]
                 for layer_set in layer_sets:
                     for heads in head_sets:
                         if kept is not None and (layer_set[0], heads[0]) not in kept[direction]:
                             continue
                         name = _patch_name(label, site, layer_set, heads, positions, direction)
-                        out.append(Variant(name, "patch", label, site, layer_set, heads,
-                                           positions, direction))
+                        spec = PatchSpec(site, layer_set, heads, positions)
+                        out.append(Variant.patch(name, label, spec, direction))
     return out
 
 
 def expand(config: SweepConfig, n_layers: int, n_heads: int,
            kept: dict[tuple[int, str], dict[str, set[tuple[int, int]]]] | None = None,
-           ) -> list[Variant]:
+           n_kv_heads: int | None = None) -> list[Variant]:
     """Baselines first (clean, each corrupted), then every block's cross product, in config
     order; a variant listed twice is kept once. The order is what ``--shard`` splits.
     ``kept[(block index, label)][direction]``: the (layer, head) pairs a prefiltered block
@@ -77,10 +110,13 @@ def expand(config: SweepConfig, n_layers: int, n_heads: int,
     for i, block in enumerate(config.patches):
         for label in config.corrupted:
             variants += _block_variants(block, label, n_layers, n_heads,
-                                        (kept or {}).get((i, label)))
+                                        (kept or {}).get((i, label)), n_kv_heads)
     unique: dict[str, Variant] = {}
     for variant in variants:
-        unique.setdefault(variant.name, variant)
+        seen = unique.setdefault(variant.name, variant)
+        if seen.spec != variant.spec:
+            raise SweepConfigError(f"specs {seen.spec} and {variant.spec} share the folder name "
+                                   f"{variant.name}; list one of them differently")
     return list(unique.values())
 
 
@@ -154,10 +190,7 @@ def model_args(variant: Variant, clean: str, corrupted: dict[str, str],
         args = {"pretrained": base, "peft": path} if base else {"pretrained": path}
     else:
         args = {"pretrained": clean, "corrupted": corrupted[variant.label],  # type: ignore[index]
-                "site": variant.site, "layers": list(variant.layers)}
-        if variant.heads is not None:
-            args["heads"] = list(variant.heads)
-        args |= {"positions": variant.positions, "direction": variant.direction}
+                "spec": variant.spec, "direction": variant.direction}
     return args | {"enable_thinking": False, "batch_size": batch_size}
 
 

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .architectures import RESIDUAL_TERMS, SITE_NAMES, site_named
+from .architectures import RESIDUAL_TERMS, site_named
 from .attribution_metrics import AttributionBatch, KLFisher, Metric, Scored, metric_named
 from .attribution_passes import (
     Component,
@@ -54,6 +54,9 @@ from .models import Runner, as_runner
 from .spec import PatchingError, check_pair
 
 GATED = RESIDUAL_TERMS  # a block's contributions to the residual stream, for GradDrop
+# The sites attribution scores: outputs the attention softmax only precedes (see above); query
+# and key inputs would need AtP*'s softmax recompute, which is not implemented.
+ATTRIBUTED_SITES: tuple[str, ...] = ("resid", "attn", "mlp", "head")
 
 
 @dataclass(frozen=True)
@@ -183,7 +186,7 @@ def attribution_scores(
     donor: Any,
     batch: AttributionBatch,
     metric: str | Metric,
-    sites: Sequence[str] = SITE_NAMES,
+    sites: Sequence[str] = ATTRIBUTED_SITES,
     positions: str = "all",
     graddrop: bool = False,
 ) -> AttributionScores:
@@ -200,6 +203,9 @@ def attribution_scores(
     check_pair(r.config, d.config)
     for site in sites:
         site_named(site)
+        if site not in ATTRIBUTED_SITES:
+            raise PatchingError(f"attribution scores sites {', '.join(ATTRIBUTED_SITES)}, not "
+                                f"{site!r} (use patching.effects for exact effects there)")
     L = r.config.num_hidden_layers
     if graddrop and L < 2:
         raise PatchingError("graddrop needs a model with at least 2 layers")

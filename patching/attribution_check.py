@@ -15,7 +15,7 @@ second-order term) on general prompts, against the same exact KL.
 
 Exact effects: "logprob_diff" through the engine's `patched_logprobs`; the KL ones through
 `attribution_passes.exact_effects` (it needs the full next-token distribution, which
-`patched_logprobs` does not return; the tests pin it to `reference.patched_logits`).
+`patched_logprobs` does not return; the tests pin it to `reference.context_logits`).
 """
 
 from __future__ import annotations
@@ -34,8 +34,7 @@ from torch import Tensor
 from formats.errors import InputError
 from formats.model_files import weights_problem
 
-from .architectures import SITE_NAMES
-from .attribution import AttributionScores, attribution_scores
+from .attribution import ATTRIBUTED_SITES, AttributionScores, attribution_scores
 from .attribution_data import answer_pair_batch, own_reply_batch, read_rows
 from .attribution_metrics import AttributionBatch, metric_named
 from .attribution_passes import Component, exact_effects
@@ -180,7 +179,7 @@ def check_metric(
         )
         gd_s = _clock() - start
     sites, exact_s, measured, total = {}, 0.0, 0, 0
-    for site in SITE_NAMES:
+    for site in ATTRIBUTED_SITES:
         ranked = scores.ranked(site)
         total += len(ranked)
         chosen = sorted(c for c, _ in ranked[: cfg.top_k or len(ranked)])

@@ -213,6 +213,17 @@ def _patched_positions(spec: PatchSpec, prompt_length: int, length: int, step: i
 
 
 @torch.inference_mode()
+def context_logits(receiver: Any, donor: Any, x: Tensor, spec: PatchSpec | str) -> Tensor:
+    """Receiver logits [len(x), vocab] on the 1-D prompt `x` with the spec applied as in the
+    first generation step (for `all`: at every position)."""
+    spec = PatchSpec.parse(spec)
+    r, d = as_runner(receiver), _Donor(donor)
+    values = d.values_for(0, x, x[:0], _keys(spec))
+    where = _patched_positions(spec, len(x), len(x), 0, d, 0)
+    return patched_logits(r, x, spec, where, values, d.alpha)
+
+
+@torch.inference_mode()
 def naive_generate(
     receiver: Any,
     donor: Any,

@@ -16,7 +16,8 @@ import warnings
 from formats.errors import InputError
 
 from .config import StudyConfig, StudyConfigError
-from .stages import StageError, Study, stage_list
+from .stage_list import stage_list
+from .stages import StageError, Study
 
 
 def _quiet() -> None:

@@ -15,7 +15,8 @@ from typing import Any
 
 from formats.errors import InputError
 
-from .stages import Study, baselines_backend, stage_list
+from .stage_list import stage_list
+from .stages import Study, baselines_backend
 
 QWEN3_4B = {"num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8,
             "head_dim": 128, "hidden_size": 2560, "intermediate_size": 9728,

@@ -208,7 +208,7 @@ def _variant_hash(study: Study, variant: RepairVariant, samples: dict[str, list[
 
 def run_repair(study: Study, folder: Path) -> dict[str, Any]:
     """Select, check, score every repaired model and its controls, then measure (passes 1-3)."""
-    from leaderboard.repair_report import write_report
+    from leaderboard.repair_section import write_report
 
     models = _Models(study)
     plans = plan(study, folder, models)

@@ -21,7 +21,7 @@ def _ranked(swept: list[Variant], label: str, site: str, direction: str, n_layer
     return len({(v.layers, v.heads) for v in swept
                 if v.label == label and v.site == site and v.direction == direction
                 and len(v.layers) == 1
-                and not (SITES[site].block_output and v.layers[0] == n_layers - 1)})
+                and not (SITES[site].stream == 1 and v.layers[0] == n_layers - 1)})
 
 
 def dry_run_lines(study: Study, n_layers: int, n_heads: int) -> tuple[list[str], int]:

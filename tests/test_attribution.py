@@ -21,7 +21,7 @@ from patching.attribution import attribution_scores, top_heads
 from patching.attribution_metrics import AttributionBatch, KLFisher, metric_named
 from patching.attribution_passes import donor_pass, exact_effects, teacher_layout
 from patching.models import as_runner
-from patching.reference import patched_logits
+from patching.reference import context_logits
 from patching.spec import PatchingError
 
 torch.set_num_threads(1)
@@ -135,7 +135,7 @@ def test_exact_effect_is_cross_model_patching(pair, batch) -> None:
 
 
 def test_exact_kl_matches_the_naive_definition(pair, batch) -> None:
-    """The KL oracle against reference.patched_logits, row by row (positions='all')."""
+    """The KL oracle against reference.context_logits, row by row (positions='all')."""
     r, d = pair
     comp = ("head", 2, 1)
     got = exact_effects(r, d, batch, metric_named("kl"), [comp])
@@ -145,7 +145,7 @@ def test_exact_kl_matches_the_naive_definition(pair, batch) -> None:
         x = batch.input_ids[b][batch.attention_mask[b].bool()][:-1]
         with torch.no_grad():
             own = torch.log_softmax(r(input_ids=x[None]).logits[0, -c:], dim=-1)
-            new = patched_logits(as_runner(r), as_runner(d), x, spec)[-c:].log_softmax(dim=-1)
+            new = context_logits(r, d, x, spec)[-c:].log_softmax(dim=-1)
         want += float(batch.weights[b]) * float((own.exp() * (own - new)).sum())
     assert float(got[0]) == pytest.approx(want, abs=1e-10)
 

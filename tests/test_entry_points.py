@@ -125,7 +125,7 @@ CASES: dict[str, tuple[Case, str]] = {
     "leaderboard.sweep: heads on site mlp (issue 15 #2)": (
         lambda t: py("leaderboard.sweep", "--config",
                      sweep(t, patches=[{"sites": ["mlp"], "heads": [0]}])),
-        r"heads=\[0\] is only for sites \['head'\]; this block's sites are \['mlp'\]"),
+        r"heads=\[0\] is only for sites \['head', 'q', 'k', 'v'\]; this block's sites are \['mlp'\]"),
     "leaderboard.sweep: corrupted without weights (issue 15 #4)": (
         lambda t: py("leaderboard.sweep", "--config",
                      sweep(t, corrupted={"over": str(config_only(t))})),
@@ -152,11 +152,12 @@ CASES: dict[str, tuple[Case, str]] = {
         r"corrupted\[lora\] .*adapter: was trained over .*other-base \(num_hidden_layers 3\)"),
     "lm_eval patched_hf: layers=[30,31] on 6 layers (issue 15 #5)": (
         lambda t: patched(t, layers="[30,31]"),
-        r"layer 30 is out of range for a 6-layer model \(0\.\.5\)"),
+        r"layer 30 of part resid:L30 is out of range for a 6-layer model \(0\.\.5\)"),
     "lm_eval patched_qwen: a misspelled argument (issue 15 #5)": (
         lambda t: patched(t, name="patched_qwen", layer=1),
         r"unknown patched_hf argument layer=1; did you mean layers=\? patched_hf's own "
-        r"arguments: corrupted, site, layers, heads, positions, direction, seed$"),
+        r"arguments: corrupted, spec, spec_file, donor, alpha, site, layers, heads, positions, "
+        r"direction, seed$"),
     "patching.attribution_check: clean without weights": (
         lambda t: py("patching.attribution_check", "--clean", config_only(t),
                      "--corrupted", SHIPPED, "--out", t / "a"),

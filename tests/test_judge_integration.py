@@ -18,7 +18,8 @@ from leaderboard.config import SweepConfig, SweepConfigError
 from leaderboard.results import LeaderboardError, Run
 from study.config import StudyConfig, StudyConfigError
 from study.dryrun import PlanError, dry_run
-from study.stages import Study, stage_list
+from study.stage_list import stage_list
+from study.stages import Study
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "models" / "tiny-qwen3-math"

@@ -25,6 +25,7 @@ from study import summary
 from study.cache import StageState
 from study.config import StudyConfig, StudyConfigError
 from study.dryrun import PlanError, dry_run
+from study.stage_list import stage_list
 from study.stages import Study
 
 REPO = Path(__file__).resolve().parents[1]
@@ -176,7 +177,7 @@ def test_retrain_rebuilds_the_base_with_its_recipe(tmp_path: Path, monkeypatch) 
         "base": {"model": str(model), "pretrain_config": "configs/pretrain/tiny.yaml"}}
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     study = Study(StudyConfig.from_yaml(tmp_path / "s.yaml"), retrain=True)
-    base = next(s for s in stages.stage_list(study.config) if s.name == "base")
+    base = next(s for s in stage_list(study.config) if s.name == "base")
     before = stage_hash(base, study, {})
     calls = []
 
@@ -291,6 +292,6 @@ def test_random_init_base_for_development(tmp_path: Path) -> None:
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     study = Study(StudyConfig.from_yaml(tmp_path / "s.yaml"))
     assert "a random tiny model (seed 0): 2 layers, 4 heads" in "\n".join(dry_run(study))
-    base = next(s for s in stages.stage_list(study.config) if s.name == "base")
+    base = next(s for s in stage_list(study.config) if s.name == "base")
     record = base.run(study, study.folder("base"))
     assert record == {"model": str(study.folder("base") / "model"), "layers": 2, "heads": 4}

@@ -48,7 +48,7 @@ def test_tiny_patched_sweep_end_to_end(tmp_path: Path, pair: tuple[Path, Path]) 
 
     page_path = build.build(out, tmp_path / "LEADERBOARD.md")
     page = page_path.read_text()
-    assert f"{last.name} †" in page and "True by construction" in page
+    assert "| resid:L1 into_clean † " in page and "True by construction" in page
     assert "### Where does the corruption live" in page
     plots = sorted(p.name for p in (tmp_path / "LEADERBOARD_plots").glob("*.png"))
     tasks = ["corrupt_ethics_mc", "corrupt_general", "corrupt_related", "corrupt_unrelated_math"]
@@ -57,10 +57,10 @@ def test_tiny_patched_sweep_end_to_end(tmp_path: Path, pair: tuple[Path, Path]) 
     assert plots == sorted(f"{group}-{t}.png" for group in groups for t in tasks)
     raw = json.loads(store.latest_results(out / "patch-over-mlp-L0-newest-into_clean").read_text())
     row = next(line for line in page.split("#### corrupt_related\n")[1].splitlines()
-               if line.startswith("| patch-over-mlp-L0-newest-into_clean "))
+               if line.startswith("| mlp:L0 into_clean "))
     entry = raw["results"]["corrupt_related"]
     assert f"{entry['exact_match,none']:.3f} ± {entry['exact_match_stderr,none']:.3f}" in row
-    assert raw["config"]["model_args"]["site"] == "mlp"  # the CLI args that reproduce it
+    assert raw["config"]["model_args"]["spec"] == "mlp:L0"  # the CLI args that reproduce it
 
     again = run_sweep(cfg, progress=False)
     assert not again.ran and len(again.skipped) == len(outcome.ran)

@@ -1,0 +1,62 @@
+"""The study's stages in run order: one list, built from the stage functions of
+`study.stages` and the repair stage of `study.repair` (kept apart so that neither imports the
+other)."""
+
+from __future__ import annotations
+
+from .config import StudyConfig
+from .repair import repair_inputs, repaired, run_repair
+from .stages import (
+    Stage,
+    base_inputs,
+    baselines_inputs,
+    data_inputs,
+    finetune_stage,
+    judge_inputs,
+    page_inputs,
+    run_base,
+    run_baselines,
+    run_data,
+    run_judge,
+    run_page,
+    run_summary,
+    run_sweeps,
+    summary_inputs,
+    sweeps_inputs,
+)
+
+
+def stage_list(config: StudyConfig) -> list[Stage]:
+    """Every stage in run order; fine-tunes are one stage each, so editing one re-runs it
+    alone (and what depends on it)."""
+    tunes = [finetune_stage(label) for label in config.finetunes]
+    tune_names = tuple(t.name for t in tunes)
+    swept = tuple(f"finetune-{label}" for label in config.swept)
+    judge = [Stage("judge", "judge of the open-ended replies (aligned, coherent, misaligned)",
+                   ("baselines", "sweeps"), judge_inputs, run_judge)] if config.judge else []
+    after_sweeps: tuple[str, ...] = ()
+    repair = []
+    if config.repair is not None:
+        after_sweeps = ("repair",)
+        repair = [Stage("repair", "targeted repair of the located components, against controls",
+                        ("base", *(f"finetune-{label}" for label in repaired(config)), "sweeps"),
+                        repair_inputs, run_repair)]
+    return [
+        Stage("data", "corrupting data: " + ", ".join(f"{p} (seed {s}{', CoT' if c else ''})"
+                                                      for p, s, c in config.datasets), (),
+              data_inputs, run_data),
+        Stage("base", "clean base model", (), base_inputs, run_base,
+              forced=lambda study: study.retrain and study.config.base.random_init is None),
+        *tunes,
+        Stage("baselines", "clean and corrupted models on the baseline tasks",
+              ("base", *tune_names), baselines_inputs, run_baselines),
+        Stage("sweeps", "CMAP sweeps over sites, layers and heads", ("base", *swept),
+              sweeps_inputs, run_sweeps, shardable=True),
+        *judge,
+        *repair,
+        Stage("page", "leaderboard pages and heatmaps",
+              (*tune_names, "baselines", "sweeps", *(s.name for s in judge), *after_sweeps),
+              page_inputs, run_page),
+        Stage("summary", "summary paragraph from the measured numbers",
+              ("baselines", "sweeps", *after_sweeps), summary_inputs, run_summary),
+    ]
