@@ -10,6 +10,7 @@ need data.
       limit: 64            # mean: the first N rows
       model: donor         # mean, prompt: which model runs, donor (default) or receiver
       alpha: 1.0           # receiver + alpha * (donor - receiver)
+      cache_dir: null      # mean: where it is cached (default ~/.cache/corrupt-cmap/means)
 
 ``kind: prompt`` reads ``data`` rows ``{"question": ..., "donor_question": ...}``: a request
 whose prompt holds a ``question`` runs the chosen model on the same prompt with that text
@@ -29,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from formats.config import load_dataclass
+from formats.config import build_nested, load_dataclass
 from patching import Blend, OtherPrompt, PatchingError, PatchSpec, Zero
 from patching.means import mean_activations
 
@@ -47,6 +48,9 @@ class DonorChoice:
     data: str | None = field(default=None, metadata={"help": "mean, prompt: a JSONL file"})
     limit: int | None = field(default=None, metadata={"help": "mean: the first N rows"})
     model: str = field(default="donor", metadata={"help": "mean, prompt: donor | receiver"})
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "mean: where it is cached (default ~/.cache/corrupt-cmap"
+                                        "/means)"})
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -76,6 +80,7 @@ class SpecFile:
     donor: DonorChoice = field(default_factory=DonorChoice)
 
     def __post_init__(self) -> None:
+        build_nested(self, PatchingError)  # donor: a mapping from YAML -> DonorChoice
         PatchSpec.parse(self.spec)
 
     @classmethod
@@ -100,7 +105,8 @@ class DonorBuilder:
             texts = [prompt_of(_question(row, choice.data)) for row in rows]
             ids, mask = left_padded([tokenizer.encode(t) for t in texts],
                                     tokenizer.pad_token_id or 0)
-            self.base = mean_activations(self.model, ids, mask, cache_dir=MEANS_CACHE)
+            self.base = mean_activations(self.model, ids, mask,
+                                         cache_dir=choice.cache_dir or MEANS_CACHE)
         elif choice.kind == "prompt":
             for row in _rows(choice.data):
                 question = _question(row, choice.data)

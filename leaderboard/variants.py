@@ -12,9 +12,10 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-from patching import SITES, PatchSpec
+from patching import SITES, PatchingError, PatchSpec
 
 from .config import PatchBlock, SweepConfig, SweepConfigError, resolve_indices
 
@@ -72,10 +73,17 @@ def _block_variants(block: PatchBlock, label: str, n_layers: int, n_heads: int,
                     kept: dict[str, set[tuple[int, int]]] | None = None,
                     n_kv_heads: int | None = None) -> list[Variant]:
     if block.specs is not None:
+        specs = [PatchSpec.parse(text) for text in block.specs]
+        shape = SimpleNamespace(num_hidden_layers=n_layers, num_attention_heads=n_heads,
+                                num_key_value_heads=n_kv_heads or n_heads)
+        for spec in specs:
+            try:
+                spec.check(shape)
+            except PatchingError as err:
+                raise SweepConfigError(f"specs: {err}") from None
         return [Variant.patch(f"patch-{label}-{spec_slug(spec)}-{DIRECTION_SHORT[direction]}",
                               label, spec, direction)
-                for direction in block.directions
-                for spec in map(PatchSpec.parse, block.specs)]
+                for direction in block.directions for spec in specs]
     heads_by_count = {"num_attention_heads": n_heads,
                       "num_key_value_heads": n_heads if n_kv_heads is None else n_kv_heads}
     layers = resolve_indices("layers", block.layers, n_layers)

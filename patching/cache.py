@@ -71,10 +71,16 @@ class SlotCache:
         self.kv = torch.empty(shape, dtype=dtype, device=device)
         self.length = 0
         self.num_layers = num_layers
+        self._views: dict[tuple[int, ...], Cache] = {}
 
     def view(self, starts: Sequence[int]) -> Cache:
-        """The `Cache` one pass hands the decoder; block i's batch is cache rows starts[i]..."""
-        return Cache(layers=[_SlotLayer(self, i, starts[i]) for i in range(self.num_layers)])
+        """The `Cache` one pass hands the decoder; block i's batch is cache rows starts[i]...
+        (kept per `starts`: steps with one layout share it)."""
+        key = tuple(starts)
+        if key not in self._views:
+            layers = [_SlotLayer(self, i, key[i]) for i in range(self.num_layers)]
+            self._views[key] = Cache(layers=layers)
+        return self._views[key]
 
     def advance(self, tokens: int) -> None:
         self.length += tokens
@@ -95,7 +101,7 @@ class SlotCache:
         shape[2] = len(index)
         out.kv = self.kv.new_empty(shape)
         out.kv[:, :, :, :, :length] = self.kv[:, :, index, :, :length]
-        out.length, out.num_layers = length, self.num_layers
+        out.length, out.num_layers, out._views = length, self.num_layers, {}
         return out
 
     def copy_rows(self, src: Tensor, dst: int) -> None:

@@ -99,6 +99,18 @@ class Histories:
         return cls(of_row, prompt, order, row, depth[order])
 
 
+@dataclass(frozen=True)
+class StepInputs:
+    """What each decode step of the current histories reads, computed once per regroup."""
+
+    receiver_valid: Tensor  # (G, S) receiver key slots each group may see
+    receiver_position: Tensor  # (G, 1) position id of the prompt's last token
+    donor_valid: Tensor | None  # (G, S') the same, donor order, on the donor's device
+    donor_position: Tensor | None  # (G, 1)
+    donor_plan: PassPlan | None
+    newest_history: Tensor  # history cache row of each newest/steps cache row
+
+
 def prompt_masks(rule: Positions, prompts: Prompts) -> Tensor:
     """(B, P) bool: the prompt slots `rule` patches in each left-padded row."""
     B, P = prompts.ids.shape
@@ -185,6 +197,7 @@ class Lockstep:
         self.done = torch.zeros(self.n_rows, dtype=torch.bool, device=dev)  # (R,)
         self.histories = Histories.build(self.prompt_of_row.clone(),
                                          torch.arange(self.batch, device=dev), self.depth_of_row)
+        self.inputs = self._step_inputs()
         self.group_token = prompts.ids[:, -1]  # (G,) the token each group reads next
         # Decode plans of the current histories, by (step 0?, the specs patched in the step).
         self.plans: dict[tuple[bool, tuple[int, ...]], PassPlan] = {}
@@ -246,6 +259,21 @@ class Lockstep:
         others start as copies of it)."""
         keep = self.own_of_row[self.order] & (self.sample_of_row[self.order] == 0)
         return self.order[keep]
+
+    def _step_inputs(self) -> StepInputs:
+        h = self.histories
+        donor_valid = donor_position = donor_plan = None
+        if self.donor.runs:
+            dev = self.donor.runner.device
+            prompt = h.prompt[h.donor_order]
+            donor_valid = self.donor_key_valid[prompt].to(dev)
+            donor_position = self.donor_prompts.last_position[prompt][:, None].to(dev)
+            donor_plan = donor_pass(h.depth, self.layers)
+        return StepInputs(
+            self.key_valid[h.prompt], self.prompts.last_position[h.prompt][:, None],
+            donor_valid, donor_position, donor_plan,
+            self.n_rows + h.of_row[self.order[self.newest_cache_rows]],
+        )
 
     def _decode_plan(self, step: int) -> PassPlan:
         """The receiver plan of one decode step, shared by the steps that patch the same specs."""
@@ -314,33 +342,28 @@ class Lockstep:
 
     def _step(self, k: int) -> Tensor:
         """Feed token k (the prompt's last at k=0) to every group; return each row's next token."""
-        h = self.histories
+        h, inputs = self.histories, self.inputs
         slot = self.prompt_len - 1 + k
         ids = self.group_token[:, None]  # (G, 1)
         if self.donor.runs and k > 0:
             d = self.donor.runner
-            donor_valid = self.donor_key_valid[h.prompt[h.donor_order], : self.donor_len + k]
+            donor_valid = inputs.donor_valid[:, : self.donor_len + k]
             _, captured = run_pass(
-                d, donor_pass(h.depth, self.layers), ids[h.donor_order].to(d.device),
-                (self.donor_prompts.last_position[h.prompt[h.donor_order]][:, None] + k)
-                .to(d.device),
-                lambda window: newest_query_mask(donor_valid, window).to(d.device),
-                self.donor_cache, capture=self.keys, stop=True,
+                d, inputs.donor_plan, ids[h.donor_order].to(d.device), inputs.donor_position + k,
+                lambda window: newest_query_mask(donor_valid, window), self.donor_cache,
+                capture=self.keys, stop=True,
             )
             self.donor_values = Values(self.donor, captured)
         elif not self.donor.runs:
             self.donor_values = Values(self.donor)
-        receiver_valid = self.key_valid[h.prompt, : slot + 1]
+        receiver_valid = inputs.receiver_valid[:, : slot + 1]
         hidden, _ = run_pass(
-            self.receiver, self._decode_plan(k), ids,
-            self.prompts.last_position[h.prompt][:, None] + k,
+            self.receiver, self._decode_plan(k), ids, inputs.receiver_position + k,
             lambda window: newest_query_mask(receiver_valid, window), self.receiver_cache,
             self.donor_values,
         )
         if len(self.newest_cache_rows):
-            rows = self.newest_cache_rows
-            history = self.n_rows + h.of_row[self.order[rows]]
-            self.receiver_cache.copy_slot(rows, history, slot)
+            self.receiver_cache.copy_slot(self.newest_cache_rows, inputs.newest_history, slot)
         logits = self.receiver.logits(hidden[: self.n_rows, -1])[self.cache_row_of]  # (R, V)
         if self.score_tokens is not None:
             scores = torch.log_softmax(logits.to(torch.promote_types(logits.dtype,
@@ -382,6 +405,7 @@ class Lockstep:
         self.histories = Histories.build(
             new_id[inverse], torch.cat([h.prompt, h.prompt[parents]]), self.depth_of_row
         )
+        self.inputs = self._step_inputs()
         self.plans.clear()
         if self.donor_cache is not None:
             self.donor_cache.select_rows(

@@ -92,6 +92,13 @@ def patched(tmp: Path, name: str = "patched_hf", **args) -> list[str]:
             "--model_args", ",".join(f"{k}={v}" for k, v in model_args.items())]
 
 
+def patched_spec(tmp: Path, **args) -> list[str]:
+    """``patched_hf`` given its spec as text (quoted for lm-eval's comma split)."""
+    model_args = {"pretrained": str(SHIPPED), "corrupted": str(SHIPPED)} | args
+    return [str(LM_EVAL), "--model", "patched_hf", "--tasks", "corrupt_related", "--limit", "2",
+            "--model_args", ",".join(f"{k}={v}" for k, v in model_args.items())]
+
+
 def py(module: str, *args: str | Path) -> list[str]:
     return ["-m", module, *map(str, args)]
 
@@ -150,6 +157,23 @@ CASES: dict[str, tuple[Case, str]] = {
         lambda t: py("leaderboard.sweep", "--config",
                      sweep(t, corrupted={"lora": str(foreign_adapter(t))})),
         r"corrupted\[lora\] .*adapter: was trained over .*other-base \(num_hidden_layers 3\)"),
+    "lm_eval patched_hf: a dangling + in spec=": (
+        lambda t: patched_spec(t, spec="'mlp:L1 + '"),
+        r"spec 'mlp:L1 \+ ' has a dangling '\+' at the end; join parts as attn:L3 \+ mlp:L5"),
+    "lm_eval patched_hf: a key head past the KV groups": (
+        lambda t: patched_spec(t, spec="'k:L1.H0,5@all'"),
+        r"head 5 of part k:L1.H0,5 is out of range: k heads are the model's 2 KV groups"),
+    "lm_eval patched_hf: a reversed steps window": (
+        lambda t: patched_spec(t, spec="'head:L1.H0@steps[4:2]'"),
+        r"steps\[4:2\]: an empty or reversed window"),
+    "leaderboard.sweep: a spec part out of range": (
+        lambda t: py("leaderboard.sweep", "--config",
+                     sweep(t, patches=[{"specs": ["attn:L1 + mlp:L9@all"]}])),
+        r"specs: layer 9 of part mlp:L9 is out of range for a 6-layer model \(0\.\.5\)"),
+    "leaderboard.sweep: a specs block with layers": (
+        lambda t: py("leaderboard.sweep", "--config",
+                     sweep(t, patches=[{"specs": ["attn:L1"], "layers": [2]}])),
+        r"a specs block takes only specs and directions"),
     "lm_eval patched_hf: layers=[30,31] on 6 layers (issue 15 #5)": (
         lambda t: patched(t, layers="[30,31]"),
         r"layer 30 of part resid:L30 is out of range for a 6-layer model \(0\.\.5\)"),

@@ -18,7 +18,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from finetune.tiny import TinyModelConfig, build_tiny_model_dir
 from harness_ext.patched_lm import PatchedLM
-from patching import AdapterSide, DecodingConfig, PatchingError
+from patching import AdapterSide, Blend, DecodingConfig, OtherPrompt, PatchingError, PatchSpec, Zero
+from patching.means import mean_activations
 from patching.reference import naive_generate, naive_logprobs
 
 torch.set_num_threads(1)
@@ -330,3 +331,95 @@ def test_simple_evaluate_through_registry(dirs):
         assert results["n-samples"][task]["effective"] == 3
         assert 0 <= results["results"][task][metric] <= 1
     assert json.loads(json.dumps(results["config"]["model_args"], default=str))["site"] == "mlp"
+
+
+def spec_lm(models, **patch) -> PatchedLM:
+    clean, corrupted, tok = models
+    return PatchedLM(pretrained=clean, corrupted=corrupted, tokenizer=tok, batch_size=3, **patch)
+
+
+def prompt_ids(lm: PatchedLM, question: str) -> torch.Tensor:
+    return lm.tok_batch_encode([lm.apply_chat_template([{"role": "user", "content": question}])])[0]
+
+
+@pytest.mark.parametrize("case", ["multi-part", "zero", "blend"])
+def test_spec_text_and_simple_donors_equal_naive_definition(models, case):
+    clean, corrupted, _ = models
+    args, donor = {
+        "multi-part": ({"spec": "attn:L2 + head:L4.H0,3@steps[1:4]"}, corrupted),
+        "zero": ({"spec": "mlp:L3@all", "donor": "zero"}, Zero()),
+        "blend": ({"spec": "resid:L2 + k:L3.H1", "alpha": 0.5}, Blend(corrupted, 0.5)),
+    }[case]
+    lm = spec_lm(models, **args)
+    assert str(lm.spec) == str(PatchSpec.parse(args["spec"]))
+    assert generations(lm) == naive_replies(lm, clean, donor)
+    got = [total for total, _ in loglikelihoods(lm)]
+    torch.testing.assert_close(got, naive_totals(lm, clean, donor), rtol=0, atol=1e-9)
+
+
+def test_a_spec_file_with_a_mean_donor(models, tmp_path):
+    clean, corrupted, _ = models
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"question": q}) + "\n" for q in QUESTIONS[:3]))
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(f"spec: 'mlp:L3 + resid:L4@all'\ndonor:\n  kind: mean\n  data: {data}\n"
+                         f"  cache_dir: {tmp_path / 'means'}\n")
+    lm = spec_lm(models, spec_file=str(spec_file))
+    rows = [prompt_ids(lm, q)[0].tolist() for q in QUESTIONS[:3]]
+    width = max(map(len, rows))
+    ids = torch.tensor([[0] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    mean = mean_activations(corrupted, ids, mask, cache_dir=tmp_path / "means")
+    assert list((tmp_path / "means").iterdir()) == [next((tmp_path / "means").iterdir())]
+    assert generations(lm) == naive_replies(lm, clean, mean)
+
+
+def test_a_spec_file_with_other_prompts(models, tmp_path):
+    """Classic activation patching through lm-eval: each question's prompt read by the model
+    with the question replaced."""
+    clean, corrupted, _ = models
+    other = {q: q.replace("3", "5").replace("12", "17") + " Please." for q in QUESTIONS}
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"question": q, "donor_question": o}) + "\n"
+                            for q, o in other.items()))
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(f"spec: 'resid:L3'\ndonor:\n  kind: prompt\n  data: {data}\n"
+                         "  model: receiver\n")
+    lm = spec_lm(models, spec_file=str(spec_file))
+    want = []
+    for q in QUESTIONS:
+        ids = prompt_ids(lm, q)
+        eos = [lm.tokenizer.eos_token_id, lm.tokenizer.pad_token_id]
+        donor = OtherPrompt(clean, prompt_ids(lm, other[q]))
+        full = naive_generate(clean, donor, ids, lm.spec, max_new_tokens=6, eos_token_id=eos)
+        want.append(lm.tok_decode(full[0, ids.shape[1]:].tolist()).split("<|im_end|>")[0])
+    assert generations(lm) == want
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"spec": "attn:L3 +"}, "has a dangling '+' at the end"),
+        ({"spec": "mlp:L2", "site": "resid"}, "patched_hf needs one spec, got spec= and site="),
+        ({}, "patched_hf needs one spec, got none"),
+        ({"spec": "mlp:L2", "layers": [3]}, "layers= goes with site=, not with spec="),
+        ({"spec": "mlp:L2", "donor": "mean"}, "donor=mean needs data: give it in a spec_file="),
+        ({"spec": "mlp:L2", "donor": "ones"}, "donor kind 'ones' is unknown; allowed: model, zero"),
+        ({"spec": "mlp:L2", "alpha": "half"}, "alpha='half' must be a finite number"),
+        ({"spec": "k:L2.H2"}, "k heads are the model's 2 KV groups"),
+    ],
+)
+def test_bad_spec_arguments_fail_in_one_line(models, args, message):
+    with pytest.raises(PatchingError) as info:
+        spec_lm(models, **args)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_bad_spec_file_fails_in_one_line(models, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("spec: 'mlp:L2'\ndonor:\n  kind: mean\n")
+    with pytest.raises(PatchingError, match="donor kind 'mean' needs data: a JSONL file"):
+        spec_lm(models, spec_file=str(bad))
+    bad.write_text("spec: 'mlp:L2'\ndonr: {}\n")
+    with pytest.raises(PatchingError, match="donr"):
+        spec_lm(models, spec_file=str(bad))

@@ -16,7 +16,7 @@ from leaderboard_fixtures import perturbed, tiny_config, tiny_pair, write_yaml
 from leaderboard import loading, store, sweep
 from leaderboard.config import PatchBlock, SweepConfig, SweepConfigError, resolve_indices
 from leaderboard.results import load_runs
-from leaderboard.variants import expand, shard, variant_hash
+from leaderboard.variants import expand, model_args, shard, variant_hash
 
 PATCHES = [{"sites": ["resid", "attn", "mlp"], "layers": "all"},
            {"sites": "head", "layers": "last", "heads": "all"}]
@@ -63,6 +63,27 @@ def test_expansion_names_shards_and_hashes() -> None:
     together = SweepConfig(clean="c", corrupted="x", output_dir="o",
                            patches=[{"sites": "resid", "layers": "0-1", "together": True}])
     assert [v.name for v in expand(together, 2, 2)][-1] == "patch-x-resid-L0_1-newest-into_clean"
+
+    specs = SweepConfig(clean="c", corrupted="x", output_dir="o", patches=[
+        {"specs": ["mlp:L1 + attn:L0@steps[1:3]", "head:L1.H0,1@prompt[-2:]"],
+         "directions": ["corrupted_to_clean", "clean_to_corrupted"]},
+        {"sites": "k", "layers": "last", "positions": ["prompt[-1:]"]}])
+    multi = expand(specs, 2, 4, n_kv_heads=2)[2:]
+    assert [(v.name, v.spec, v.site, v.layers, v.heads, v.positions) for v in multi] == [
+        ("patch-x-attnL0+mlpL1@steps1_3-into_clean", "attn:L0 + mlp:L1@steps[1:3]", None,
+         (0, 1), None, "steps[1:3]"),
+        ("patch-x-headL1.H0_1@promptn2_-into_clean", "head:L1.H0,1@prompt[-2:]", "head", (1,),
+         (0, 1), "prompt[-2:]"),
+        ("patch-x-attnL0+mlpL1@steps1_3-into_corrupted", "attn:L0 + mlp:L1@steps[1:3]", None,
+         (0, 1), None, "steps[1:3]"),
+        ("patch-x-headL1.H0_1@promptn2_-into_corrupted", "head:L1.H0,1@prompt[-2:]", "head",
+         (1,), (0, 1), "prompt[-2:]"),
+        ("patch-x-k-L1-H0-promptn1_-into_clean", "k:L1.H0@prompt[-1:]", "k", (1,), (0,),
+         "prompt[-1:]"),
+        ("patch-x-k-L1-H1-promptn1_-into_clean", "k:L1.H1@prompt[-1:]", "k", (1,), (1,),
+         "prompt[-1:]"),  # k heads are the 2 KV groups, not the 4 query heads
+    ]
+    assert model_args(multi[0], "c", {"x": "x"}, {}, 8)["spec"] == "attn:L0 + mlp:L1@steps[1:3]"
 
     parts = [shard(variants, i, 3) for i in range(3)]
     assert sorted(v.name for p in parts for v in p) == sorted(names)  # disjoint and complete

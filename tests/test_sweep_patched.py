@@ -18,8 +18,10 @@ from leaderboard.sweep import run_sweep
 PATCHES = [{"sites": ["resid", "attn", "mlp"], "layers": "all"},
            {"sites": "head", "layers": "last", "heads": "all"},
            {"sites": "attn", "layers": "all", "positions": "all",
-            "directions": "clean_to_corrupted"}]
-N_VARIANTS = 2 + 3 * 2 + 2 + 2  # baselines, 3 sites x 2 layers, 2 heads of L1, 2 reverse attn
+            "directions": "clean_to_corrupted"},
+           {"specs": ["attn:L0 + mlp:L1@steps[0:2]"]}]
+# baselines, 3 sites x 2 layers, 2 heads of L1, 2 reverse attn, one multi-part spec
+N_VARIANTS = 2 + 3 * 2 + 2 + 2 + 1
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +35,9 @@ def test_tiny_patched_sweep_end_to_end(tmp_path: Path, pair: tuple[Path, Path]) 
     cfg = tiny_config(clean, over, out, patches=PATCHES)
     outcome = run_sweep(cfg, progress=False)
     assert not outcome.failed, outcome.failed
-    # generative tasks of 8 into-clean variants, then of 2 into-corrupted ones, generated
-    # together: one engine call per prompt batch and group, never one per variant
-    assert outcome.shared_calls and set(outcome.shared_calls) == {8, 2}, outcome.shared_calls
+    # generative tasks of 9 into-clean variants (8 together, generate_together's bound, then
+    # 1), then of 2 into-corrupted ones: one engine call per prompt batch and group
+    assert outcome.shared_calls and set(outcome.shared_calls) == {8, 1, 2}, outcome.shared_calls
     assert len(outcome.ran) == N_VARIANTS
 
     runs = {r.name: r for r in load_runs(out)}
@@ -50,6 +52,7 @@ def test_tiny_patched_sweep_end_to_end(tmp_path: Path, pair: tuple[Path, Path]) 
     page = page_path.read_text()
     assert "| resid:L1 into_clean † " in page and "True by construction" in page
     assert "### Where does the corruption live" in page
+    assert "| attn:L0 + mlp:L1@steps[0:2] into_clean " in page
     plots = sorted(p.name for p in (tmp_path / "LEADERBOARD_plots").glob("*.png"))
     tasks = ["corrupt_ethics_mc", "corrupt_general", "corrupt_related", "corrupt_unrelated_math"]
     groups = ["head-over-corrupted_to_clean-newest", "site-over-corrupted_to_clean-newest",
