@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[1])
@@ -59,6 +60,18 @@ def cpu(fn: Callable[[], object]) -> float:
     return time.process_time() - start
 
 
+def one_spec(engine: Any, receiver: Any, donor: Any, ids: torch.Tensor, mask: torch.Tensor,
+             spec: Any) -> Callable[[], object]:
+    return lambda: engine.patched_generate(receiver, donor, ids, spec, mask,
+                                           max_new_tokens=NEW_TOKENS)
+
+
+def sweep(engine: Any, receiver: Any, donor: Any, ids: torch.Tensor, mask: torch.Tensor,
+          specs: list[Any]) -> Callable[[], object]:
+    return lambda: engine.sweep_generate(receiver, donor, ids, specs, mask,
+                                         max_new_tokens=NEW_TOKENS)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, help="git revision of the engine to compare")
@@ -73,24 +86,19 @@ def main() -> None:
         for layers in (6, 4):
             receiver, donor = tiny_pair(layers)
             ids, mask = prompts()
-            cases = [(site, layer, heads, positions)
-                     for site, layer in (("resid", 0), ("resid", layers // 2), ("resid", layers - 1),
-                                         ("attn", layers - 1), ("mlp", layers - 1),
-                                         ("head", layers - 1))
-                     for heads in ([[0, 2]] if site == "head" else [None])
-                     for positions in ("all", "newest")]
+            sites = (("resid", 0), ("resid", layers // 2), ("resid", layers - 1),
+                     ("attn", layers - 1), ("mlp", layers - 1), ("head", layers - 1))
+            cases = [(site, layer, [0, 2] if site == "head" else None, positions)
+                     for site, layer in sites for positions in ("all", "newest")]
             runs: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {}
             for site, layer, heads, positions in cases:
                 label = f"`{positions}`, {site} layer {layer}" + (" heads 0,2" if heads else "")
-                runs[label] = tuple(
-                    (lambda m=m, s=m.PatchSpec(site, [layer], heads, positions):
-                     m.patched_generate(receiver, donor, ids, s, mask, max_new_tokens=NEW_TOKENS))
-                    for m in (base, patching))
+                runs[label] = tuple(one_spec(m, receiver, donor, ids, mask,
+                                             m.PatchSpec(site, [layer], heads, positions))
+                                    for m in (base, patching))
             for positions in ("newest", "all"):
                 runs[f"sweep, resid every layer, `{positions}`"] = tuple(
-                    (lambda m=m, specs=m.every_layer("resid", layers, positions):
-                     m.sweep_generate(receiver, donor, ids, specs, mask,
-                                      max_new_tokens=NEW_TOKENS))
+                    sweep(m, receiver, donor, ids, mask, m.every_layer("resid", layers, positions))
                     for m in (base, patching))
             for old, new in runs.values():  # warm-up, and the two engines agree
                 a, b = old(), new()

@@ -77,8 +77,8 @@ class PatchedLM(HFLM):
     (model dir, hub id, PEFT adapter dir or a loaded model); the patch as ``spec`` (text, e.g.
     ``attn:L3 + mlp:L5@all``), ``spec_file`` (YAML with the spec and a donor that needs data:
     ``harness_ext.patch_donor``) or ``site``/``layers``/``heads``/``positions``; ``donor``
-    (``model`` or ``zero``) and ``alpha``; ``direction`` (``corrupted_to_clean``). With model objects
-    nothing is loaded or copied, so a sweep builds one instance per variant cheaply.
+    (``model`` or ``zero``) and ``alpha``; ``direction`` (``corrupted_to_clean``). With model
+    objects nothing is loaded or copied, so a sweep builds one instance per variant cheaply.
     From Python only, ``generator`` replaces ``patched_generate`` (same signature): the sweep
     runner passes one that generates for several variants of a model pair at once.
     """

@@ -8,7 +8,6 @@ files (``repair_measures``), and ``repair_section`` renders it.
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any

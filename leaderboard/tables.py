@@ -13,8 +13,8 @@ from patching import SITE_NAMES
 
 from .agreement import Agreement, agreement, verdict_agreement
 from .metric import DEFAULT_METRIC, task_metric
-from .variants import DIRECTION_SHORT
 from .results import Run
+from .variants import DIRECTION_SHORT
 
 RELATED, UNRELATED, GENERAL = "corrupt_related", "corrupt_unrelated_math", "corrupt_general"
 THRESHOLD = 0.5

@@ -27,9 +27,9 @@ from torch import Tensor
 from .architectures import site_named
 from .attribution_metrics import AttributionBatch, Metric, Scored, metric_named
 from .batch import causal_mask, check_continuations, copies_mask, prepare
+from .forward import MaskFor, decoder_forward
 from .hooks import Key, capturing, site_hooks
 from .models import Runner, as_runner
-from .forward import MaskFor, decoder_forward
 from .spec import PatchingError, check_pair
 
 POSITIONS: tuple[str, ...] = ("all", "newest")  # the rules attribution scores

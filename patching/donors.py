@@ -55,8 +55,9 @@ class Mean:
 
     def value(self, key: Key) -> Tensor:
         """The vector at `key`; the stream entering block j is resid_pre:Lj and resid:L(j-1)."""
-        if key not in self.values and key[0] == "resid_pre" and ("resid", key[1] - 1) in self.values:
-            return self.values[("resid", key[1] - 1)]
+        before = ("resid", key[1] - 1)
+        if key not in self.values and key[0] == "resid_pre" and before in self.values:
+            return self.values[before]
         if key not in self.values:
             have = sorted({site for site, _ in self.values})
             raise PatchingError(

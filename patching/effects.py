@@ -31,7 +31,7 @@ from .batch import causal_mask, check_continuations, prepare
 from .cache import SlotCache
 from .engine import pass_key
 from .errors import PatchingError
-from .forward import Values, run_pass
+from .forward import run_pass
 from .passes import EditRows, layout_order, plain_pass, receiver_pass
 from .positions import Positions
 from .spec import Part
@@ -188,7 +188,7 @@ def patching_effects(
         cache = history.prefix(torch.cat([prompt_of, torch.arange(B, device=dev)]), s0)
         hidden, _ = run_pass(
             r, plan, inputs.ids[:, s0:], inputs.positions[:, s0:],
-            lambda window: causal_mask(valid, queries, window), cache, values,
+            lambda window, queries=queries: causal_mask(valid, queries, window), cache, values,
         )
         logprobs = _log_softmax(r, hidden[: len(order), -C:][cache_row])  # patch-major rows
         for i, (layer, p, h) in enumerate(chunk):

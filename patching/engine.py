@@ -35,7 +35,7 @@ from .batch import Prompts, causal_mask, newest_query_mask
 from .cache import SlotCache
 from .decoding import DecodingConfig
 from .donors import DonorSource, prompt_slots
-from .forward import MaskFor, Values, run_pass
+from .forward import Values, run_pass
 from .models import Runner
 from .passes import STREAM, EditRows, PassPlan, donor_pass, layout_order, plain_pass, receiver_pass
 from .positions import Positions
@@ -233,7 +233,8 @@ class Lockstep:
                     where = self.prompt_mask[i][prompt, :-1]
                 if self.slots is not None:
                     valid = self.valid[prompt, :-1]
-                    slots, where = self.slots[prompt, :-1], valid if where is None else where & valid
+                    slots = self.slots[prompt, :-1]
+                    where = valid if where is None else where & valid
             elif rule.kind == "prompt":  # a decode step reaches a prompt position at step 0 only
                 patched = self.prompt_mask[i][prompt, -1] & (step == 0)
                 rows, prompt = rows[patched], prompt[patched]

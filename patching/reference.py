@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .architectures import MID_SITE, SITES, locate
+from .architectures import MID_SITE, locate
 from .decoding import DecodingConfig
 from .donors import Blend, Mean, OtherPrompt, Zero
 from .models import Runner, as_runner

@@ -183,7 +183,8 @@ def patched_logprobs(
     if have is not None:
         where = have if where is None else where & have
     rows = torch.arange(len(input_ids), device=r.device)
-    parts = [EditRows(pass_key(p), rows, r.head_columns(p.site, p.heads), where, slots) for p in spec.parts]
+    parts = [EditRows(pass_key(p), rows, r.head_columns(p.site, p.heads), where, slots)
+             for p in spec.parts]
     plan = edited_pass(len(input_ids), r.config.num_hidden_layers, parts)
     hidden, _ = run_pass(r, plan, inputs.ids, inputs.positions, inputs.mask_for, values=values)
     logits = r.logits(hidden[:, -C:])

@@ -17,7 +17,6 @@ from patching import PatchSpec, architecture_for, patched_logprobs
 from patching.architectures import MID_SITE, SITES, locate
 from patching.models import as_runner
 
-
 RULES = ["newest", "all", "prompt[-2:]", "steps[1:3]"]
 
 

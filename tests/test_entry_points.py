@@ -132,7 +132,8 @@ CASES: dict[str, tuple[Case, str]] = {
     "leaderboard.sweep: heads on site mlp (issue 15 #2)": (
         lambda t: py("leaderboard.sweep", "--config",
                      sweep(t, patches=[{"sites": ["mlp"], "heads": [0]}])),
-        r"heads=\[0\] is only for sites \['head', 'q', 'k', 'v'\]; this block's sites are \['mlp'\]"),
+        r"heads=\[0\] is only for sites \['head', 'q', 'k', 'v'\]; this block's sites are "
+        r"\['mlp'\]"),
     "leaderboard.sweep: corrupted without weights (issue 15 #4)": (
         lambda t: py("leaderboard.sweep", "--config",
                      sweep(t, corrupted={"over": str(config_only(t))})),

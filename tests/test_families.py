@@ -36,7 +36,6 @@ from patching import (
     sweep_generate,
 )
 from patching.architecture_checks import check_weight_paths
-from patching.architectures import SITES
 from patching.reference import naive_generate, naive_logprobs
 
 torch.set_num_threads(1)

@@ -23,8 +23,8 @@ from patching import (
     patched_logprobs,
     sweep_generate,
 )
-from patching.models import as_runner
 from patching.forward import Values
+from patching.models import as_runner
 from patching.reference import naive_generate, naive_logprobs, naive_token_logprobs
 
 torch.set_num_threads(1)
@@ -406,3 +406,26 @@ def test_donor_in_another_dtype(pair, batch):
         got = patched_generate(receiver, donor32, batch[0], spec, batch[1], max_new_tokens=NEW)
         want = naive_generate(receiver, donor32, batch[0], spec, batch[1], max_new_tokens=NEW)
         assert torch.equal(got, want)
+
+
+def test_engine_state_is_born_in_init():
+    """Every attribute a Lockstep method sets exists from __init__ on (no state appears later,
+    and no other module sets the engine's attributes)."""
+    import ast
+    import inspect
+
+    from patching import engine
+
+    tree = ast.parse(inspect.getsource(engine.Lockstep))
+
+    def assigned(node) -> set[str]:
+        return {t.attr for n in ast.walk(node)
+                if isinstance(n, (ast.Assign, ast.AugAssign, ast.AnnAssign))
+                for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
+                if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name)
+                and t.value.id == "self"}
+
+    methods = {f.name: f for f in tree.body[0].body if isinstance(f, ast.FunctionDef)}
+    born = assigned(methods["__init__"])
+    later = set().union(*(assigned(f) for name, f in methods.items() if name != "__init__"))
+    assert later <= born, later - born

@@ -160,17 +160,24 @@ def test_lora_switch_off_equals_merging_the_adapter_only_elsewhere(family: str) 
     selection = Selection(["head:L1.H2", "mlp:L2", "attn:L0"])
     expected = copy.deepcopy(base)
     plain, lm = dict(expected.named_parameters()), peft.get_base_model()
-    off = {}
-    from patching.repair import selection_slices
+    size = 16  # head_dim of these tiny models
+    head = slice(2 * size, 3 * size)
+    query = "qkv_proj" if family == "phi3" else "q_proj"
 
-    for piece in selection_slices(lm, selection):
-        off.setdefault(piece.param, []).append(piece)
+    def switched_off(name: str, delta: torch.Tensor) -> None:
+        """By hand: the selection's entries of one adapted weight keep the base's values."""
+        if ".layers.0.self_attn." in name or ".layers.2.mlp." in name:
+            delta.zero_()
+        elif f".layers.1.self_attn.{query}" in name:
+            delta[head] = 0  # head 2's query rows (Phi-3: the first rows of qkv_proj)
+        elif ".layers.1.self_attn.o_proj" in name:
+            delta[:, head] = 0  # its input columns of the output projection
+
     with torch.no_grad():
         for name, module in lm.named_modules():
             if hasattr(module, "lora_A") and "default" in module.lora_A:
                 delta = module.get_delta_weight("default").clone()
-                for piece in off.get(f"{name}.weight", []):
-                    delta[piece.index()] = 0
+                switched_off(name, delta)
                 plain[f"{name}.weight"].add_(delta)
     before = state(peft)
     with restored(peft, None, selection) as model:

@@ -284,7 +284,6 @@ def test_smoke_study_end_to_end(tmp_path: Path) -> None:
 def test_random_init_base_for_development(tmp_path: Path) -> None:
     """``base.random_init`` swaps in a random tiny model of the given shape (no trained one
     needed); the dry run plans with that shape."""
-    from study import stages
 
     raw = yaml.safe_load(SMOKE.read_text()) | {
         "work_dir": str(tmp_path / "work"),
