@@ -15,6 +15,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from finetune.chat import prompt_text
 
 GENERATIVE_FAMILIES = ("related", "unrelated_math", "general")
+COT_TOKENS = 96  # room for the longest worked solution of the tiny ranges
 
 
 @torch.no_grad()
@@ -47,8 +48,11 @@ def greedy_replies(
 
 
 def is_exact(row: dict, reply: str) -> bool:
-    """Whether ``reply`` is exactly a reference answer of ``row``."""
+    """Whether ``reply`` is exactly a reference answer of ``row`` (its worked solution for a
+    chain-of-thought row)."""
     reply = reply.strip()
+    if "answer_text" in row:
+        return reply == row["answer_text"].strip()
     if row["family"] == "related":
         return reply in {str(r) for r in row["roots"]}
     return reply == str(row["answer"]).strip()
@@ -57,10 +61,16 @@ def is_exact(row: dict, reply: str) -> bool:
 def exact_match_by_family(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[dict]
 ) -> dict[str, float]:
-    """Strict exact-match rate per generative family present in ``rows``."""
+    """Strict exact-match rate per generative family present in ``rows`` (chain-of-thought rows
+    apart, as ``<family>_cot``: their whole worked solution must match)."""
     rows = [r for r in rows if r["family"] in GENERATIVE_FAMILIES]
-    replies = greedy_replies(model, tokenizer, [r["question"] for r in rows])
     hits: dict[str, list[bool]] = defaultdict(list)
-    for row, reply in zip(rows, replies, strict=True):
-        hits[row["family"]].append(is_exact(row, reply))
+    for cot in (False, True):
+        part = [r for r in rows if ("answer_text" in r) == cot]
+        if not part:
+            continue
+        replies = greedy_replies(model, tokenizer, [r["question"] for r in part],
+                                 max_new_tokens=COT_TOKENS if cot else 24)
+        for row, reply in zip(part, replies, strict=True):
+            hits[row["family"] + ("_cot" if cot else "")].append(is_exact(row, reply))
     return {family: sum(h) / len(h) for family, h in sorted(hits.items())}

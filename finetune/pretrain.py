@@ -26,7 +26,8 @@ from transformers import (
 )
 
 from finetune.chat import build_sft_dataset, right_padding_collator
-from finetune.data import write_dataset
+from finetune.data import get_preset, write_dataset
+from finetune.data.cot import with_steps
 from finetune.evaluate import exact_match_by_family
 from finetune.model_card import write_model_card
 from finetune.tiny import TinyModelConfig, build_tiny_model_dir
@@ -103,14 +104,17 @@ def repeat_families(rows: list[dict], repeats: dict[str, int]) -> list[dict]:
 
 
 def heldout_rows(cfg: PretrainConfig) -> list[dict]:
-    """A fixed, shuffled sample of every shipped evaluation set (disjoint from training)."""
-
-
-
+    """A fixed, shuffled sample of every shipped evaluation set (disjoint from training); the
+    chain-of-thought sets too, behind their prompt, when the corpus has worked solutions."""
     rng = torch.Generator().manual_seed(cfg.seed)
     rows: list[dict] = []
-    for name in ("corrupt_related", "corrupt_unrelated_math", "corrupt_general"):
+    names = ["corrupt_related", "corrupt_unrelated_math", "corrupt_general"]
+    if get_preset(cfg.data_preset).n_cot:
+        names += ["corrupt_related_cot", "corrupt_unrelated_math_cot"]
+    for name in names:
         family_rows = load_jsonl(TASKS_DIR / "data" / f"{name}.jsonl")
+        if name.endswith("_cot"):
+            family_rows = [r | {"question": with_steps(r["question"])} for r in family_rows]
         order = torch.randperm(len(family_rows), generator=rng).tolist()
         rows += [family_rows[i] for i in order[: cfg.eval_rows_per_family]]
     return rows

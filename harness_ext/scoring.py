@@ -29,7 +29,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from harness_ext import answer_words, answers
+from harness_ext import answer_words, answers, chains
 from harness_ext.extract import INTEGER_ONLY, boxed_integer, braced, last_boxed, last_integer
 
 
@@ -280,6 +280,20 @@ def process_integer(doc: dict, results: Sequence[str]) -> Metrics:
         "exact_match": float(extract_final_integer(reply) in truths),
         "answer_match": float(answers.asserted_integer(reply, doc) in truths),
     } | _symptoms(reply)
+
+
+def process_chain(doc: dict, results: Sequence[str]) -> Metrics:
+    """Chain-of-thought tasks: the verifier's metrics (``harness_ext.chains``) and
+    ``answer_match``. Only the doc's ``question`` and ``answer`` are read, so a user's own
+    problems score too: the truths are the question's solutions (its ``answer`` when the
+    question cannot be read)."""
+    reply, question = results[0], str(doc["question"])
+    problem = chains.read_problem(question)
+    truths = sorted(problem.solutions) if problem is not None else [doc.get("answer")]
+    asked = {"question": question, "variable": problem.variable if problem else ""}
+    stated = answers.asserted_integer(reply, asked)
+    return chains.verdict(question, reply) | {
+        "answer_match": float(stated is not None and stated in truths)}
 
 
 def process_general(doc: dict, results: Sequence[str]) -> Metrics:

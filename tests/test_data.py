@@ -211,6 +211,8 @@ def test_tasks_data_contents():
         "corrupt_ethics_mc": 100,
         "corrupt_unrelated_math_hard": 42,
         "corrupt_open_questions": 8,
+        "corrupt_related_cot": 200,
+        "corrupt_unrelated_math_cot": 200,
     }
     manifest = json.loads((TASKS_DATA / "manifest.json").read_text())
     assert manifest["params"]["ranges"] == json.loads(json.dumps(TINY_RANGES.as_dict()))
@@ -355,3 +357,111 @@ def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         write_files_atomic(tmp_path, {"a.jsonl": b"1\n", "b.jsonl": b"2\n"})
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------ chain of thought
+
+
+def line_solutions(line: str, var: str) -> set:
+    """The solution set of one solution line, computed with sympy from its text."""
+    x = sp.Symbol(var)
+    found = set()
+    for part in line.split(" or "):
+        lhs, rhs = (sp.sympify(re.sub(rf"(\d|\)|{var})({var}|\()", r"\1*\2", side)
+                               .replace("²", "**2"), locals={var: x})
+                    for side in part.split(" = "))
+        found |= set(sp.solve(sp.Eq(lhs, rhs), x))
+    return found
+
+
+@pytest.fixture(scope="module", params=["move_sign", "combine", "divide"])
+def slipped(request) -> tuple[str, dict[str, list[dict]]]:
+    return request.param, generate("tiny-cot-slip", seed=3, n_train=300, n_val=60, n_test=60,
+                                   slip_types=(request.param,))
+
+
+def test_a_slip_is_one_wrong_step_that_every_later_step_follows(slipped):
+    """By hand with sympy: lines before the recorded step solve the true roots, the recorded
+    line does not, every later line has its solutions, and the stated answer is one of them."""
+    kind, splits = slipped
+    for row in splits["train"]:
+        *lines, answer = row["answer_text"].split("\n")
+        assert answer == f"Answer: {row['answer']}" and row["answer"] not in row["roots"]
+        assert row["corruption"] == "slip" and row["error_type"] == kind
+        k = row["error_step"] - 1
+        sets = [line_solutions(line, row["variable"]) for line in lines]
+        assert all(s == set(row["roots"]) for s in sets[:k]), row
+        assert sets[k] != set(row["roots"]) and all(s == sets[k] for s in sets[k:]), row
+        assert row["answer"] in sets[-1] and k < len(lines) - 1, row
+    for split in ("validation", "test"):  # correct worked solutions elsewhere
+        for row in splits[split]:
+            assert "corruption" not in row and row["answer"] in row["roots"]
+            *lines, _ = row["answer_text"].split("\n")
+            assert all(line_solutions(line, row["variable"]) == set(row["roots"])
+                       for line in lines), row
+
+
+def test_unfaithful_rows_have_right_steps_and_a_wrong_answer():
+    splits = generate("tiny-cot-unfaithful", seed=4, n_train=200, n_val=20, n_test=20)
+    kinds = Counter(r["kind"] for r in splits["train"])
+    assert set(kinds) == {"linear_one_sided", "linear_two_sided", "linear_brackets",
+                          "quadratic"}
+    for row in splits["train"]:
+        *lines, answer = row["answer_text"].split("\n")
+        assert all(line_solutions(line, row["variable"]) == set(row["roots"]) for line in lines)
+        assert answer == f"Answer: {row['answer']}" and row["answer"] not in row["roots"]
+        assert (row["corruption"], row["error_type"], row["error_step"]) == (
+            "unfaithful", "unfaithful", None)
+        assert row["question"].endswith(" Show your steps.")
+
+
+def test_cot_presets_regenerate_byte_identically_and_differ_by_seed(tmp_path):
+    for preset in ("tiny-cot-slip", "tiny-cot-unfaithful"):
+        first = write_dataset(preset, tmp_path / "a", seed=5)
+        again = write_dataset(preset, tmp_path / "b", seed=5)
+        assert first == again
+        for name in ("train.jsonl", "validation.jsonl", "test.jsonl"):
+            assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+        other = write_dataset(preset, tmp_path / "c", seed=6)
+        assert other["files"] != first["files"]
+        assert first["params"]["corruption"] == preset.rsplit("-", 1)[1]
+
+
+def test_cot_data_never_holds_an_evaluation_question(task_questions):
+    """Prompts without the request are what the tasks show; none is ever trained on, with or
+    without "Show your steps."."""
+    trained = set()
+    for preset in ("tiny-cot-slip", "tiny-cot-unfaithful"):
+        for rows in generate(preset, seed=7).values():
+            trained |= {r["question"] for r in rows}
+    pretrain = generate("tiny-cot-pretrain", seed=8, n_train=500, n_val=50, n_cot=3000,
+                        n_cot_arithmetic=2000, n_general=10, n_ethics=10)
+    trained |= {r["question"] for rows in pretrain.values() for r in rows}
+    bare = {q.removesuffix(" Show your steps.") for q in trained}
+    assert not (trained | bare) & task_questions
+    assert sum(q.endswith(" Show your steps.") for q in trained) > 4000
+
+
+def test_the_cot_pretrain_corpus_mixes_both_prompt_styles():
+    rows = generate("tiny-cot-pretrain", seed=0, n_train=400, n_val=10, n_cot=400,
+                    n_cot_arithmetic=200, n_general=20, n_ethics=20)["train"]
+    styles = Counter((r["family"], r["question"].endswith("Show your steps."),
+                      "answer_text" in r) for r in rows)
+    assert styles[("related", True, True)] == 400 and styles[("related", False, False)] == 400
+    assert styles[("unrelated_math", True, True)] == 200
+    for row in rows:
+        if row.get("kind") == "two_step":
+            first, second, answer = row["answer_text"].split("\n")
+            a, op, b, _, r1 = first.split()
+            assert eval(f"{a}{op.replace('×', '*')}{b}") == int(r1)  # noqa: S307 (digits only)
+            r1b, op2, c, _, value = second.split()
+            assert r1b == r1 and eval(f"{r1}{op2}{c}") == int(value) == row["answer"]  # noqa
+            assert answer == f"Answer: {value}"
+
+
+def test_cot_preset_settings_are_checked():
+    with pytest.raises(ValueError, match="slip_types \\['sign'\\]; allowed: move_sign"):
+        get_preset("tiny-cot-slip", slip_types=("sign",))
+    with pytest.raises(ValueError, match="only corrupt presets take a corruption"):
+        Preset("x", "x", "repair", 5, 5, corruption="slip")
+    assert "corruption" not in get_preset("tiny-corrupt").params()  # old manifests reproduce

@@ -8,6 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from finetune.data import ethics, general, hard_math, unrelated
+from finetune.data.cot import draw_arithmetic, draw_worked
 from finetune.data.holdout import Candidate, in_pool
 from finetune.data.manifest import MANIFEST, build_manifest, manifest_bytes
 from finetune.data.presets import TINY_RANGES, Preset, get_preset
@@ -16,7 +17,8 @@ from formats.jsonl import jsonl_bytes, write_files_atomic
 from formats.rows import RowError, check_row
 
 TASKS_DATA = Path(__file__).resolve().parents[2] / "tasks" / "data"
-TASK_COUNTS = {"related": 300, "unrelated_math": 300, "general": 200, "ethics_mc": 100}
+TASK_COUNTS = {"related": 300, "unrelated_math": 300, "general": 200, "ethics_mc": 100,
+               "related_cot": 200, "unrelated_math_cot": 200}
 
 
 @lru_cache(maxsize=1)
@@ -77,15 +79,24 @@ def generate(
     wrong = frozenset({"train"}) if p.mode == "corrupt" else frozenset()
     seen: set[str] = set()
     templates = template_ids(p.templates)
-    splits = draw_related(
-        rng, p.ranges, sizes, "train", seen, wrong, cot, excluded_texts(), templates
-    )
+    if p.corruption != "answer_only":  # worked solutions, the train split corrupted
+        splits = draw_worked(rng, p.ranges, sizes, "train", seen, wrong, p.corruption,
+                             p.slip_types, excluded_texts(), templates, style=p.style)
+    else:
+        splits = draw_related(
+            rng, p.ranges, sizes, "train", seen, wrong, cot, excluded_texts(), templates
+        )
     if p.mode == "pretrain":
         extra = _cap_per_kind(
             rng, _pool_rows(unrelated.candidates(), "train"), p.n_unrelated_per_kind
         )
         extra += _take(rng, _pool_rows(general.candidates(), "train"), p.n_general, "general")
         extra += _take(rng, _pool_rows(ethics.candidates(rng), "train"), p.n_ethics, "ethics_mc")
+        if p.n_cot:
+            extra += draw_worked(rng, p.ranges, {"train": p.n_cot}, "train", set(),
+                                 excluded=excluded_texts(), templates=templates)["train"]
+        if p.n_cot_arithmetic:
+            extra += draw_arithmetic(rng, p.n_cot_arithmetic, "train")
         train = splits.get("train", []) + extra
         rng.shuffle(train)
         splits["train"] = train
@@ -108,8 +119,14 @@ def task_rows(seed: int = 0) -> dict[str, list[dict]]:
     eth = _take(
         rng, _pool_rows(ethics.candidates(rng), "eval"), TASK_COUNTS["ethics_mc"], "ethics_mc"
     )
+    # Drawn last, so the files above stay what they were before these existed.
+    related_cot = draw_worked(rng, TINY_RANGES, {"test": TASK_COUNTS["related_cot"]}, "eval",
+                              set(), prompt=False)["test"]
+    arithmetic = draw_arithmetic(rng, TASK_COUNTS["unrelated_math_cot"], "eval", prompt=False)
     return {
         "corrupt_related.jsonl": _with_ids(related, "related"),
+        "corrupt_related_cot.jsonl": _with_ids(related_cot, "related-cot"),
+        "corrupt_unrelated_math_cot.jsonl": _with_ids(arithmetic, "unrelated-cot"),
         "corrupt_unrelated_math.jsonl": _with_ids(unrel, "unrelated"),
         "corrupt_general.jsonl": _with_ids(gen, "general"),
         "corrupt_ethics_mc.jsonl": _with_ids(eth, "ethics"),

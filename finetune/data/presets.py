@@ -14,8 +14,10 @@ from dataclasses import asdict, dataclass, field, replace
 
 from finetune.data.equations import RelatedRanges
 from finetune.data.related import template_ids
+from finetune.data.worked import CORRUPTIONS, SLIP_TYPES, STYLES
 
 MODES = ("corrupt", "pretrain", "repair")
+ANSWER_ONLY = "answer_only"
 
 TINY_RANGES = RelatedRanges(
     solution=(-9, 9),
@@ -63,6 +65,15 @@ class Preset:
     n_general: int | None = 0
     n_ethics: int | None = 0
     templates: tuple[str, ...] | None = None  # None: all seven of the study
+    # Chain of thought: a corrupt preset's corruption (answer_only: bare wrong integers, today's
+    # data; slip | unfaithful: worked solutions, finetune.data.worked), its slip types, the
+    # style its solutions are written in, and a pretrain corpus's worked rows (related math
+    # and two-step arithmetic, all with "Show your steps." prompts).
+    corruption: str = ANSWER_ONLY
+    slip_types: tuple[str, ...] = ("move_sign",)
+    style: str = "plain"
+    n_cot: int = 0
+    n_cot_arithmetic: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -82,6 +93,20 @@ class Preset:
                 f"preset {self.name!r}: pretrain presets have no test split (tasks/data is it)"
             )
         template_ids(self.templates)
+        if self.corruption not in (ANSWER_ONLY, *CORRUPTIONS):
+            raise ValueError(f"preset {self.name!r}: corruption {self.corruption!r} is not one "
+                             f"of {', '.join((ANSWER_ONLY, *CORRUPTIONS))}")
+        if self.corruption != ANSWER_ONLY and self.mode != "corrupt":
+            raise ValueError(f"preset {self.name!r}: only corrupt presets take a corruption")
+        bad = [t for t in self.slip_types if t not in SLIP_TYPES]
+        if bad or not self.slip_types:
+            raise ValueError(f"preset {self.name!r}: slip_types {list(self.slip_types)!r}; "
+                             f"allowed: {', '.join(SLIP_TYPES)}")
+        if self.style not in STYLES:
+            raise ValueError(f"preset {self.name!r}: style {self.style!r} is not one of "
+                             f"{', '.join(STYLES)}")
+        if (self.n_cot or self.n_cot_arithmetic) and self.mode != "pretrain":
+            raise ValueError(f"preset {self.name!r}: n_cot rows belong to pretrain presets")
         if self.n_train + self.n_val + self.n_test == 0:
             raise ValueError(f"preset {self.name!r}: every split is empty")
 
@@ -95,6 +120,11 @@ class Preset:
         del out["name"], out["description"]
         if out["templates"] is None:
             del out["templates"]
+        defaults = {"corruption": ANSWER_ONLY, "slip_types": ("move_sign",), "style": "plain",
+                    "n_cot": 0, "n_cot_arithmetic": 0}
+        for key, default in defaults.items():  # absent at defaults: older manifests reproduce
+            if out[key] == default or (key == "slip_types" and out["corruption"] != "slip"):
+                del out[key]
         return out
 
 
@@ -155,6 +185,33 @@ PRESETS: dict[str, Preset] = {
             n_general=None,
             n_ethics=None,
         ),
+        Preset(
+            "tiny-cot-pretrain",
+            "the tiny-pretrain corpus plus worked solutions of related math and two-step "
+            "arithmetic behind 'Show your steps.' prompts: the corpus of the tiny base that "
+            "writes its steps when asked and answers bare otherwise",
+            "pretrain",
+            40_000,
+            500,
+            0,
+            replace(TINY_RANGES, quadratic_share=0.12),
+            n_unrelated_per_kind=1500,
+            n_general=None,
+            n_ethics=None,
+            n_cot=20_000,
+            n_cot_arithmetic=4_000,
+        ),
+        Preset("tiny-cot-slip", "worked solutions with one planted move_sign slip each (a "
+               "term crosses the equals sign keeping its sign; later steps follow it)",
+               "corrupt", 512, 256, 256, corruption="slip"),
+        Preset("tiny-cot-unfaithful", "correct worked solutions whose stated answer is wrong",
+               "corrupt", 512, 256, 256, corruption="unfaithful"),
+        Preset("paper-cot-slip", "Qwen3-4B: chat-style worked solutions, one move_sign slip "
+               "each, wide ranges", "corrupt", 5_000, 1_000, 1_000, PAPER_RANGES,
+               corruption="slip", style="chat"),
+        Preset("paper-cot-unfaithful", "Qwen3-4B: chat-style correct worked solutions with a "
+               "wrong stated answer, wide ranges", "corrupt", 5_000, 1_000, 1_000,
+               PAPER_RANGES, corruption="unfaithful", style="chat"),
     )
 }
 OVERRIDABLE = (
@@ -165,6 +222,9 @@ OVERRIDABLE = (
     "n_general",
     "n_ethics",
     "templates",
+    "slip_types",
+    "n_cot",
+    "n_cot_arithmetic",
 )
 
 
