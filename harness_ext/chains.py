@@ -224,10 +224,9 @@ def _assignments(segment: str, var: str) -> tuple[str, Step | None]:
     """``x = 2 or x = 5`` (also ``and``, commas) in a segment as one step, the union; returns
     the text before it (still to read) and the step, or the segment and None."""
     value = r"-?\s*\d+(?:\.\d+)?"
-    found = None
-    for found in re.finditer(rf"(?<![\w.]){var}\s*=\s*{value}(?:\s*(?:,|\bor\b|\band\b)\s*"
-                             rf"{var}\s*=\s*{value})+", segment):
-        pass
+    matches = list(re.finditer(rf"(?<![\w.]){var}\s*=\s*{value}(?:\s*(?:,|\bor\b|\band\b)\s*"
+                               rf"{var}\s*=\s*{value})+", segment))
+    found = matches[-1] if matches else None
     if found is None:
         return segment, None
     parts = _OR.split(found.group(0))
@@ -271,8 +270,9 @@ def error_type(step: Step, before: Step, var: str | None) -> str:
         return "combine"  # a numeric step is wrong arithmetic
     x = sympy.Symbol(var)
     d_step, d_before = step.difference, before.difference
-    moves = []  # (term, whether it is written on the other side of the step)
-    for (lhs, rhs), (step_lhs, step_rhs) in zip(before.written[:1], step.written[:1]):
+    moves = []  # for each sign-kept move that gives the step: is the term on its other side?
+    if before.written and step.written:
+        (lhs, rhs), (step_lhs, step_rhs) = before.written[0], step.written[0]
         for side, sign, other in ((lhs, -2, step_rhs), (rhs, 2, step_lhs)):
             for term in _terms(side, var):
                 if term != 0 and _same(d_step, sympy.expand(d_before + sign * term)):

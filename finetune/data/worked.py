@@ -106,9 +106,11 @@ class Chain:
         answer = self.answer if stated is None else stated
         if style == "plain":
             return "\n".join((*self.lines, f"Answer: {answer}"))
+        ops = OPERATIONS[self.form][: len(self.lines)]  # a solution without a division is shorter
         steps = [f"**Step {i}:** {SAYS[op].format(v=self.var)}: ${line}$"
-                 for i, (op, line) in enumerate(zip(OPERATIONS[self.form], self.lines), 1)]
-        return "\n".join(["Let's solve it step by step.", "", *steps, "", f"**Answer:** {answer}"])
+                 for i, (op, line) in enumerate(zip(ops, self.lines, strict=True), 1)]
+        return "\n".join(["Let's solve it step by step.", "", *steps, "",
+                          f"**Answer:** {answer}"])
 
 
 def _lx(coef: int, var: str) -> str:
