@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from tokenize import TokenError
 from typing import Any
 
 import sympy
@@ -78,7 +79,8 @@ def _parse(text: str, var: str | None) -> Any | None:
     try:
         expr = parse_expr(text.replace(" ", ""), local_dict=symbols,
                           transformations=_TRANSFORMS, evaluate=True)
-    except Exception:  # a malformed span (dangling operator, unbalanced bracket): not math
+    except (SyntaxError, TypeError, ValueError, AttributeError, ZeroDivisionError,
+            sympy.SympifyError, TokenError):  # a dangling operator, an open bracket: not math
         return None
     if not isinstance(expr, sympy.Expr) or expr.free_symbols - set(symbols.values()):
         return None
