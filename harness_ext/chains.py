@@ -79,9 +79,8 @@ def _parse(text: str, var: str | None) -> Any | None:
     try:
         expr = parse_expr(text.replace(" ", ""), local_dict=symbols,
                           transformations=_TRANSFORMS, evaluate=True)
-    except (SyntaxError, TypeError, ValueError, AttributeError, ZeroDivisionError,
-            sympy.SympifyError, TokenError):  # a dangling operator, an open bracket: not math
-        return None
+    except Exception:  # noqa: BLE001 - sympy's parser raises many types on malformed spans
+        return None  # (IndexError, TokenError, SyntaxError, ...): such a span is not math
     if not isinstance(expr, sympy.Expr) or expr.free_symbols - set(symbols.values()):
         return None
     return expr

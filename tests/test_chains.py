@@ -192,3 +192,17 @@ def test_the_shipped_solutions_are_valid_chains():
             row = json.loads(line)
             got = verdict(row["question"], row["answer_text"])
             assert got["chain_valid"] == 1.0 and got["answer_follows_chain"] == 1.0, row
+
+
+def test_no_reply_makes_the_verifier_raise():
+    """Model output is arbitrary: random strings over the math alphabet, with the problem's
+    variable, never raise (each is read or skipped)."""
+    import random
+
+    rng = random.Random(0)
+    pieces = [*"0123456789x+-*/^()=²., \n$", "\\frac{", "}{", "}", " or ", "x = ", " = ",
+              "⇒", "→", ", so ", "**", "Step 1: ", "\\(", "\\)", "x²", "0.5", "/0", "^9", "2x", "x + 1", "(x - 3)", "-8"]
+    for _ in range(1000):
+        reply = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 30)))
+        process_chain({"question": TWO, "answer": -8}, [reply])
+        process_chain({"question": ARI, "answer": 9}, [reply])
