@@ -26,7 +26,9 @@ from harness_ext.scoring import extract_final_integer
 
 METRICS: tuple[str, ...] = ("answer_match", "strict")
 DEFAULT_METRIC = "answer_match"
-_STRICT_NAMES = {"corrupt_unrelated_math_hard": "correct"}
+# A chain-of-thought task's strict verdict is the whole chain: every step and the answer right.
+_STRICT_NAMES = {"corrupt_unrelated_math_hard": "correct", "corrupt_related_cot": "chain_valid",
+                 "corrupt_unrelated_math_cot": "chain_valid"}
 IntegerReader = Callable[[str, Mapping[str, Any]], int | None]
 
 

@@ -250,6 +250,25 @@ class RepairSpec(EvalSpec):
 
 
 @dataclass
+class CotSpec:
+    """The report's "Where the reasoning breaks" section (``leaderboard.cot``): ``planted``
+    maps each slip fine-tune's label to the error type its data plants (what the per-step
+    localisation looks for); ``answer_only``: the fine-tune on bare wrong answers whose chain
+    of thought is compared with the clean model's."""
+
+    planted: dict[str, str] = field(default_factory=dict)
+    answer_only: str | None = None
+
+    def __post_init__(self) -> None:
+        from finetune.data.worked import SLIP_TYPES
+
+        bad = {k: v for k, v in self.planted.items() if v not in SLIP_TYPES}
+        if not isinstance(self.planted, dict) or bad:
+            raise StudyConfigError(f"planted={self.planted!r}: expected label: slip type "
+                                   f"({', '.join(SLIP_TYPES)})")
+
+
+@dataclass
 class ReportSpec:
     """Where the report is published besides the work dir: a folder (e.g. ``docs/demo``) and a
     README whose generated block is rewritten; both off by default."""
@@ -283,6 +302,7 @@ class StudyConfig:
     metric: str = DEFAULT_METRIC
     judge: JudgeConfig | None = None  # judges the open-ended tasks' replies (stage "judge")
     repair: RepairSpec | None = None
+    cot: CotSpec | None = None  # the report's chain-of-thought section
 
     def __post_init__(self) -> None:
         for key in ("name", "work_dir"):
@@ -316,6 +336,12 @@ class StudyConfig:
                                    f"({sorted(self.finetunes)})")
         if self.repair is not None:
             self._check_repair(self.repair)
+        if self.cot is not None:
+            named = [*self.cot.planted, *([self.cot.answer_only] if self.cot.answer_only else [])]
+            unknown = sorted(set(named) - set(self.finetunes))
+            if unknown:
+                raise StudyConfigError(f"cot: {unknown} are not fine-tune labels "
+                                       f"({sorted(self.finetunes)})")
 
     def _check_repair(self, spec: RepairSpec) -> None:
         unknown = sorted(set(spec.corrupted) - set(self.finetunes))

@@ -68,6 +68,22 @@ def repair_images(study: Study) -> list[Path]:
     return [] if study.config.repair is None else [study.folder("repair") / "repair.png"]
 
 
+def cot_section(study: Study, folder: Path) -> tuple[list[str], list[Path]]:
+    """The "Where the reasoning breaks" section (``leaderboard.cot``), its heatmaps written to
+    ``folder``, when the study has chain-of-thought tasks."""
+    spec = study.config.cot
+    if spec is None:
+        return [], []
+    from leaderboard.cot import section
+    from leaderboard.results import load_runs
+
+    baselines = load_runs(study.folder("baselines") / "results")
+    sweeps = load_runs(study.folder("sweeps") / "results")
+    lines, images, record = section(baselines, sweeps, spec.planted, spec.answer_only, folder)
+    atomic_write_text(folder / "cot.json", json.dumps(record, indent=1) + "\n")
+    return lines, images
+
+
 def _which_ran(results: list[StageResult]) -> str:
     """Names the stages this invocation ran when others were cached, so its wall time is not
     read as the whole study's."""
@@ -76,8 +92,9 @@ def _which_ran(results: list[StageResult]) -> str:
 
 
 def render(study: Study, results: list[StageResult], config_path: str,
-           started_at: float | None) -> tuple[str, str]:
-    """(REPORT.md, the README block body); image links relative to the report folder."""
+           started_at: float | None, cot: list[str] = ()) -> tuple[str, str]:
+    """(REPORT.md, the README block body); image links relative to the report folder; ``cot``:
+    the chain-of-thought section's lines."""
     summary = json.loads((study.folder("summary") / "summary.json").read_text())
     total = sum(r.record.get("seconds", r.seconds) for r in results)
     peak = max(r.record.get("peak_rss_bytes", r.peak_bytes) for r in results)
@@ -95,6 +112,7 @@ def render(study: Study, results: list[StageResult], config_path: str,
         "## Summary", "", summary["paragraph"], "",
         "## Baselines (metric ± standard error, lm-eval)", "", key, "",
         "## Where patching flips related math", "", *images, "",
+        *cot,
         *repair_lines(study),
         f"The full leaderboard pages (every variant and heatmap, example replies) are "
         f"`baselines.md` and `sweeps.md` in `{shown_path(study.work / 'report')}`.", "",
@@ -145,7 +163,9 @@ def publish(study: Study, results: list[StageResult], config_path: str,
     for image in [*heatmaps(study), *repair_images(study)]:
         shutil.copy2(image, folder / image.name)
         shown.append(folder / image.name)
-    report, block = render(study, results, config_path, started_at)
+    cot, cot_images = cot_section(study, folder)
+    shown += [*cot_images, *([folder / "cot.json"] if cot else [])]
+    report, block = render(study, results, config_path, started_at, cot)
     atomic_write_text(folder / "REPORT.md", report)
     spec = study.config.report
     if spec.publish_dir and all(r.cached for r in results) \
