@@ -25,7 +25,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from tokenize import TokenError
 from typing import Any
 
 import sympy
