@@ -201,7 +201,8 @@ def test_no_reply_makes_the_verifier_raise():
 
     rng = random.Random(0)
     pieces = [*"0123456789x+-*/^()=²., \n$", "\\frac{", "}{", "}", " or ", "x = ", " = ",
-              "⇒", "→", ", so ", "**", "Step 1: ", "\\(", "\\)", "x²", "0.5", "/0", "^9", "2x", "x + 1", "(x - 3)", "-8"]
+              "⇒", "→", ", so ", "**", "Step 1: ", "\\(", "\\)", "x²", "0.5", "/0", "^9", "2x",
+              "x + 1", "(x - 3)", "-8"]
     for _ in range(1000):
         reply = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 30)))
         process_chain({"question": TWO, "answer": -8}, [reply])
