@@ -35,7 +35,7 @@ if __package__ in (None, ""):  # run as a script: bench/ itself would shadow the
 import torch  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
-from leaderboard import sweep  # noqa: E402
+from leaderboard import runner, sweep  # noqa: E402
 from leaderboard.config import SweepConfig  # noqa: E402
 from leaderboard.results import Run, load_runs  # noqa: E402
 
@@ -72,7 +72,7 @@ def main() -> int:
     settings += [(str(n), n, True) for n in args.together]
     torch.set_num_threads(args.threads)
     logging.disable(logging.WARNING)
-    real_env_once = sweep.env_info_once
+    real_env_once = runner.env_info_once
     rows, runs = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for i, (label, together, env_once) in enumerate(settings):
@@ -82,7 +82,7 @@ def main() -> int:
                                  limit=args.limit, batch_size=args.batch_size, device="cpu",
                                  dtype="float32", bootstrap_iters=0,
                                  generate_together=together)
-            sweep.env_info_once = real_env_once if env_once else contextlib.nullcontext
+            runner.env_info_once = real_env_once if env_once else contextlib.nullcontext
             wall, cpu = time.perf_counter(), time.process_time()
             outcome = sweep.run_sweep(config, progress=False)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu

@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from formats.config import build_nested, load_dataclass
 from formats.errors import InputError
+from patching.components import Selection
 from patching.errors import PatchingError
-from patching.repair import Selection
 
 MODES = ("full", "lora")
 BF16_CHOICES = ("auto", True, False)
@@ -74,7 +75,7 @@ class SFTConfig:
     the reasoning" question. The loss stays on the reply tokens only.
 
     What trains in ``mode: full``: every weight; or only the blocks in ``layers``; or only the
-    ``components`` (``patching.repair`` names: ``block:L4``, ``attn:L4``, ``mlp:L4``,
+    ``components`` (``patching.components`` names: ``block:L4``, ``attn:L4``, ``mlp:L4``,
     ``head:L4.H2``, ``outside``), e.g. to retrain what patching located in a corrupted model.
     ``checkpoints: false`` saves none (a killed run starts over): short repair runs of a large
     model would otherwise write its weights and optimiser state at the end of each.
@@ -193,3 +194,45 @@ def _is_float(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+@dataclass
+class FinetuneSpec:
+    """One corrupting fine-tune: a ``configs/finetune`` preset plus overrides. The study sets
+    ``base_model``, ``data_dir`` and ``output_dir`` itself; the preset must name its data
+    (``data_preset``), which the data stage generates. ``seeds``: train it once per seed (the
+    preset's ``seed``: data order, adapter init), on the same data (``data_seed`` stays)."""
+
+    config: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    seeds: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        clash = sorted({"base_model", "data_dir", "output_dir"} & set(self.overrides))
+        if clash:
+            raise SFTError(f"overrides {clash}: set by the study, not per fine-tune")
+        if self.seeds is not None:
+            if not isinstance(self.seeds, list) or not self.seeds or len(set(self.seeds)) != \
+                    len(self.seeds) or any(type(s) is not int or s < 0 for s in self.seeds):
+                raise SFTError(f"seeds={self.seeds!r}: expected a non-empty list of distinct "
+                               "integers >= 0")
+            if "seed" in self.overrides:
+                raise SFTError("overrides: seed and seeds both given; list the seeds in seeds")
+        if self.sft_config(base_model="base", data_dir="data", output_dir="out").data_preset \
+                is None:
+            raise SFTError(f"config {self.config}: no data_preset (the data stage generates "
+                           "the preset a fine-tune names)")
+
+    def for_seed(self, seed: int) -> FinetuneSpec:
+        """This fine-tune trained with ``seed``."""
+        return FinetuneSpec(self.config, self.overrides | {"seed": seed})
+
+    def sft_config(self, **paths: str) -> SFTConfig:
+        """The preset with the overrides and the study's own paths applied, validated."""
+        return load_dataclass(SFTConfig, self.config, error=SFTError,
+                              overrides=self.overrides | paths)
+
+    def data(self) -> tuple[str, int, bool]:
+        """(data preset, data seed, chain-of-thought targets) this fine-tune trains on."""
+        cfg = self.sft_config(base_model="base", data_dir="data", output_dir="out")
+        return cfg.data_preset, cfg.data_seed, cfg.cot  # type: ignore[return-value]

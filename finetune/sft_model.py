@@ -17,7 +17,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from finetune.sft_config import SFTConfig, SFTError
 from finetune.sft_select import make_trainable
 from formats.model_files import weights_problem
-from patching.repair import Selection, parameters_touched
+from patching.components import Selection, parameters_touched
 
 
 def base_is_local(name: str) -> bool:

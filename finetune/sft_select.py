@@ -16,8 +16,8 @@ from torch import Tensor, nn
 from transformers import TrainerCallback
 
 from finetune.sft_config import SFTError
+from patching.components import Selection, named_weights, selection_masks
 from patching.errors import PatchingError
-from patching.repair import Selection, named_weights, selection_masks
 
 
 def _masks(model: nn.Module, selection: Selection) -> dict[str, Tensor | None]:

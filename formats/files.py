@@ -32,3 +32,10 @@ def save_figure(fig: object, path: Path, **savefig_kwargs: object) -> Path:
     """Save a matplotlib figure to ``path`` atomically (PNG); returns ``path``."""
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", **savefig_kwargs))
     return path
+
+
+def shown_path(path: Path) -> str:
+    """A path relative to the current directory when it is inside it: published files then
+    name it the same way on every machine, not the machine's checkout."""
+    rel = os.path.relpath(path)
+    return Path(path).as_posix() if rel.startswith("..") else rel

@@ -24,7 +24,7 @@ from tabulate import tabulate
 from formats.errors import InputError
 from formats.files import atomic_write_text
 
-from . import attribution_section, judged, repair_section, tables
+from . import attribution_section, judged, tables
 from .agreement import agreement
 from .config import SweepConfig
 from .metric import DEFAULT_METRIC, METRICS, unchosen
@@ -105,19 +105,19 @@ def table1(summaries: list[tuple[str, Path]]) -> tuple[list[str], list[list[str]
 
 
 def provenance(runs: list[Run], summaries: list[tuple[str, Path]]) -> list[str]:
-    meta = [r.raw.get("sweep") or {} for r in runs]
+    meta = [r.record for r in runs]
     cfg = [r.raw.get("config", {}) for r in runs]
     corrupted = {}
     for run in runs:
         if run.label:
-            base = (run.raw.get("sweep") or {}).get("corrupted_base")
+            base = run.record.get("corrupted_base")
             corrupted[run.label] = f"`{run.corrupted}`" + (f" (LoRA on `{base}`)" if base else "")
     manifests = [f"{k} sha256 {v.get('sha256', '?')[:16]} (preset {v.get('preset')}, seed "
                  f"{v.get('seed')})" for m in meta for k, v in m.get("data_manifests", {}).items()]
     seeds = [f"{c.get('random_seed')}/{c.get('numpy_seed')}/{c.get('torch_seed')}/"
              f"{c.get('fewshot_seed')}" for c in cfg]
     return [
-        f"- Sweep: {_distinct([m.get('sweep') for m in meta if m])}; {len(runs)} variants",
+        f"- Sweep: {_distinct([m.get('run') for m in meta if m])}; {len(runs)} variants",
         f"- Clean model: `{runs[0].clean}`",
         *[f"- Corrupted model `{label}`: {path}" for label, path in corrupted.items()],
         f"- Tasks: {_distinct(tables.tasks_of(runs))}; limit "
@@ -229,15 +229,15 @@ def render(runs: list[Run], summaries: list[tuple[str, Path]], page: Path,
 
 
 def build(results_dir: str | Path, out: str | Path, finetune_dirs: list[Path] | None = None,
-          metric: str = DEFAULT_METRIC, repair_dir: Path | None = None) -> Path:
+          metric: str = DEFAULT_METRIC, extra: list[str] | None = None) -> Path:
     """Read, check and render everything, then write the page atomically; returns its path.
-    ``repair_dir``: a repair report folder (``repair.json``) whose section the page adds."""
+    ``extra``: markdown lines of further sections (the study adds its repair section)."""
     page = Path(out)
     runs = load_runs(results_dir)
     text = render(runs, find_summaries(runs, finetune_dirs or []), page, metric)
     text += "\n".join(["", *attribution_section.section(Path(results_dir), page)])
-    if repair_dir is not None:
-        text += "\n".join(["", *repair_section.section(repair_dir, page)])
+    if extra:
+        text += "\n".join(["", *extra])
     atomic_write_text(page, text)
     return page
 
@@ -252,13 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="the sweep config; its `metric` key picks the metric")
     parser.add_argument("--metric", choices=METRICS,
                         help=f"the metric without a sweep config (default {DEFAULT_METRIC})")
-    parser.add_argument("--repair", type=Path,
-                        help="a repair report folder (repair.json): add its section")
     args = parser.parse_args(argv)
     try:
         metric = args.metric or (SweepConfig.from_yaml(args.config).metric if args.config
                                  else DEFAULT_METRIC)
-        page = build(args.results_dir, args.output, args.finetune, metric, args.repair)
+        page = build(args.results_dir, args.output, args.finetune, metric)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

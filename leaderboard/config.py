@@ -246,3 +246,24 @@ def _labelled(value: Any) -> dict[str, str]:
         if not isinstance(path, str) or not path:
             raise SweepConfigError(f"corrupted[{label}]={path!r}: expected a non-empty path")
     return dict(value)
+
+
+@dataclass
+class EvalSpec:
+    """lm-eval settings shared by baselines and sweeps (passed to ``leaderboard.sweep``)."""
+
+    tasks: list[str] = field(default_factory=lambda: ["corrupt_suite"])
+    limit: int | float | None = None
+    batch_size: int = 16
+    gen_kwargs: dict[str, Any] | None = None
+    bootstrap_iters: int = 100000
+    device: str = "auto"
+    dtype: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tasks, list) or not self.tasks:
+            raise SweepConfigError(f"tasks={self.tasks!r}: expected a non-empty list")
+        if self.limit is not None and (isinstance(self.limit, bool) or self.limit <= 0):
+            raise SweepConfigError(f"limit={self.limit!r}: expected a positive number or null")
+        if type(self.batch_size) is not int or self.batch_size < 1:
+            raise SweepConfigError(f"batch_size={self.batch_size!r}: expected an integer >= 1")

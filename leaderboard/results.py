@@ -1,9 +1,10 @@
 """Read a folder of lm-eval runs (results + samples files) and check it is one coherent sweep.
 
-Only lm-eval's own files are read: what the sweep runner writes, or what ``lm_eval
---output_path DIR/<variant> --log_samples`` writes by hand. A variant's identity comes from the
-runner's ``sweep`` block when present, else from lm-eval's recorded ``model_args`` (the same
-``--model_args`` a user gives ``patched_hf``). Every problem is one line naming the file.
+Only lm-eval's own files are read: what the runner writes (``leaderboard.runner``), or what
+``lm_eval --output_path DIR/<variant> --log_samples`` writes by hand. A variant's identity comes
+from the runner's record (``RECORD_KEY``: what the variant is) when present, else from lm-eval's
+recorded ``model_args`` (the same ``--model_args`` a user gives ``patched_hf``). Every problem
+is one line naming the file.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from formats.errors import InputError
 from patching import PatchSpec
 
 from .metric import integer_reader
-from .store import SWEEP_KEY, latest_results, samples_file
+from .runner import FORMAT
+from .store import RECORD_KEY, latest_results, samples_file
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.]")
 
@@ -33,7 +35,7 @@ class Run:
 
     name: str
     results_file: Path
-    role: str  # clean | corrupted | patch
+    role: str  # clean | corrupted | patch (sweeps); repair | restore (the repair stage)
     label: str | None
     clean: str
     corrupted: str | None
@@ -44,12 +46,19 @@ class Run:
     direction: str | None = None
     spec: str | None = None  # a patch's canonical text (patching.spec)
     n_layers: int | None = None
+    identity: dict[str, Any] = field(default_factory=dict)  # the record's variant, as written
     metrics: dict[str, dict[str, tuple[float | None, float | None]]] = field(default_factory=dict)
     output_types: dict[str, str] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     _samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict, repr=False)
     _integers: dict[tuple[str, str], dict[int, int | None]] = field(default_factory=dict,
                                                                    repr=False)
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """The runner's record of this results file (``RECORD_KEY``; empty for a run scored by
+        hand with ``lm_eval``)."""
+        return self.raw.get(RECORD_KEY) or {}
 
     @property
     def by_construction(self) -> bool:
@@ -163,7 +172,7 @@ def _int_tuple(value: Any) -> tuple[int, ...]:
 
 
 def read_run(path: Path, name: str) -> Run:
-    """One results file as a Run (role of a baseline without a ``sweep`` block: decided later)."""
+    """One results file as a Run (role of a baseline without a runner's record: decided later)."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except ValueError:
@@ -173,17 +182,21 @@ def read_run(path: Path, name: str) -> Run:
     output_types = {t: c.get("output_type", "") for t, c in raw["configs"].items()}
     run = Run(name, path, "", None, "", None, metrics=_metrics(raw, path),
               output_types=output_types, raw=raw)
-    meta = raw.get(SWEEP_KEY)
+    record = raw.get(RECORD_KEY)
     args = _model_args(raw)
+    if record and (not isinstance(record, dict) or record.get("format") != FORMAT):
+        found = record.get("format") if isinstance(record, dict) else None
+        raise LeaderboardError(f"{path}: a results record of format {found!r}; this version "
+                               f"reads format {FORMAT}, so score the variant again")
     try:
-        if meta:
-            run.role, run.label, run.clean = meta["role"], meta["label"], meta["clean"]
-            run.corrupted, run.n_layers = meta["corrupted"], meta["n_layers"]
-            run.site, run.positions = meta["site"], meta["positions"]
-            run.direction = meta["direction"]
-            run.layers = tuple(meta["layers"])
-            run.heads = None if meta["heads"] is None else tuple(meta["heads"])
-            run.spec = meta.get("spec") or _spec_of(run)
+        if record:
+            run.identity = identity = record["variant"]
+            run.role, run.label = identity["role"], identity.get("label")
+            run.clean, run.corrupted = record["clean"], record.get("corrupted")
+            run.n_layers = record.get("n_layers")
+            if identity.get("spec"):
+                _restate(run, PatchSpec.parse(identity["spec"]))
+                run.direction = identity["direction"]
         elif "corrupted" in args:
             run.role, run.clean = "patch", str(args["pretrained"])
             run.corrupted = str(args["corrupted"])
@@ -226,7 +239,7 @@ def _config_layers(model_dir: str) -> int | None:
 
 
 def _settle_baselines(runs: list[Run]) -> None:
-    """Give a baseline without a ``sweep`` block its role by matching the patch runs' models."""
+    """Give a baseline without a runner's record its role by matching the patch runs' models."""
     cleans = {r.clean for r in runs if r.role}
     labels = {r.corrupted: r.label for r in runs if r.role == "patch"}
     for run in runs:
@@ -258,7 +271,7 @@ def _check_one_pair(runs: list[Run]) -> None:
                 raise LeaderboardError(
                     f"{run.results_file}: corrupted model {run.corrupted} differs from "
                     f"{other.corrupted} ({other.results_file}) under label {run.label!r}")
-        key = (run.role, run.label, run.site, run.layers, run.heads, run.positions, run.direction)
+        key = (run.role, run.label, run.spec, run.direction)
         if key in seen:
             raise LeaderboardError(f"{run.results_file}: same variant as "
                                    f"{seen[key].results_file}; keep one")

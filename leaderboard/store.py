@@ -21,8 +21,9 @@ from lm_eval.utils import get_latest_filename
 
 from formats.failpoints import failpoint
 
-SWEEP_KEY = "sweep"
-"""Top-level key the runner adds to lm-eval's results dict (lm-eval tools ignore it)."""
+RECORD_KEY = "scored"
+"""Top-level key the runner adds to lm-eval's results dict: what the variant is and the run's
+facts (``leaderboard.runner.variant_record``); lm-eval tools ignore it."""
 
 
 class StoreError(RuntimeError):
@@ -53,7 +54,7 @@ def finished_hash(folder: Path) -> str | None:
     if path is None:
         return None
     try:
-        return json.loads(path.read_text())[SWEEP_KEY]["config_hash"]
+        return json.loads(path.read_text())[RECORD_KEY]["config_hash"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

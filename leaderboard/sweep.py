@@ -23,7 +23,6 @@ into the same output dir; ``python -m leaderboard.build`` merges them.
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
 import logging
@@ -32,11 +31,9 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from tqdm.auto import tqdm
 
 from formats.errors import InputError
 from formats.model_files import adapter_base_problem, weights_problem
@@ -51,8 +48,8 @@ from .loading import (
     model_shape,
     resolve_device,
 )
+from .runner import EvalSettings, Job, Outcome, is_finished, run_jobs, variant_record
 from .shared_generation import SharedGeneration, pair_of, patch_spec, run_order, shared_generators
-from .store import SWEEP_KEY, discard_tmp, finished_hash, new_tracker, write_variant
 from .variants import (
     Variant,
     cli_model,
@@ -86,26 +83,31 @@ class SweepPlan:
     def out_dir(self) -> Path:
         return Path(self.config.output_dir)
 
+    @property
+    def settings(self) -> EvalSettings:
+        return settings_of(self.config, self.task_dir)
+
     def meta(self, variant: Variant) -> dict[str, Any]:
-        """What the results file records beyond lm-eval's own keys (``SWEEP_KEY``)."""
-        return asdict(variant) | {
-            "sweep": self.config.name,
-            "config_hash": self.hashes[variant.name], "cli_model": cli_model(variant),
-            "clean": self.clean, "corrupted": self.corrupted.get(variant.label or ""),
-            "corrupted_base": self.adapter_base.get(variant.label or ""),
-            "n_layers": self.n_layers, "n_heads": self.n_heads,
-            "task_dir": str(self.task_dir), "data_manifests": self.manifests,
-        }
+        """The results file's record: what the variant is and the sweep's facts."""
+        label = variant.label or ""
+        return variant_record(
+            variant.identity(), run=self.config.name, cli_model=cli_model(variant),
+            clean=self.clean, corrupted=self.corrupted.get(label),
+            corrupted_base=self.adapter_base.get(label), n_layers=self.n_layers,
+            n_heads=self.n_heads, task_dir=str(self.task_dir), data_manifests=self.manifests)
+
+
+def settings_of(config: SweepConfig, task_dir: Path) -> EvalSettings:
+    """How a sweep config scores each variant."""
+    return EvalSettings(config.tasks, task_dir, config.batch_size, config.limit,
+                        config.gen_kwargs, config.bootstrap_iters, config.seed)
 
 
 @dataclass
-class SweepOutcome:
-    """Names of the variants this process ran, skipped as finished, and failed (with why);
-    ``shared_calls``: how many variants each shared engine pass generated for."""
+class SweepOutcome(Outcome):
+    """``Outcome`` plus ``shared_calls``: how many variants each shared engine pass generated
+    for."""
 
-    ran: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
     shared_calls: list[int] = field(default_factory=list)
 
 
@@ -188,72 +190,35 @@ def make_lm(plan: SweepPlan, variant: Variant, models: ModelCache, tokenizer: An
     return HFLM(pretrained=models.get(path), **common)
 
 
-def evaluate_variant(plan: SweepPlan, variant: Variant, lm: Any, task_manager: Any) -> Path:
-    """Score one variant with ``simple_evaluate`` and write its folder; returns the results file."""
+def job_of(plan: SweepPlan, variant: Variant, models: ModelCache, tokenizer: Any,
+           shared: dict[Any, SharedGeneration]) -> Job:
+    """The runner's job for one variant: its lm-eval model around the process's models; a
+    patch variant in a shared generation tells it, on exit, that the variant is done."""
+    generator = shared.get(pair_of(variant))  # None: a baseline, or generating alone
+
+    @contextmanager
+    def build(record: dict[str, Any]) -> Iterator[Any]:
+        try:
+            yield make_lm(plan, variant, models, tokenizer, generator)
+        finally:
+            if generator is not None:
+                generator.finish(patch_spec(variant))
+
     args = model_args(variant, plan.clean, plan.corrupted, plan.adapter_base,
                       plan.config.batch_size)
-    return evaluate_lm(plan.config, plan.out_dir, variant.name, lm, args, plan.meta(variant),
-                       task_manager)
-
-
-def evaluate_lm(config: SweepConfig, out_dir: Path, name: str, lm: Any, args: dict[str, Any],
-                meta: dict[str, Any], task_manager: Any,
-                samples: dict[str, list[int]] | None = None) -> Path:
-    """Score an lm-eval model object with the config's tasks and settings into
-    ``out_dir/name`` (``meta`` under ``SWEEP_KEY``); ``samples``: doc ids per task instead of
-    ``limit``. Returns the results file."""
-    from lm_eval import simple_evaluate
-
-    tracker = new_tracker(out_dir, name)
-    results = simple_evaluate(
-        model=lm, model_args=args, tasks=config.tasks,
-        limit=None if samples else config.limit, samples=samples,
-        batch_size=config.batch_size, device=str(lm.device), gen_kwargs=config.gen_kwargs,
-        random_seed=config.seed, numpy_random_seed=config.seed, torch_random_seed=config.seed,
-        fewshot_random_seed=config.seed,
-        bootstrap_iters=config.bootstrap_iters, task_manager=task_manager,
-        apply_chat_template=True, log_samples=True, evaluation_tracker=tracker,
-    )
-    results[SWEEP_KEY] = meta
-    return write_variant(out_dir, name, results, tracker)
-
-
-@contextmanager
-def env_info_once() -> Iterator[None]:
-    """Within this block, ``simple_evaluate`` collects the environment once, not per variant.
-
-    lm-eval records torch's ``collect_env`` report in every results file; collecting it
-    spawns subprocesses (pip, nvidia-smi, ...): 0.5 s of wall time per call measured here,
-    about what a tiny variant's whole evaluation takes. It cannot change within one process.
-    """
-    import lm_eval.evaluator as evaluator
-
-    real, collected = evaluator.add_env_info, {}
-
-    def add_once(storage: dict[str, Any]) -> None:
-        if not collected:
-            real(collected)
-        storage.update(copy.deepcopy(collected))
-
-    evaluator.add_env_info = add_once
-    try:
-        yield
-    finally:
-        evaluator.add_env_info = real
+    return Job(variant.name, plan.hashes[variant.name], plan.meta(variant), args, build)
 
 
 def run_sweep(config: SweepConfig, shard_index: int = 0, shard_count: int = 1,
               device: str | None = None, progress: bool = True) -> SweepOutcome:
     """Run this shard's unfinished variants; a failing variant is logged and the rest go on."""
-    from lm_eval.tasks import TaskManager
-
     models = ModelCache(resolve_device(device or config.device), config.dtype)  # loads lazily
     plan = plan_sweep(config, models)
     mine = shard(plan.variants, shard_index, shard_count)
     outcome = SweepOutcome()
     pending = []
     for variant in mine:
-        if finished_hash(plan.out_dir / variant.name) == plan.hashes[variant.name]:
+        if is_finished(plan.out_dir, variant.name, plan.hashes[variant.name]):
             outcome.skipped.append(variant.name)
         else:
             pending.append(variant)
@@ -265,33 +230,11 @@ def run_sweep(config: SweepConfig, shard_index: int = 0, shard_count: int = 1,
     pending = run_order(pending)
     shared = shared_generators(pending, config.generate_together)
     tokenizer = load_tokenizer(plan.clean)
-    task_manager = TaskManager(include_defaults=False, include_path=str(plan.task_dir))
-    bar = tqdm(pending, desc=f"{config.name} [{shard_index}/{shard_count}]", unit="variant",
-               disable=not progress)
-    with env_info_once():
-        for variant in bar:
-            bar.set_postfix_str(variant.name, refresh=False)
-            _run_variant(plan, variant, models, tokenizer, task_manager, shared, outcome)
+    jobs = [job_of(plan, v, models, tokenizer, shared) for v in pending]
+    run_jobs(jobs, plan.settings, plan.out_dir, f"{config.name} [{shard_index}/{shard_count}]",
+             outcome, progress)
     outcome.shared_calls = [n for generator in shared.values() for n in generator.call_sizes]
     return outcome
-
-
-def _run_variant(plan: SweepPlan, variant: Variant, models: ModelCache, tokenizer: Any,
-                 task_manager: Any, shared: dict[Any, SharedGeneration],
-                 outcome: SweepOutcome) -> None:
-    """Score one variant into its folder; a failure is recorded in ``outcome``, not raised."""
-    generator = shared.get(pair_of(variant))  # None: a baseline, or generating alone
-    try:
-        lm = make_lm(plan, variant, models, tokenizer, generator)
-        evaluate_variant(plan, variant, lm, task_manager)
-        outcome.ran.append(variant.name)
-    except Exception as err:  # noqa: BLE001 - one broken variant must not stop a long sweep
-        discard_tmp(plan.out_dir, variant.name)
-        outcome.failed[variant.name] = f"{type(err).__name__}: {str(err).splitlines()[0]}"
-        log.error("variant %s failed: %s", variant.name, outcome.failed[variant.name])
-    finally:
-        if generator is not None:
-            generator.finish(patch_spec(variant))
 
 
 def parse_shard(text: str) -> tuple[int, int]:

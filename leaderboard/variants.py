@@ -41,6 +41,13 @@ class Variant:
     direction: str | None = None
     spec: str | None = None
 
+    def identity(self) -> dict[str, Any]:
+        """What the results file records about this variant: its role, its corrupted model's
+        label and, for a patch, its spec text and direction (site, layers, heads and positions
+        are read back from the spec)."""
+        return {"role": self.role, "label": self.label, "spec": self.spec,
+                "direction": self.direction}
+
     @classmethod
     def patch(cls, name: str, label: str, spec: PatchSpec, direction: str) -> Variant:
         sites = {p.site for p in spec.parts}

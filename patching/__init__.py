@@ -8,7 +8,7 @@
 Qwen3, Qwen3-MoE, Phi-3, OLMo 2, Gemma 2, Gemma 3); `spec` and `positions` say what a patch
 is; `donors` where its values come from (another model, another prompt, zero, a mean, a
 blend); `reference` holds the naive definition the engine is tested against; `effects` gives
-every single patch's effect on a metric as one tensor; `repair` puts clean weights back into
+every single patch's effect on a metric as one tensor; `components` puts clean weights back into
 chosen components of a corrupted model (`restore`, `restored`).
 """
 
@@ -22,11 +22,11 @@ from .architectures import (
     architecture_for,
     heads_of,
 )
+from .components import Selection, restore, restored
 from .decoding import DecodingConfig
 from .donors import Blend, Mean, OtherPrompt, Zero
 from .models import AdapterSide, adapter_pair
 from .positions import Positions
-from .repair import Selection, restore, restored
 from .spec import Part, PatchingError, PatchSpec, check_pair, every_layer
 from .sweep import PatchedGeneration, check_patch, patched_generate, sweep_generate
 from .teacher_forced import ContinuationScores, patched_logprobs

@@ -144,7 +144,7 @@ def _check_head_reads(lm: nn.Module, arch: Architecture, site: str, atol: float)
 
 @torch.no_grad()
 def check_weight_paths(lm: nn.Module, arch: Architecture, atol: float = 1e-6) -> None:
-    """The weight facts `patching.repair` relies on: every parameter of every block lies on
+    """The weight facts `patching.components` relies on: every parameter of every block lies on
     exactly one of the attention and MLP paths; and, unless the family says heads cannot be
     changed alone, moving the last head's query rows in block 0 moves that head's slice of the
     per-head site and no other head's (so the rows ARE that head's query, and nothing mixes

@@ -6,7 +6,7 @@ renames:
 - `SITES`: what each site IS, the same in every family: a point of the residual stream
   between blocks (`stream`), a term a block adds to the residual stream, or an activation split
   into heads (and which config count gives their number), and which weights compute it (what
-  `patching.repair` restores or retrains for a component found there).
+  `patching.components` restores or retrains for a component found there).
 - `ARCHITECTURES`: where each family keeps the in-block sites (module path inside a block, how
   the activation is read, and for a fused projection which columns), its decoder/layer/norm
   paths, how its blocks take attention masks, which layers attend through a sliding window,
@@ -50,7 +50,7 @@ class Site:
     stream: int | None = None
     residual_term: bool = False  # one of the terms a block adds to the residual stream
     head_count: str | None = None  # config field counting the heads its last axis is split in
-    # The weights that compute it, as `patching.repair` names a component: "block", "attn",
+    # The weights that compute it, as `patching.components` names a component: "block", "attn",
     # "mlp" (Architecture.attention / .mlp paths) or "head" (one head's projection slices).
     weights: str = "block"
     order: int = 0  # where it is computed within a layer (forward order), for sorting parts
@@ -226,7 +226,7 @@ class Architecture:
     logit_softcap: str | None = None  # config field c: logits = c * tanh(logits / c)
     # A config this entry cannot run, as the reason (None: supported).
     unsupported: Callable[[Any], str | None] = _always_supported
-    # Weights (`patching.repair`): the block modules of each path, and the projection whose
+    # Weights (`patching.components`): the block modules of each path, and the projection whose
     # first heads * head_dim output rows are the queries, head h at rows h*head_dim.. (Phi-3:
     # the fused `qkv_proj`); the output projection is the per-head site's module, head h at its
     # input columns h*head_dim... `head_weights_unsupported`: why one head's weights cannot be

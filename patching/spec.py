@@ -8,7 +8,7 @@ used by the CLI, sweep labels, the leaderboard and errors alike::
     attn:L3 + mlp:L5 + head:L4.H0,2@steps[4:9]
 
 parts joined by ` + `, each `SITE:L<layer>` or `SITE:L<layer>.H<h>[,<h>...]` (the names of
-`patching.repair`'s components), and an optional `@POSITIONS` suffix for the whole spec
+`patching.components`'s components), and an optional `@POSITIONS` suffix for the whole spec
 (`@newest`, the default, `@all`, `@prompt[i:j]`, `@steps[a:b]`). `PatchSpec.parse(text)` builds
 one, `str(spec)` gives the canonical text back (parts in forward order, heads sorted, no
 `@newest`), and the two round-trip.

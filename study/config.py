@@ -13,15 +13,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finetune.sft_config import SFTConfig
+from finetune.sft_config import FinetuneSpec
 from formats.config import build_nested, load_dataclass
 from formats.errors import InputError
 from harness_ext.judge.config import JudgeConfig
-from leaderboard.config import PatchBlock
+from leaderboard.config import EvalSpec, PatchBlock
 from leaderboard.metric import DEFAULT_METRIC, metric_error
+from repair.config import RepairSpec
 
 BACKENDS = ("hf", "vllm", "auto")
-_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]*$")  # leaderboard variant names use "-"
+# Leaderboard variant names use "-" between fields, and a seed's model is <condition>.s<seed>.
+_CONDITION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_]*$")
 
 
 class StudyConfigError(InputError):
@@ -71,56 +73,6 @@ class _RandomInit:
 
 
 @dataclass
-class FinetuneSpec:
-    """One corrupting fine-tune: a ``configs/finetune`` preset plus overrides. The study sets
-    ``base_model``, ``data_dir`` and ``output_dir`` itself; the preset must name its data
-    (``data_preset``), which the data stage generates."""
-
-    config: str
-    overrides: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        clash = sorted({"base_model", "data_dir", "output_dir"} & set(self.overrides))
-        if clash:
-            raise StudyConfigError(f"overrides {clash}: set by the study, not per fine-tune")
-        if self.sft_config(base_model="base", data_dir="data", output_dir="out").data_preset \
-                is None:
-            raise StudyConfigError(f"config {self.config}: no data_preset (the data stage "
-                                   "generates the preset a fine-tune names)")
-
-    def sft_config(self, **paths: str) -> SFTConfig:
-        """The preset with the overrides and the study's own paths applied, validated."""
-        return load_dataclass(SFTConfig, self.config, error=StudyConfigError,
-                              overrides=self.overrides | paths)
-
-    def data(self) -> tuple[str, int, bool]:
-        """(data preset, data seed, chain-of-thought targets) this fine-tune trains on."""
-        cfg = self.sft_config(base_model="base", data_dir="data", output_dir="out")
-        return cfg.data_preset, cfg.data_seed, cfg.cot  # type: ignore[return-value]
-
-
-@dataclass
-class EvalSpec:
-    """lm-eval settings shared by baselines and sweeps (passed to ``leaderboard.sweep``)."""
-
-    tasks: list[str] = field(default_factory=lambda: ["corrupt_suite"])
-    limit: int | float | None = None
-    batch_size: int = 16
-    gen_kwargs: dict[str, Any] | None = None
-    bootstrap_iters: int = 100000
-    device: str = "auto"
-    dtype: str = "auto"
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.tasks, list) or not self.tasks:
-            raise StudyConfigError(f"tasks={self.tasks!r}: expected a non-empty list")
-        if self.limit is not None and (isinstance(self.limit, bool) or self.limit <= 0):
-            raise StudyConfigError(f"limit={self.limit!r}: expected a positive number or null")
-        if type(self.batch_size) is not int or self.batch_size < 1:
-            raise StudyConfigError(f"batch_size={self.batch_size!r}: expected an integer >= 1")
-
-
-@dataclass
 class BaselineSpec(EvalSpec):
     """Baselines: ``hf`` (lm-eval's HFLM), ``vllm`` (``lm_eval --model vllm``, extra
     ``--model_args`` in ``vllm_args``), or ``auto`` (vLLM where installed, else hf)."""
@@ -157,98 +109,6 @@ class SweepSpec(EvalSpec):
             load_dataclass(PatchBlock, block, error=StudyConfigError, where=f"patches[{i}]")
 
 
-def _distinct_ints(value: Any, minimum: int | None = None) -> bool:
-    """A non-empty list of distinct integers, each at least ``minimum`` where one is given."""
-    return (isinstance(value, list) and bool(value)
-            and all(type(v) is int and (minimum is None or v >= minimum) for v in value)
-            and len(set(value)) == len(value))
-
-
-REPAIR_METHODS = ("restore", "retrain")
-REPAIR_TASKS = ["corrupt_related", "corrupt_unrelated_math", "corrupt_general",
-                "corrupt_ethics_mc"]
-
-
-@dataclass
-class SelectBlock:
-    """One site's repair selections: the top ``k`` components for each listed ``k``, ranked by
-    the ``sweep``'s flip rates or by ``attribution`` scores (``leaderboard.repair_select``)."""
-
-    site: str
-    k: list[int]
-    rank_by: str = "sweep"
-
-    def __post_init__(self) -> None:
-        from leaderboard.repair_select import SOURCES
-        from patching import SITE_NAMES
-
-        if self.site not in SITE_NAMES:
-            raise StudyConfigError(f"site={self.site!r}: expected one of {', '.join(SITE_NAMES)}")
-        if not _distinct_ints(self.k, minimum=1):
-            raise StudyConfigError(f"k={self.k!r}: expected a list of distinct integers >= 1")
-        if self.rank_by not in SOURCES:
-            raise StudyConfigError(f"rank_by={self.rank_by!r}: expected one of "
-                                   f"{', '.join(SOURCES)}")
-
-
-@dataclass
-class RepairSpec(EvalSpec):
-    """Targeted repair after the sweeps (``study.repair``): for each ``corrupted`` model
-    (default: the swept ones), the ``select`` blocks' components restored from the clean model
-    and/or retrained on correct labels (``methods``; ``retrain``: a ``configs/finetune``
-    preset whose ``data_preset`` has correct labels, run with only the selection trainable),
-    each against controls of the same size (random draws per ``random_seeds``, the lowest
-    ranked, and a full retrain). ``direction`` ranks by which components repair
-    (``clean_to_corrupted``) or carry (``corrupted_to_clean``) the corruption.
-    ``selection_files``: ``{label: path}`` to use a written selection instead of ranking.
-    ``tasks`` are task names (related math among them), scored on items the ranking did not
-    read; ``resamples``: bootstrap resamples of the recovery intervals."""
-
-    tasks: list[str] = field(default_factory=lambda: list(REPAIR_TASKS))
-    corrupted: list[str] = field(default_factory=list)
-    direction: str = "clean_to_corrupted"
-    select: list[dict[str, Any]] = field(default_factory=list)
-    random_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    methods: list[str] = field(default_factory=lambda: list(REPAIR_METHODS))
-    retrain: FinetuneSpec | None = None
-    selection_files: dict[str, str] = field(default_factory=dict)
-    resamples: int = 2000
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        build_nested(self, StudyConfigError)  # retrain -> FinetuneSpec
-        from harness_ext.paths import TASK_DATA_DIR
-        from leaderboard.repair_select import DIRECTIONS
-        from leaderboard.tables import RELATED
-
-        if self.direction not in DIRECTIONS:
-            raise StudyConfigError(f"direction={self.direction!r}: expected one of "
-                                   f"{', '.join(DIRECTIONS)}")
-        if not isinstance(self.select, list) or not self.select:
-            raise StudyConfigError("select: expected a list of {site, k, rank_by} blocks")
-        sites = [load_dataclass(SelectBlock, block, error=StudyConfigError,
-                                where=f"select[{i}]").site for i, block in enumerate(self.select)]
-        if len(set(sites)) != len(sites):
-            raise StudyConfigError(f"select: sites {sites} repeat; list every k of a site in one "
-                                   "block")
-        if not self.methods or not set(self.methods) <= set(REPAIR_METHODS) \
-                or len(set(self.methods)) != len(self.methods):
-            raise StudyConfigError(f"methods={self.methods!r}: expected distinct values of "
-                                   f"{', '.join(REPAIR_METHODS)}")
-        if "retrain" in self.methods and self.retrain is None:
-            raise StudyConfigError("methods has retrain: set retrain: {config, overrides}")
-        if not _distinct_ints(self.random_seeds):
-            raise StudyConfigError(f"random_seeds={self.random_seeds!r}: expected a non-empty "
-                                   "list of distinct integers")
-        if type(self.resamples) is not int or self.resamples < 100:
-            raise StudyConfigError(f"resamples={self.resamples!r}: expected an integer >= 100")
-        missing = [t for t in self.tasks if not (TASK_DATA_DIR / f"{t}.jsonl").is_file()]
-        if missing or RELATED not in self.tasks:
-            raise StudyConfigError(f"tasks={self.tasks}: expected task names with data files in "
-                                   f"{TASK_DATA_DIR} ({missing or 'none'} missing), "
-                                   f"{RELATED} among them")
-
-
 @dataclass
 class CotSpec:
     """The report's "Where the reasoning breaks" section (``leaderboard.cot``): ``planted``
@@ -279,6 +139,18 @@ class ReportSpec:
     def __post_init__(self) -> None:
         if self.readme is not None and self.publish_dir is None:
             raise StudyConfigError("readme: needs publish_dir (the README links its files)")
+
+
+@dataclass(frozen=True)
+class Model:
+    """One fine-tuned model: a condition (a ``finetunes`` entry) trained with one seed.
+    ``label`` names it in folders and tables: the condition itself, or ``<condition>.s<seed>``
+    when the condition lists ``seeds``."""
+
+    label: str
+    condition: str
+    seed: int | None
+    spec: FinetuneSpec
 
 
 @dataclass
@@ -320,8 +192,8 @@ class StudyConfig:
         if not isinstance(self.finetunes, dict) or not self.finetunes:
             raise StudyConfigError("finetunes: expected a mapping label -> {config, overrides}")
         for label in self.finetunes:
-            if not isinstance(label, str) or not _LABEL.match(label) or label == "clean":
-                raise StudyConfigError(f"finetunes label {label!r}: letters, digits, '_', '.'")
+            if not isinstance(label, str) or not _CONDITION.match(label) or label == "clean":
+                raise StudyConfigError(f"finetunes label {label!r}: letters, digits and '_'")
         build_nested(self, StudyConfigError)  # finetunes and every section -> their dataclasses
         from finetune.data import get_preset
 
@@ -348,17 +220,24 @@ class StudyConfig:
         if unknown:
             raise StudyConfigError(f"repair.corrupted: {unknown} are not fine-tune labels "
                                    f"({sorted(self.finetunes)})")
-        ranked = {label for label in spec.corrupted or self.swept
-                  if label not in spec.selection_files}
+        repaired = self.repaired
+        ranked = {label for label in repaired if label not in spec.selection_files}
         unswept = sorted(ranked - set(self.swept))
         if unswept and any(block.get("rank_by", "sweep") == "sweep" for block in spec.select):
             raise StudyConfigError(f"repair.corrupted: {unswept} are not swept (sweeps.corrupted)"
                                    ", so no sweep ranks their components; give selection_files "
                                    "or rank_by: attribution")
         for label, path in spec.selection_files.items():
-            if label not in (spec.corrupted or self.swept) or not Path(path).is_file():
+            if label not in repaired or not Path(path).is_file():
                 raise StudyConfigError(f"repair.selection_files[{label}]: {path} is not a file "
-                                       "for a repaired label")
+                                       f"for a repaired model ({', '.join(repaired)})")
+
+    @property
+    def repaired(self) -> list[str]:
+        """Labels of the models the repair stage repairs (every seed of each condition)."""
+        if self.repair is None:
+            return []
+        return self.labels_of(self.repair.corrupted) if self.repair.corrupted else self.swept
 
     @property
     def datasets(self) -> list[tuple[str, int, bool]]:
@@ -366,9 +245,30 @@ class StudyConfig:
         return list(dict.fromkeys(spec.data() for spec in self.finetunes.values()))
 
     @property
+    def models(self) -> dict[str, Model]:
+        """Every fine-tuned model, by label: each condition once per seed, in config order."""
+        out = {}
+        for condition, spec in self.finetunes.items():
+            if spec.seeds is None:
+                out[condition] = Model(condition, condition, None, spec)
+            for seed in spec.seeds or ():
+                label = f"{condition}.s{seed}"
+                out[label] = Model(label, condition, seed, spec.for_seed(seed))
+        return out
+
+    def labels_of(self, conditions: list[str]) -> list[str]:
+        """The model labels of these conditions (all their seeds), in config order."""
+        return [m.label for m in self.models.values() if m.condition in conditions]
+
+    @property
+    def conditions(self) -> dict[str, list[str]]:
+        """Condition -> its models' labels (one per seed)."""
+        return {c: self.labels_of([c]) for c in self.finetunes}
+
+    @property
     def swept(self) -> list[str]:
-        """Labels of the fine-tunes the sweeps patch."""
-        return self.sweeps.corrupted or list(self.finetunes)
+        """Labels of the models the sweeps patch (every seed of each swept condition)."""
+        return self.labels_of(self.sweeps.corrupted or list(self.finetunes))
 
     def slice(self, name: str) -> dict[str, Any]:
         """One sub-config as plain data, for stage hashes."""

@@ -117,7 +117,7 @@ def finetune_lines(study: Study, facts: ModelFacts, base_ready: bool) -> tuple[l
 
     lines, disk = [], 0.0
     model_bytes = facts.params * facts.dtype_bytes
-    for label, spec in study.config.finetunes.items():
+    for label, model in study.config.models.items():
         cfg = study.sft_config(label)
         try:
             if base_ready:
@@ -135,7 +135,9 @@ def finetune_lines(study: Study, facts: ModelFacts, base_ready: bool) -> tuple[l
         else:  # an adapter is ~1% of the model; its merged copy is a whole model
             out, ckpt = model_bytes * (0.01 + cfg.save_merged), 0.03 * model_bytes
         disk += out + kept * ckpt
-        lines += [f"finetune {label} ({spec.config}):", *[f"    {line}" for line in detail],
+        seed = "" if model.seed is None else f", seed {model.seed}"
+        lines += [f"finetune {label} ({model.spec.config}{seed}):",
+                  *[f"    {line}" for line in detail],
                   f"    disk: {_gb(out)} model + {kept} kept checkpoint(s) x {_gb(ckpt)}"]
     return lines, disk
 
@@ -146,14 +148,14 @@ def eval_lines(study: Study, facts: ModelFacts) -> tuple[list[str], float]:
     from leaderboard.variants import expand
 
     cfg = study.config
-    baselines = study.sweep_config("baselines", cfg.baselines, list(cfg.finetunes), [])
+    baselines = study.sweep_config("baselines", cfg.baselines, list(cfg.models), [])
     sweeps = study.sweep_config("sweeps", cfg.sweeps, cfg.swept, cfg.sweeps.patches)
     try:
         swept = expand(sweeps, facts.layers, facts.heads)
     except SweepConfigError as err:
         raise PlanError(f"sweeps: {err} (model: {facts.layers} layers, {facts.heads} "
                         "heads)") from None
-    n_base = 1 + len(cfg.finetunes)
+    n_base = 1 + len(cfg.models)
     rows_b = _task_rows(baselines.tasks, baselines.limit)
     rows_s = _task_rows(sweeps.tasks, sweeps.limit)
     patches = len(swept) - 1 - len(cfg.swept)
@@ -235,12 +237,18 @@ def dry_run(study: Study) -> list[str]:
     judge_plan, judge_download = judge_lines(study)
     disk = tune_disk + eval_disk + judge_download
     if study.config.repair is not None:
-        from .repair_dryrun import dry_run_lines
-        from .stages import StageError
+        from leaderboard.variants import expand
+        from repair.dryrun import dry_run_lines
 
+        from .repair_stage import repair_job
+
+        cfg = study.config
+        swept = expand(study.sweep_config("sweeps", cfg.sweeps, cfg.swept, cfg.sweeps.patches),
+                       facts.layers, facts.heads)
         try:
-            repair_lines, scored = dry_run_lines(study, facts.layers, facts.heads)
-        except StageError as err:
+            repair_lines, scored = dry_run_lines(repair_job(study), swept, facts.layers,
+                                                 facts.heads)
+        except InputError as err:
             raise PlanError(str(err)) from None
         run_lines += repair_lines
         disk += scored * _task_rows(study.config.repair.tasks, study.config.repair.limit) \

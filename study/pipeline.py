@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from formats.files import atomic_write_text
+from formats.fingerprints import digest
 
-from .cache import StageState, digest
+from .cache import StageState
 from .report import TIMINGS, Meter, fmt_seconds, header, load_timings, say
 from .stages import Stage, StageError, Study
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from formats.files import atomic_write_text
+from formats.files import atomic_write_text, shown_path
 
 from .pipeline import StageResult
-from .report import TIMINGS, fmt_seconds, shown_path
+from .report import TIMINGS, fmt_seconds
 from .stages import StageError, Study
 
 BEGIN, END = "<!-- study:begin", "<!-- study:end -->"

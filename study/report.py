@@ -10,7 +10,6 @@ runs, else the published demo's), so a first run from a fresh clone still shows 
 from __future__ import annotations
 
 import json
-import os
 import resource
 import sys
 import threading
@@ -113,9 +112,3 @@ def say(line: str) -> None:
     """Progress goes to stderr with tqdm's bars, unbuffered, so it interleaves in order."""
     print(line, file=sys.stderr, flush=True)
 
-
-def shown_path(path: Path) -> str:
-    """A path relative to the current directory when it is inside it: published files then
-    name it the same way on every machine, not the machine's checkout."""
-    rel = os.path.relpath(path)
-    return Path(path).as_posix() if rel.startswith("..") else rel

@@ -1,11 +1,11 @@
 """The study's stages in run order: one list, built from the stage functions of
-`study.stages` and the repair stage of `study.repair` (kept apart so that neither imports the
+`study.stages` and the repair stage of `repair.run` (kept apart so that neither imports the
 other)."""
 
 from __future__ import annotations
 
 from .config import StudyConfig
-from .repair import repair_inputs, repaired, run_repair
+from .repair_stage import repair_inputs, run_repair
 from .stages import (
     Stage,
     base_inputs,
@@ -29,7 +29,7 @@ from .stages import (
 def stage_list(config: StudyConfig) -> list[Stage]:
     """Every stage in run order; fine-tunes are one stage each, so editing one re-runs it
     alone (and what depends on it)."""
-    tunes = [finetune_stage(label) for label in config.finetunes]
+    tunes = [finetune_stage(label) for label in config.models]
     tune_names = tuple(t.name for t in tunes)
     swept = tuple(f"finetune-{label}" for label in config.swept)
     judge = [Stage("judge", "judge of the open-ended replies (aligned, coherent, misaligned)",
@@ -39,7 +39,7 @@ def stage_list(config: StudyConfig) -> list[Stage]:
     if config.repair is not None:
         after_sweeps = ("repair",)
         repair = [Stage("repair", "targeted repair of the located components, against controls",
-                        ("base", *(f"finetune-{label}" for label in repaired(config)), "sweeps"),
+                        ("base", *(f"finetune-{label}" for label in config.repaired), "sweeps"),
                         repair_inputs, run_repair)]
     return [
         Stage("data", "corrupting data: " + ", ".join(f"{p} (seed {s}{', CoT' if c else ''})"

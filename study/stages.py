@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from formats.fingerprints import code_print, file_print
 from formats.model_files import weights_problem
 from leaderboard.config import SweepConfig
 
-from .cache import code_print, file_print
 from .config import EvalSpec, StudyConfig, StudyConfigError, SweepSpec
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ class Study:
     def sft_config(self, label: str, symbolic: bool = False) -> SFTConfig:
         """A fine-tune's config with the study's paths (placeholders when ``symbolic``, for
         hashing: the upstream hashes already cover them, and a moved checkout stays cached)."""
-        spec = self.config.finetunes[label]
+        spec = self.config.models[label].spec
         if symbolic:
             return spec.sft_config(base_model="<base>", data_dir="<data>", output_dir="<out>")
         return spec.sft_config(base_model=self.base_model(), data_dir=str(self.data_dir(
@@ -216,7 +216,7 @@ def baselines_inputs(study: Study) -> dict[str, Any]:
 def run_baselines(study: Study, folder: Path) -> dict[str, Any]:
     """Clean and every corrupted model on the baseline tasks (lm-eval, one folder each)."""
     spec = study.config.baselines
-    config = study.sweep_config("baselines", spec, list(study.config.finetunes), [])
+    config = study.sweep_config("baselines", spec, list(study.config.models), [])
     if baselines_backend(study) == "vllm":
         from leaderboard.sweep import plan_sweep
 
@@ -289,13 +289,18 @@ def run_page(study: Study, folder: Path) -> dict[str, Any]:
     from leaderboard.build import build
     from leaderboard.results import LeaderboardError
 
-    tuning = [study.folder(f"finetune-{label}") for label in study.config.finetunes]
+    tuning = [study.folder(f"finetune-{label}") for label in study.config.models]
     pages = {}
-    repair = study.folder("repair") if study.config.repair else None
     for name in ("baselines", "sweeps"):
+        page = folder / f"{name}.md"
         try:
-            page = build(study.folder(name) / "results", folder / f"{name}.md", tuning,
-                         study.config.metric, repair if name == "sweeps" else None)
+            extra = None
+            if name == "sweeps" and study.config.repair:
+                from repair.report import section
+
+                extra = section(study.folder("repair"), page)
+            page = build(study.folder(name) / "results", page, tuning, study.config.metric,
+                         extra)
         except LeaderboardError as err:
             raise StageError(f"leaderboard page {name}: {err}") from None
         pages[name] = str(page)
@@ -303,7 +308,7 @@ def run_page(study: Study, folder: Path) -> dict[str, Any]:
 
 
 def summary_inputs(study: Study) -> dict[str, Any]:
-    return {"labels": list(study.config.finetunes), "metric": study.config.metric,
+    return {"labels": list(study.config.models), "metric": study.config.metric,
             "code": code_print("study/summary.py", "study/repair_summary.py", "leaderboard",
                                "harness_ext")}
 
@@ -314,4 +319,4 @@ def run_summary(study: Study, folder: Path) -> dict[str, Any]:
 
     repair = study.folder("repair") / "repair.json" if study.config.repair else None
     return summarize(study.folder("baselines") / "results", study.folder("sweeps") / "results",
-                     list(study.config.finetunes), folder, study.config.metric, repair)
+                     list(study.config.models), folder, study.config.metric, repair)

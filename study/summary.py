@@ -18,13 +18,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from formats.files import atomic_write_text
+from formats.files import atomic_write_text, shown_path
 from leaderboard.flips import Flip, flip
 from leaderboard.metric import DEFAULT_METRIC, describe, task_metric
 from leaderboard.results import Run, load_runs
 from leaderboard.tables import GENERAL, RELATED, UNRELATED, fmt, layer_ranges, sort_key
-
-from .report import shown_path
 
 ETHICS = "corrupt_ethics_mc"
 SCORED = "<the chosen metric>"  # leaderboard.metric.task_metric fills it in per task
@@ -238,7 +236,7 @@ def summarize(baselines_dir: Path, sweeps_dir: Path, labels: list[str], out_dir:
     parts += [sweep_sentences(sweep_runs, label, facts, choice) for label in labels
               if label in swept]
     if repair is not None:
-        from .repair_summary import repair_sentences
+        from repair.summary import repair_sentences
 
         parts += repair_sentences(repair, facts, choice)
     paragraph = "\n\n".join(" ".join(sentences) for sentences in parts)

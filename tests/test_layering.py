@@ -12,7 +12,7 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-ORDER = ("formats", "patching", "harness_ext", "finetune", "leaderboard", "study")
+ORDER = ("formats", "patching", "harness_ext", "finetune", "leaderboard", "repair", "study")
 EXEMPT = {"bench", "tests"}
 
 
@@ -137,7 +137,7 @@ def test_the_checks_find_late_nested_and_relative_imports() -> None:
         "line 5: study.config", "line 7: finetune.data", "line 7: finetune.data.generate"]
     assert ("harness_ext.judge.sibling", 3) in imported_modules(source, "harness_ext.judge.run")
     assert ("study.stages", 2) in imported_modules("def f():\n    from ..stages import x\n",
-                                                   "study.repair.run")
+                                                   "study.sub.run")
     assert upward_imports("study", source, "study.x") == []
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycles(graph) == [["a", "b", "c"]]

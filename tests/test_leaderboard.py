@@ -58,7 +58,7 @@ def test_page_numbers_equal_the_results_files(sweep_dir: Path, tmp_path: Path) -
                 value, se = entry[f"{metric},none"], entry[f"{metric}_stderr,none"]
                 assert cell == f"{value:.3f} ± {se:.3f}", (variant, task, metric)
         assert raw["lm_eval_version"] in page and raw["git_hash"] in page
-        assert raw["sweep"]["data_manifests"]["data/manifest.json"]["sha256"][:16] in page
+        assert raw["scored"]["data_manifests"]["data/manifest.json"]["sha256"][:16] in page
     table2 = _md_rows(page, "## Table 2")
     assert table2["clean"][-4:-2] == table2["corrupted-over"][-2:] == ["1.00"] * 2  # self
     assert table2["clean"][-2] == table2["corrupted-over"][-4] != "1.00"  # the pair differs
@@ -98,7 +98,7 @@ def test_bad_input_is_one_line_naming_the_file(sweep_dir: Path, tmp_path: Path, 
     shutil.copytree(sweep_dir, mixed)
     other = store.latest_results(mixed / "corrupted-over")
     raw = json.loads(other.read_text())
-    raw["sweep"]["clean"] = "/elsewhere/another-clean"
+    raw["scored"]["clean"] = "/elsewhere/another-clean"
     other.write_text(json.dumps(raw))
     fails(mixed, rf"{other}: clean model /elsewhere/another-clean differs .* mixed model pairs")
 

@@ -1,4 +1,4 @@
-"""Weight restoration (`patching.repair`) on tiny random float64 models of several families.
+"""Weight restoration (`patching.components`) on tiny random float64 models of several families.
 
 The corrupted model is the clean one with noise on EVERY parameter (norms included), so a
 restored entry is told from an unrestored one by value; each family's facts (paths, query
@@ -16,8 +16,7 @@ from peft import LoraConfig, get_peft_model
 
 from patching import PatchingError
 from patching.architectures import architecture_for
-from patching.hooks import capturing
-from patching.repair import (
+from patching.components import (
     KINDS,
     OUTSIDE,
     Component,
@@ -27,6 +26,7 @@ from patching.repair import (
     restore,
     restored,
 )
+from patching.hooks import capturing
 
 torch.set_num_threads(1)
 FAMILIES = ["llama", "qwen3", "phi3", "qwen3_moe", "gemma2", "olmo2"]

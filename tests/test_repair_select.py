@@ -1,5 +1,5 @@
-"""Choosing what to repair (``leaderboard.repair_select``) and measuring a repair
-(``leaderboard.repair_measures``), on hand-made runs whose answers are known."""
+"""Choosing what to repair (``repair.select``) and measuring a repair
+(``repair.measures``), on hand-made runs whose answers are known."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pytest
 from leaderboard_fixtures import synthetic
 
 from leaderboard import tables
-from leaderboard.repair_measures import Paired, change
-from leaderboard.repair_select import (
+from leaderboard.results import Run
+from repair.measures import Paired, change
+from repair.select import (
     Ranked,
     SelectionError,
     attribution_ranking,
@@ -22,7 +23,6 @@ from leaderboard.repair_select import (
     sweep_ranking,
     write_selection,
 )
-from leaderboard.results import Run
 
 R = tables.RELATED
 CONFIG = SimpleNamespace(model_type="qwen3", num_hidden_layers=3, num_attention_heads=4)

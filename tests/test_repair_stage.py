@@ -13,12 +13,13 @@ import yaml
 from leaderboard_fixtures import perturbed
 
 from finetune.tiny import TinyModelConfig, build_tiny_model_dir
-from leaderboard.repair_measures import common_items
-from leaderboard.repair_report import load
 from leaderboard.tables import RELATED
+from repair.measures import common_items
+from repair.record import load
+from repair.run import Models, RepairError, plan, run_repair
 from study.config import StudyConfig, StudyConfigError
-from study.repair import _Models, plan, run_repair
-from study.stages import StageError, Study
+from study.repair_stage import repair_job
+from study.stages import Study
 
 REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
@@ -55,7 +56,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_bad_repair_input_is_one_line_before_anything_runs(tmp_path: Path, models) -> None:
     good = study_for(tmp_path / "good", models["base"], models["over"])
-    plan(good, good.folder("repair"), _Models(good))  # writes the selection file of this pair
+    job = repair_job(good)
+    plan(job, Models(job))  # writes the selection file of this pair
     written = good.folder("repair") / "selection-over.json"
     lacking = tmp_path / "lacking.json"
     record = json.loads(written.read_text())
@@ -73,8 +75,9 @@ def test_bad_repair_input_is_one_line_before_anything_runs(tmp_path: Path, model
     ]
     for i, (change, corrupted, message) in enumerate(cases):
         study = study_for(tmp_path / f"case{i}", models["base"], corrupted, **change)
-        with pytest.raises(StageError) as err:
-            plan(study, study.folder("repair"), _Models(study))
+        job = repair_job(study)
+        with pytest.raises(RepairError) as err:
+            plan(job, Models(job))
         text = str(err.value)
         assert message in text and "\n" not in text and text.startswith("repair: "), text
         assert not (study.folder("repair") / "results").exists()
@@ -91,7 +94,7 @@ def test_repair_stage_end_to_end(tmp_path: Path, models) -> None:
                       limit=3)
     folder = study.folder("repair")
     folder.mkdir(parents=True)
-    record = run_repair(study, folder)
+    record = run_repair(repair_job(study, folder))
     # clean, corrupted, (located, random, lowest) x 2 methods, full retrain
     assert record["scored"] == 9
     report = json.loads((folder / "repair.json").read_text())["labels"]["over"]
@@ -110,7 +113,7 @@ def test_repair_stage_end_to_end(tmp_path: Path, models) -> None:
             row["touched"] == row["total"])
     assert {r["control"] for r in report["rows"]} == {"located", "random", "lowest", "full"}
     assert (folder / "repair.png").is_file() and "| restore " in (folder / "repair.md").read_text()
-    assert run_repair(study, folder)["scored"] == 0
+    assert run_repair(repair_job(study, folder))["scored"] == 0
 
 
 def test_repair_config_errors_are_one_line(tmp_path: Path) -> None:

@@ -143,7 +143,7 @@ def head_mask(shape: torch.Size, dim: int, head: int, size: int = 32) -> torch.T
 def test_components_train_only_their_weights(tiny, components):
     """Attention-only, MLP-only and head-level retraining, under AdamW's weight decay: every
     entry outside the selection is bit for bit what it was, and every selected tensor moved.
-    The expected entries are spelled out for Qwen3 here, not taken from patching.repair."""
+    The expected entries are spelled out for Qwen3 here, not taken from patching.components."""
     cfg = config(tiny, "comp-" + "-".join(components).replace(":", ""), components=components,
                  max_steps=3, eval_steps=3, checkpoints=False)
     assert cfg.weight_decay > 0

@@ -1,8 +1,8 @@
 """The repair measures, from a folder of lm-eval runs of repaired models and their baselines.
 
-Each folder under ``results/`` is one scored model; its results file's ``sweep`` block says
-what it is (``role``: clean, corrupted or repair; under ``repair``: method, site, k, control,
-components, parameters touched). Everything in ``repair.json`` is computed here from those
+Each folder under ``results/`` is one scored model; its results record says what it is
+(``role``: clean, corrupted or repair; for a repaired model its method, site, k, control,
+components and parameters touched). Everything in ``repair.json`` is computed here from those
 files (``repair_measures``), and ``repair_section`` renders it.
 """
 
@@ -12,13 +12,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from patching.repair import Selection, parameters_touched
+from leaderboard.metric import task_metric
+from leaderboard.results import LeaderboardError, Run, read_run
+from leaderboard.store import latest_results
+from leaderboard.tables import RELATED
+from patching.components import Selection, parameters_touched
 
-from .metric import task_metric
-from .repair_measures import Change, Interval, Paired, change
-from .results import LeaderboardError, Run, read_run
-from .store import SWEEP_KEY, latest_results
-from .tables import RELATED
+from .measures import Change, Interval, Paired, change
 
 REPORT = "repair.json"
 MC_METRIC = "acc"
@@ -86,17 +86,18 @@ def _verdict(item: Interval) -> str:
 def _contrasts(paired: Paired, repaired: list[Run]) -> list[dict[str, Any]]:
     """Located against its controls: the random draws (their mean), the lowest ranked, and
     for retraining the full model."""
-    info = {run.name: run.raw[SWEEP_KEY]["repair"] for run in repaired}
+    info = {run.name: run.identity for run in repaired}
     out = []
     for name, r in info.items():
-        if r["control"] != "located":
+        if r.get("control") != "located":
             continue
         group = {n: i for n, i in info.items() if i["method"] == r["method"]}
-        same = {n: i for n, i in group.items() if (i["site"], i["k"]) == (r["site"], r["k"])}
+        same = {n: i for n, i in group.items()
+                if (i.get("site"), i.get("k")) == (r.get("site"), r.get("k"))}
         against = {
-            "random": [n for n, i in same.items() if i["control"] == "random"],
-            "lowest": [n for n, i in same.items() if i["control"] == "lowest"],
-            "full": [n for n, i in group.items() if i["control"] == "full"],
+            "random": [n for n, i in same.items() if i.get("control") == "random"],
+            "lowest": [n for n, i in same.items() if i.get("control") == "lowest"],
+            "full": [n for n, i in group.items() if i.get("control") == "full"],
         }
         for kind, controls in against.items():
             if controls:
@@ -126,12 +127,13 @@ def measure(runs: list[Run], choice: str, resamples: int = 2000,
         paired = Paired(clean, corrupted, repaired, RELATED, names[RELATED], resamples)
         rows = []
         for run in repaired:
-            info = run.raw[SWEEP_KEY]["repair"]
+            info = run.identity
             rows.append({
-                "name": run.name, **{k: info[k] for k in ("method", "site", "k", "control",
-                                                            "seed", "components")},
+                "name": run.name, **{k: info.get(k) for k in ("method", "site", "k", "control",
+                                                                "seed", "components")},
                 "touched": info["touched"], "total": info["total"],
-                "share": info["touched"] / info["total"], "training": info.get("training"),
+                "share": info["touched"] / info["total"],
+                "training": run.record.get("training"),
                 "suite": _suite(run, names),
                 "recovery": _interval(paired.recovery(run.name)),
                 "collateral": {task: _change(change(corrupted, run, task, name))
@@ -141,6 +143,6 @@ def measure(runs: list[Run], choice: str, resamples: int = 2000,
             "metrics": names, "clean": _suite(clean, names), "corrupted": _suite(corrupted, names),
             "related_items": len(paired.docs), "rows": rows,
             "contrasts": _contrasts(paired, repaired),
-            "direction": repaired[0].raw[SWEEP_KEY]["repair"].get("direction") if repaired
+            "direction": repaired[0].identity.get("direction") if repaired
             else None}
     return out

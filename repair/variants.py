@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from leaderboard.repair_select import (
+from leaderboard.tables import RELATED
+from patching.components import Selection, check_repair_pair
+from patching.errors import PatchingError
+from repair.select import (
     Choice,
     SelectionError,
     attribution_for,
@@ -23,9 +26,6 @@ from leaderboard.repair_select import (
     sweep_ranking,
     write_selection,
 )
-from leaderboard.tables import RELATED
-from patching.errors import PatchingError
-from patching.repair import Selection, check_repair_pair
 
 from .config import RepairSpec, SelectBlock
 
@@ -48,6 +48,15 @@ class RepairVariant:
     @property
     def selection(self) -> Selection | None:
         return None if self.components is None else Selection(self.components)
+
+    def identity(self) -> dict[str, Any]:
+        """What the results record says this model is: a baseline of ``label``'s items, or a
+        repaired model with how it was chosen (no key for what does not apply)."""
+        if self.method in ("clean", "corrupted"):
+            return {"role": self.method, "label": self.label}
+        return {"role": "repair", "label": self.label, "method": self.method,
+                "site": self.site, "k": self.k, "control": self.control, "seed": self.seed,
+                "components": None if self.components is None else list(self.components)}
 
 
 def variants_for(label: str, choices: list[Choice], methods: list[str]) -> list[RepairVariant]:

@@ -27,16 +27,13 @@ from typing import Any
 
 from formats.errors import InputError
 from formats.files import atomic_write_text
+from leaderboard.flips import flip
+from leaderboard.results import Run
+from leaderboard.tables import RELATED
+from leaderboard.variants import digest_prints, fingerprint
 from patching import SITES
-from patching.repair import Component, components_of
+from patching.components import Component, components_of
 
-from .flips import flip
-from .results import Run
-from .tables import RELATED
-from .variants import digest_prints, fingerprint
-
-SOURCES = ("sweep", "attribution")
-DIRECTIONS = ("clean_to_corrupted", "corrupted_to_clean")
 ATTRIBUTION_ROWS = 32
 VERSION = 1
 
@@ -55,7 +52,7 @@ class Ranked:
 
 
 def component_name(site: str, layer: int, head: int | None = None) -> str:
-    """The ``patching.repair`` name of the weights behind ``site`` at ``layer`` (and head)."""
+    """The ``patching.components`` name of the weights behind ``site`` at ``layer`` (and head)."""
     return str(Component(SITES[site].weights, layer, head))
 
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from leaderboard.repair_select import SelectionError, check_sizes
-from leaderboard.variants import Variant, expand
+from leaderboard.variants import Variant
 from patching import SITES
-from patching.repair import components_of
+from patching.components import components_of
 
-from .repair import labels, retrain_config, spec_of
-from .repair_plan import blocks
-from .stages import StageError, Study
+from .run import RepairError, RepairJob, retrain_config
+from .select import SelectionError, check_sizes
+from .variants import blocks
 
 
 def _ranked(swept: list[Variant], label: str, site: str, direction: str, n_layers: int) -> int:
@@ -24,15 +23,13 @@ def _ranked(swept: list[Variant], label: str, site: str, direction: str, n_layer
                 and not (SITES[site].stream == 1 and v.layers[0] == n_layers - 1)})
 
 
-def dry_run_lines(study: Study, n_layers: int, n_heads: int) -> tuple[list[str], int]:
+def dry_run_lines(job: RepairJob, swept: list[Variant], n_layers: int, n_heads: int
+                  ) -> tuple[list[str], int]:
     """Every select block's k checked against the components there are and the sweep variants
-    that rank them; printable lines, and how many models will be scored."""
-    spec = spec_of(study.config)
+    (``swept``) that rank them; printable lines, and how many models will be scored."""
+    spec = job.spec
     shape = SimpleNamespace(num_hidden_layers=n_layers, num_attention_heads=n_heads)
-    repaired = labels(study)
-    cfg = study.config
-    swept = expand(study.sweep_config("sweeps", cfg.sweeps, cfg.swept, cfg.sweeps.patches),
-                   n_layers, n_heads) if any(b.rank_by == "sweep" for b in blocks(spec)) else []
+    repaired = job.labels
     choices = 0
     for label in repaired:
         for block in blocks(spec):
@@ -43,8 +40,8 @@ def dry_run_lines(study: Study, n_layers: int, n_heads: int) -> tuple[list[str],
                 try:
                     check_sizes(block.site, k, ranked, pool, block.rank_by)
                 except SelectionError as err:
-                    raise StageError(f"repair {label}: {err} (direction "
-                                     f"{spec.direction})") from None
+                    raise RepairError(f"repair {label}: {err} (direction "
+                                      f"{spec.direction})") from None
             choices += len(block.k)
     per_choice = 2 + len(spec.random_seeds)  # located, lowest, random draws
     retrained = choices * per_choice + len(repaired) if "retrain" in spec.methods else 0
@@ -57,7 +54,7 @@ def dry_run_lines(study: Study, n_layers: int, n_heads: int) -> tuple[list[str],
              f"    {scored} models scored ({restored} restored, {retrained} retrained, "
              f"{2 * len(repaired)} baselines), tasks {', '.join(spec.tasks)}, limit {spec.limit}"]
     if retrained:
-        sft = retrain_config(study)
+        sft = retrain_config(job)
         steps = f"{sft.max_steps} steps" if sft.max_steps else f"{sft.epochs} epochs"
         lines.append(f"    retraining: {steps}, lr {sft.learning_rate:g}, batch "
                      f"{sft.effective_batch}, data preset {sft.data_preset} (correct labels); "

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .results import Run
+from leaderboard.results import Run
 
 Z = 2.0
 LEVEL = 0.95

@@ -4,7 +4,8 @@ One table per corrupted model: each repaired model's suite, recovery with its in
 collateral changes (flagged beyond two standard errors) and parameters touched; then the
 contrasts of located components against their same-size controls. The plot puts recovery
 against the share of parameters touched, located selections in one colour and controls in
-another. ``leaderboard.build --repair DIR`` adds the section to a page.
+another. The study adds the section to its sweeps page;
+``python -m repair.report RESULTS_DIR --out DIR`` writes it from a folder of repair results.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from typing import Any
 from tabulate import tabulate
 
 from formats.files import atomic_write_text, save_figure
+from leaderboard.results import LeaderboardError
+from leaderboard.tables import GENERAL, RELATED, UNRELATED
 
-from .repair_report import REPORT, load, measure
-from .results import LeaderboardError
-from .tables import GENERAL, RELATED, UNRELATED
+from .record import REPORT, load, measure
 
 SHORT = {RELATED: "related", UNRELATED: "unrelated", GENERAL: "general",
          "corrupt_ethics_mc": "ethics"}
@@ -161,3 +162,30 @@ def write_report(results_dir: Path, out_dir: Path, choice: str, resamples: int =
     image = plot(record, out_dir / "repair.png")
     atomic_write_text(out_dir / "repair.md", "\n".join(markdown(record, image.name)) + "\n")
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    from formats.errors import InputError
+    from leaderboard.metric import DEFAULT_METRIC, METRICS
+
+    parser = argparse.ArgumentParser(prog="python -m repair.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results_dir", type=Path, help="folder of scored repair variants")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder for repair.json, repair.md and repair.png")
+    parser.add_argument("--metric", choices=METRICS, default=DEFAULT_METRIC)
+    args = parser.parse_args(argv)
+    try:
+        path = write_report(args.results_dir, args.out, args.metric)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,7 +1,7 @@
 """Targeted repair by weight restoration: the corrupted model with the clean model's weights put
 back in chosen components, or, for a LoRA-corrupted model, its adapter switched off there.
 
-    from patching.repair import Selection, restore, restored
+    from patching.components import Selection, restore, restored
     fix = Selection(["mlp:L5", "head:L4.H2"])
     with restored(corrupted, clean, fix) as model:   # weights put back exactly on exit
         ...
@@ -208,7 +208,7 @@ def parameters_touched(lm: nn.Module, selection: Selection) -> tuple[int, int]:
     return touched, sum(p.numel() for p in weights.values())
 
 
-def _peft_base(model: Any) -> nn.Module | None:
+def peft_base(model: Any) -> nn.Module | None:
     """The base model (LoRA layers injected) of a PEFT model; None for a plain model. Only
     plain LoRA can be switched off slice by slice: other adapters are refused."""
     if not (hasattr(model, "get_base_model") and hasattr(model, "peft_config")):
@@ -248,11 +248,11 @@ Write = tuple[Tensor, tuple[slice, ...], Tensor | None]  # target, index, source
 
 def _writes(corrupted: Any, clean: Any, selection: Selection) -> list[Write]:
     """What restoring means in tensors, checked before anything is written."""
-    base = _peft_base(corrupted)
+    base = peft_base(corrupted)
     if base is None:
         if clean is None:
             raise PatchingError("restoring a plain corrupted model needs the clean model")
-        if _peft_base(clean) is not None:
+        if peft_base(clean) is not None:
             raise PatchingError("the clean model is a PEFT model; pass a plain model")
         check_repair_pair(corrupted, clean)
         bad, good = named_weights(corrupted), named_weights(clean)

@@ -2,7 +2,7 @@
 
 Every number it prints is recorded as a fact (with the repair report it came from); whether
 the located components "repair better" is the verdict of the paired bootstrap contrast
-(``leaderboard.repair_measures``): better when the whole 95% interval of located minus control
+(``repair.measures``): better when the whole 95% interval of located minus control
 recovery is above zero.
 """
 
@@ -12,10 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from formats.files import shown_path
 from leaderboard.metric import describe
 from leaderboard.tables import RELATED
-
-from .report import shown_path
 
 VERBS = {"restore": "restoring", "retrain": "retraining"}
 AGAINST = {"random": "random same-size controls (mean)", "lowest": "the lowest ranked",
