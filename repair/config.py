@@ -62,7 +62,9 @@ class RepairSpec(EvalSpec):
     (``clean_to_corrupted``) or carry (``corrupted_to_clean``) the corruption.
     ``selection_files``: ``{label: path}`` to use a written selection instead of ranking.
     ``tasks`` are task names (related math among them), scored on items the ranking did not
-    read; ``resamples``: bootstrap resamples of the recovery intervals."""
+    read; ``resamples``: bootstrap resamples of the recovery intervals. ``restore_each``: the
+    restore sweep, every component of these kinds (``block``, ``attn``, ``mlp``, ``head``)
+    restored alone and scored on related math (``[]``: none)."""
 
     tasks: list[str] = field(default_factory=lambda: list(REPAIR_TASKS))
     corrupted: list[str] = field(default_factory=list)
@@ -73,10 +75,18 @@ class RepairSpec(EvalSpec):
     retrain: FinetuneSpec | None = None
     selection_files: dict[str, str] = field(default_factory=dict)
     resamples: int = 2000
+    restore_each: list[str] = field(default_factory=lambda: ["block", "attn", "mlp"])
 
     def __post_init__(self) -> None:
         super().__post_init__()
         build_nested(self, RepairConfigError)  # retrain -> FinetuneSpec
+        from patching.components import HEAD_KIND, LAYER_KINDS
+
+        kinds = (*LAYER_KINDS, HEAD_KIND)
+        if not isinstance(self.restore_each, list) or not set(self.restore_each) <= set(kinds) \
+                or len(set(self.restore_each)) != len(self.restore_each):
+            raise RepairConfigError(f"restore_each={self.restore_each!r}: expected distinct "
+                                    f"component kinds of {', '.join(kinds)} (or [])")
         from harness_ext.paths import TASK_DATA_DIR
 
         if self.direction not in DIRECTIONS:

@@ -46,13 +46,18 @@ def dry_run_lines(job: RepairJob, swept: list[Variant], n_layers: int, n_heads: 
     per_choice = 2 + len(spec.random_seeds)  # located, lowest, random draws
     retrained = choices * per_choice + len(repaired) if "retrain" in spec.methods else 0
     restored = choices * per_choice if "restore" in spec.methods else 0
-    scored = 2 * len(repaired) + restored + retrained
+    alone = len(repaired) * sum(len(components_of(kind, shape)) for kind in spec.restore_each)
+    scored = 2 * len(repaired) + restored + retrained + alone
     lines = [f"repair: {', '.join(repaired)}; selections "
              + ", ".join(f"{b.site} top {b.k} by {b.rank_by}" for b in blocks(spec))
              + f" ({spec.direction}); controls: {len(spec.random_seeds)} random draws, the "
              f"lowest ranked{', retraining every weight' if retrained else ''}",
-             f"    {scored} models scored ({restored} restored, {retrained} retrained, "
-             f"{2 * len(repaired)} baselines), tasks {', '.join(spec.tasks)}, limit {spec.limit}"]
+             f"    {scored} models scored ({restored} restored, {retrained} retrained, {alone} "
+             f"restored alone, {2 * len(repaired)} baselines), tasks {', '.join(spec.tasks)}, "
+             f"limit {spec.limit}"]
+    if alone:
+        lines.append(f"    restore sweep: {alone} models, each {', '.join(spec.restore_each)} "
+                     "component restored alone, scored on related math")
     if retrained:
         sft = retrain_config(job)
         steps = f"{sft.max_steps} steps" if sft.max_steps else f"{sft.epochs} epochs"

@@ -111,8 +111,9 @@ def _contrasts(paired: Paired, repaired: list[Run]) -> list[dict[str, Any]]:
 def measure(runs: list[Run], choice: str, resamples: int = 2000,
             order: list[str] | None = None) -> dict[str, Any]:
     """Per corrupted model (in ``order``, else as found): baselines, one row per repaired
-    model, and the contrasts."""
-    found = list(dict.fromkeys(r.label for r in runs if r.role == "repair"))
+    model, the contrasts, and the restore sweep (``alone``: each component restored by
+    itself, its recovery on the same related-math items)."""
+    found = list(dict.fromkeys(r.label for r in runs if r.role in ("repair", "restore")))
     labels = [label for label in order or found if label in found]
     out: dict[str, Any] = {"metric": choice, "labels": {}}
     for label in labels:
@@ -139,10 +140,14 @@ def measure(runs: list[Run], choice: str, resamples: int = 2000,
                 "collateral": {task: _change(change(corrupted, run, task, name))
                                for task, name in names.items() if task != RELATED},
                 "results_file": str(run.results_file)})
+        alone = [r for r in mine if r.role == "restore"]
+        sweep = Paired(clean, corrupted, alone, RELATED, names[RELATED], resamples)
         out["labels"][label] = {
             "metrics": names, "clean": _suite(clean, names), "corrupted": _suite(corrupted, names),
             "related_items": len(paired.docs), "rows": rows,
             "contrasts": _contrasts(paired, repaired),
-            "direction": repaired[0].identity.get("direction") if repaired
-            else None}
+            "direction": repaired[0].identity.get("direction") if repaired else None,
+            "alone": [{"component": r.identity["component"], "touched": r.identity["touched"],
+                       "total": r.identity["total"], "recovery": _interval(sweep.recovery(r.name)),
+                       "results_file": str(r.results_file)} for r in alone]}
     return out

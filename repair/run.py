@@ -37,6 +37,7 @@ from .config import RepairSpec
 from .select import SelectionError
 from .variants import (
     RepairVariant,
+    alone_variants,
     blocks,
     check_pair,
     check_variants,
@@ -175,10 +176,18 @@ def _skeletons(job: RepairJob, label: str) -> tuple[Any, Any | None]:
     return skeleton(job.clean), None if adapter_base(path) else skeleton(path)
 
 
-Plan = dict[str, tuple[list[RepairVariant], dict[str, list[int]]]]
+@dataclass(frozen=True)
+class LabelPlan:
+    """What one corrupted model's repair scores: the baselines, the repaired models and their
+    controls (``variants``, on every task), the restore sweep (``alone``, on related math),
+    and the doc ids per task (``samples``: those no ranking read)."""
+
+    variants: list[RepairVariant]
+    alone: list[RepairVariant]
+    samples: dict[str, list[int]]
 
 
-def plan(job: RepairJob, models: Models) -> Plan:
+def plan(job: RepairJob, models: Models) -> dict[str, LabelPlan]:
     """Selections, variants and scored items of every label, all checked (pass 1)."""
     from harness_ext.paths import TASKS_DIR
     from leaderboard.results import LeaderboardError, load_runs
@@ -205,7 +214,9 @@ def plan(job: RepairJob, models: Models) -> Plan:
             check_variants(variants, clean.config)
             if "retrain" in spec.methods:
                 retrain_config(job, label, variants[-1])  # checks the config, and the base
-            out[label] = (variants, eval_samples(spec.tasks, used, spec.limit, TASKS_DIR))
+            alone = alone_variants(label, spec.restore_each, clean.config)
+            out[label] = LabelPlan(variants, alone,
+                                   eval_samples(spec.tasks, used, spec.limit, TASKS_DIR))
         except (SelectionError, LeaderboardError) as err:
             raise RepairError(f"repair: {err}") from None
     return out
@@ -226,8 +237,8 @@ def run_repair(job: RepairJob) -> dict[str, Any]:
     plans = plan(job, models)
     started = time.perf_counter()
     scored = 0
-    for label, (variants, samples) in plans.items():
-        scored += _score_label(job, models, label, variants, samples)
+    for label, label_plan in plans.items():
+        scored += _score_label(job, models, label, label_plan)
     report = write_report(job.folder / "results", job.folder, job.metric, job.spec.resamples,
                           job.labels)
     return {"results": str(job.folder / "results"), "report": str(report), "scored": scored,
@@ -235,26 +246,31 @@ def run_repair(job: RepairJob) -> dict[str, Any]:
             "selections": sorted(str(p) for p in job.folder.glob("selection-*.json"))}
 
 
-def settings(job: RepairJob) -> Any:
-    """How every repaired model is scored (the runner's settings)."""
+def settings(job: RepairJob, tasks: list[str] | None = None) -> Any:
+    """How every repaired model is scored (the runner's settings); ``tasks``: fewer tasks."""
     from harness_ext.paths import TASKS_DIR
     from leaderboard.runner import EvalSettings
 
     spec = job.spec
-    return EvalSettings(list(spec.tasks), Path(TASKS_DIR), spec.batch_size, spec.limit,
+    return EvalSettings(list(tasks or spec.tasks), Path(TASKS_DIR), spec.batch_size, spec.limit,
                         spec.gen_kwargs, spec.bootstrap_iters)
 
 
-def _score_label(job: RepairJob, models: Models, label: str, variants: list[RepairVariant],
-                 samples: dict[str, list[int]]) -> int:
-    """Score one label's models (pass 2) with the one runner; returns how many ran now."""
-    from leaderboard.runner import run_jobs
+def _score_label(job: RepairJob, models: Models, label: str, todo: LabelPlan) -> int:
+    """Score one label's models (pass 2) with the one runner: the repaired models on every
+    task, then the restore sweep on related math; returns how many ran now."""
+    from leaderboard.runner import Outcome, run_jobs
+    from leaderboard.tables import RELATED
 
     pair = _pair(job, label)
     prints = {"clean": pair["clean"]["print"], "corrupted": pair["corrupted"]["print"]}
-    jobs = [_job(job, models, v, pair, _variant_hash(job, v, samples, prints), samples)
-            for v in variants]
-    outcome = run_jobs(jobs, settings(job), job.folder / "results", f"repair {label}")
+    related = {RELATED: todo.samples[RELATED]}
+    outcome = Outcome()
+    for variants, samples, tasks, what in ((todo.variants, todo.samples, None, "repair"),
+                                           (todo.alone, related, [RELATED], "restore sweep")):
+        jobs = [_job(job, models, v, pair, _variant_hash(job, v, samples, prints), samples)
+                for v in variants]
+        run_jobs(jobs, settings(job, tasks), job.folder / "results", f"{what} {label}", outcome)
     if outcome.failed:
         name, why = next(iter(outcome.failed.items()))
         raise RepairError(f"repair: {len(outcome.failed)} model(s) failed, e.g. {name}: {why}")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from leaderboard.tables import RELATED
-from patching.components import Selection, check_repair_pair
+from patching.components import Selection, check_repair_pair, components_of
 from patching.errors import PatchingError
 from repair.select import (
     Choice,
@@ -30,6 +30,7 @@ from repair.select import (
 from .config import RepairSpec, SelectBlock
 
 LOCATED, RANDOM, LOWEST, FULL = "located", "random", "lowest", "full"
+ALONE = "alone"  # the restore sweep: one component restored by itself
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class RepairVariant:
     method: str  # clean | corrupted | restore | retrain
     site: str | None = None
     k: int | None = None
-    control: str | None = None  # located | random | lowest | full
+    control: str | None = None  # located | random | lowest | full | alone
     seed: int | None = None
     components: tuple[str, ...] | None = None  # None with retrain: every weight
 
@@ -54,6 +55,9 @@ class RepairVariant:
         repaired model with how it was chosen (no key for what does not apply)."""
         if self.method in ("clean", "corrupted"):
             return {"role": self.method, "label": self.label}
+        if self.control == ALONE:
+            return {"role": "restore", "label": self.label,
+                    "component": self.components[0]}  # type: ignore[index]
         return {"role": "repair", "label": self.label, "method": self.method,
                 "site": self.site, "k": self.k, "control": self.control, "seed": self.seed,
                 "components": None if self.components is None else list(self.components)}
@@ -76,6 +80,13 @@ def variants_for(label: str, choices: list[Choice], methods: list[str]) -> list[
         if method == "retrain":
             out.append(RepairVariant(f"{label}-retrain-{FULL}", label, method, control=FULL))
     return out
+
+
+def alone_variants(label: str, kinds: list[str], config: Any) -> list[RepairVariant]:
+    """The restore sweep: every component of these kinds restored by itself."""
+    return [RepairVariant(f"{label}-alone-{str(c).replace(':', '').replace('.', '')}", label,
+                          "restore", control=ALONE, components=(str(c),))
+            for kind in kinds for c in components_of(kind, config)]
 
 
 def blocks(spec: RepairSpec) -> list[SelectBlock]:

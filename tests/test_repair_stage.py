@@ -91,12 +91,12 @@ def test_repair_stage_end_to_end(tmp_path: Path, models) -> None:
                       retrain={"config": "configs/finetune/tiny-repair.yaml",
                                "overrides": {"max_steps": 1, "per_device_batch_size": 4,
                                              "eval_batch_size": 64}},
-                      limit=3)
+                      limit=3, restore_each=["block"])
     folder = study.folder("repair")
     folder.mkdir(parents=True)
     record = run_repair(repair_job(study, folder))
-    # clean, corrupted, (located, random, lowest) x 2 methods, full retrain
-    assert record["scored"] == 9
+    # clean, corrupted, (located, random, lowest) x 2 methods, full retrain; 6 blocks alone
+    assert record["scored"] == 9 + 6
     report = json.loads((folder / "repair.json").read_text())["labels"]["over"]
     runs = {run.name: run for run in load(folder / "results")}
     clean, bad = runs["clean-over"], runs["corrupted-over"]
@@ -112,6 +112,15 @@ def test_repair_stage_end_to_end(tmp_path: Path, models) -> None:
         assert row["touched"] <= row["total"] and (row["control"] == "full") == (
             row["touched"] == row["total"])
     assert {r["control"] for r in report["rows"]} == {"located", "random", "lowest", "full"}
+    assert [a["component"] for a in report["alone"]] == [f"block:L{i}" for i in range(6)]
+    for item in report["alone"]:  # the restore sweep: the same formula, related math only
+        run = runs[f"over-alone-{item['component'].replace(':', '')}"]
+        assert list(run.output_types) == [RELATED]
+        docs, values = common_items([clean, bad, run], RELATED, "exact_match")
+        gap = values[0].mean() - values[1].mean()
+        expected = None if gap == 0 else (values[2].mean() - values[1].mean()) / gap
+        assert item["recovery"]["value"] == (pytest.approx(expected) if expected is not None
+                                             else None)
     assert (folder / "repair.png").is_file() and "| restore " in (folder / "repair.md").read_text()
     assert run_repair(repair_job(study, folder))["scored"] == 0
 
@@ -141,8 +150,10 @@ def test_qwen3_4b_dry_run_plans_the_repair(tmp_path: Path) -> None:
     config = StudyConfig.from_yaml(REPO / "configs" / "study" / "qwen3-4b.yaml")
     config.work_dir = str(tmp_path / "work")
     lines = "\n".join(dry_run(Study(config)))
-    # per model: 7 choices x (located, 3 random, lowest) x 2 methods + full retrain + 2 baselines
-    assert "146 models scored (70 restored, 72 retrained, 4 baselines)" in lines
+    # per model (exp1, exp3 x 3 seeds): 7 choices x (located, 3 random, lowest) x 2 methods +
+    # full retrain + 36 blocks alone + 2 baselines
+    assert ("654 models scored (210 restored, 216 retrained, 216 restored alone, 12 baselines)"
+            in lines)
     assert "retraining: 250 steps" in lines and "-> repair -> page" in lines
     config.repair.select = [{"site": "mlp", "k": [40]}]  # type: ignore[union-attr]
     with pytest.raises(PlanError, match="k=40 is larger than the 36 components the sweep ranked"):
