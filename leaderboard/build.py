@@ -16,6 +16,7 @@ import argparse
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from . import attribution_section, judged, tables
 from .agreement import agreement
 from .config import SweepConfig
 from .metric import DEFAULT_METRIC, METRICS, unchosen
-from .plots import Panel, save_heatmaps
+from .plots import Panel, save_heatmaps, shared_scales
 from .results import LeaderboardError, Run, load_runs
 
 CONSTRUCTION_NOTE = (
@@ -142,10 +143,21 @@ def _git_hash() -> str:
     return out.stdout.strip() or "unknown"
 
 
+@dataclass
+class Figure:
+    """One heatmap PNG before it is drawn (its panels' colour scales are set across figures)."""
+
+    caption: str
+    title: str
+    path: Path
+    panels: list[Panel]
+
+
 def heatmaps(runs: list[Run], label: str, plot_dir: Path,
-             metric: str = DEFAULT_METRIC) -> list[tuple[str, Path]]:
-    """Layer x site (and layer x head) PNGs per task, one panel per metric (the correctness
-    metric ``metric`` does not read left off) plus agreement."""
+             metric: str = DEFAULT_METRIC) -> list[Figure]:
+    """Layer x site (and layer x head) figures per task, one panel per metric (the correctness
+    metric ``metric`` does not read left off) plus agreement; the last layer's residual
+    stream is marked: it copies the donor by construction."""
     clean, corrupted = tables.baselines(runs, label)
     groups: dict[tuple[str, str, bool], list[Run]] = {}
     for run in tables.section(runs, label):
@@ -164,28 +176,41 @@ def heatmaps(runs: list[Run], label: str, plot_dir: Path,
                 rows = sorted({r.site or "" for r in have}, key=tables.SITE_ORDER.get)
                 cols = sorted({r.layers[0] for r in have})
                 cell = {r: (r.site or "", r.layers[0]) for r in have}
+            marks = {cell[r]: "by construction" for r in cell if r.by_construction}
             axes = ("head", "layer") if by_head else ("layer", "site")
             metrics = list(dict.fromkeys(m for r in have for m in r.metrics[task]))
             metrics = [m for m in metrics if m not in unchosen(metric, task, metrics)]
             panels = [Panel(m, rows, cols, {cell[r]: r.metrics[task].get(m, (None,))[0]
-                                            for r in cell}, *axes) for m in metrics]
+                                            for r in cell}, *axes, marks=marks)
+                      for m in metrics]
             for name, other in (("corrupted", corrupted), ("clean", clean)):
                 if other is not None:
                     values = {cell[r]: a.integer for r in cell
                               if (a := agreement(r, other, [task], metric)) is not None}
                     panels.append(Panel(f"final-integer agreement with {name}", rows, cols,
-                                        values, *axes))
+                                        values, *axes, marks=marks))
             kind = "head" if by_head else "site"
-            path = plot_dir / f"{kind}-{label}-{direction}-{positions}-{task}.png"
-            save_heatmaps(panels, f"{label}: {task} ({direction}, positions={positions})", path)
-            out.append((f"{task}, layer x {kind}, {direction}, positions={positions}", path))
+            out.append(Figure(f"{task}, layer x {kind}, {direction}, positions={positions}",
+                              f"{label}: {task} ({direction}, positions={positions})",
+                              plot_dir / f"{kind}-{label}-{direction}-{positions}-{task}.png",
+                              panels))
     return out
+
+
+def draw_all(figures: list[Figure]) -> None:
+    """Save every figure, the panels of one metric on one colour scale across all of them."""
+    shared_scales([panel for figure in figures for panel in figure.panels])
+    for figure in figures:
+        save_heatmaps(figure.panels, figure.title, figure.path)
 
 
 def render(runs: list[Run], summaries: list[tuple[str, Path]], page: Path,
            metric: str = DEFAULT_METRIC) -> str:
     """The whole page as one string; PNGs go to ``<page stem>_plots/`` next to the page."""
     labels = list(dict.fromkeys(r.label for r in runs if r.label))
+    plot_dir = page.parent / f"{page.stem}_plots"
+    figures = {label: heatmaps(runs, label, plot_dir, metric) for label in labels}
+    draw_all([f for group in figures.values() for f in group])
     parts = ["# Reasoning corruption leaderboard", "", *provenance(runs, summaries),
              f"- Metric: `{metric}` (the sweep config's `metric` key: which correctness metric "
              "and final-integer reading the tables and heatmaps use)", ""]
@@ -208,11 +233,11 @@ def render(runs: list[Run], summaries: list[tuple[str, Path]], page: Path,
                   f"{tables.THRESHOLD:.0%} of items.", ""]
         where = tables.where_rows(runs, label, metric)
         parts += [_md(*where) if where[1] else "(no one-layer patch variants in this folder)", ""]
-        plot_dir = page.parent / f"{page.stem}_plots"
-        plots = heatmaps(runs, label, plot_dir, metric)
+        plots = figures[label]
         if plots:
             parts += ["### Heatmaps", ""]
-            parts += [f"![{cap}]({p.relative_to(page.parent).as_posix()})" for cap, p in plots]
+            parts += [f"![{f.caption}]({f.path.relative_to(page.parent).as_posix()})"
+                      for f in plots]
             parts += [""]
         parts += ["### All metrics by task", ""]
         for task in tables.tasks_of(tables.section(runs, label)):

@@ -54,6 +54,21 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def load_unmerged(path: str, device: torch.device, dtype: str = "auto") -> Any:
+    """A full model, or for an adapter dir the PEFT model over a fresh copy of its base, left
+    unmerged: restoring switches the adapter off per component, and the weight change of a
+    LoRA fine-tune is its own update, B A."""
+    base = adapter_base(path)
+    if not base:
+        return load_model(path, device, dtype)
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(load_model(base, device, dtype), path).eval()
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"{path}: cannot load ({str(err).splitlines()[0]})") from None
+
+
 def load_model(path: str, device: torch.device, dtype: str = "auto") -> PreTrainedModel:
     """A full model dir, or an adapter dir merged into a fresh copy of its base, loaded as
     ``lm_eval --model hf`` would load it (so a variant scores as its CLI twin)."""

@@ -139,19 +139,11 @@ class Models:
         """A full model, or for a LoRA fine-tune the PEFT model over a copy of the base (the
         adapter is switched off per component, so it must stay an adapter)."""
         if self._corrupted is None or self._corrupted[0] != label:
-            from leaderboard.loading import adapter_base, load_model
+            from leaderboard.loading import load_unmerged
 
-            path = self.job.corrupted[label]
             self._corrupted = None
-            base = adapter_base(path)
-            if base:
-                from peft import PeftModel
-
-                model = PeftModel.from_pretrained(load_model(base, self.device, self.dtype),
-                                                  path).eval()
-            else:
-                model = load_model(path, self.device, self.dtype)
-            self._corrupted = (label, model)
+            self._corrupted = (label, load_unmerged(self.job.corrupted[label], self.device,
+                                                    self.dtype))
         return self._corrupted[1]
 
 

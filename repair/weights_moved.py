@@ -21,6 +21,7 @@ from patching.components import (
     Component,
     check_repair_pair,
     component_slices,
+    components_of,
     named_weights,
     peft_base,
 )
@@ -71,4 +72,22 @@ def relative_change(clean: nn.Module | None, corrupted: Any, components: Iterabl
                 moved += float(delta.square().sum())
                 size += float(weight.square().sum())
             out[name] = math.sqrt(moved / size) if size else 0.0
+    return out
+
+
+def weights_record(clean_path: str, corrupted: dict[str, str], kinds: Iterable[str],
+                   device: str = "cpu", dtype: str = "auto") -> dict[str, Any]:
+    """``{"kinds", "labels": {label: {component: change}}}`` for every component of these
+    kinds in each corrupted model (a LoRA adapter left unmerged, so its change is B A)."""
+    from leaderboard.loading import load_model, load_unmerged, resolve_device
+
+    where = resolve_device(device)
+    clean = load_model(clean_path, where, dtype)
+    names = [str(c) for kind in kinds for c in components_of(kind, clean.config)]
+    out: dict[str, Any] = {"kinds": list(kinds), "labels": {}}
+    for label, path in corrupted.items():
+        model = load_unmerged(path, where, dtype)
+        plain = peft_base(model) is None
+        out["labels"][label] = relative_change(clean if plain else None, model, names)
+        del model
     return out

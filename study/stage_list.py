@@ -21,8 +21,10 @@ from .stages import (
     run_page,
     run_summary,
     run_sweeps,
+    run_weights,
     summary_inputs,
     sweeps_inputs,
+    weights_inputs,
 )
 
 
@@ -48,6 +50,8 @@ def stage_list(config: StudyConfig) -> list[Stage]:
         Stage("base", "clean base model", (), base_inputs, run_base,
               forced=lambda study: study.retrain and study.config.base.random_init is None),
         *tunes,
+        Stage("weights", "where each fine-tune moved the weights, per component",
+              ("base", *tune_names), weights_inputs, run_weights),
         Stage("baselines", "clean and corrupted models on the baseline tasks",
               ("base", *tune_names), baselines_inputs, run_baselines),
         Stage("sweeps", "CMAP sweeps over sites, layers and heads", ("base", *swept),
@@ -57,6 +61,6 @@ def stage_list(config: StudyConfig) -> list[Stage]:
         Stage("page", "leaderboard pages and heatmaps",
               (*tune_names, "baselines", "sweeps", *(s.name for s in judge), *after_sweeps),
               page_inputs, run_page),
-        Stage("summary", "summary paragraph from the measured numbers",
-              ("baselines", "sweeps", *after_sweeps), summary_inputs, run_summary),
+        Stage("summary", "summary from the measured numbers",
+              ("weights", "baselines", "sweeps", *after_sweeps), summary_inputs, run_summary),
     ]

@@ -186,6 +186,28 @@ def finetune_stage(label: str) -> Stage:
                  inputs, run)
 
 
+WEIGHT_KINDS = ("block", "attn", "mlp", "head")
+
+
+def weights_inputs(study: Study) -> dict[str, Any]:
+    return {"kinds": list(WEIGHT_KINDS), "models": list(study.config.models),
+            "code": code_print("repair/weights_moved.py", "patching", "leaderboard/loading.py")}
+
+
+def run_weights(study: Study, folder: Path) -> dict[str, Any]:
+    """Where each fine-tune moved the weights: ‖ΔW‖ / ‖W_clean‖ per component
+    (``repair.weights_moved``), into ``weights.json``."""
+    from formats.files import atomic_write_text
+    from repair.weights_moved import weights_record
+
+    record = weights_record(study.base_model(), {label: study.corrupted_model(label)
+                                                 for label in study.config.models},
+                            WEIGHT_KINDS)
+    path = folder / "weights.json"
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+    return {"weights": str(path), "models": len(record["labels"])}
+
+
 def _eval_inputs(study: Study, name: str, packages: tuple[str, ...]) -> dict[str, Any]:
     from harness_ext.paths import TASKS_DIR
 

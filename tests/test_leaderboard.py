@@ -165,9 +165,24 @@ def test_where_by_construction_and_heatmaps(tmp_path: Path) -> None:
                                       for t in sorted([R, U, G])]
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
     assert "](LB_plots/site-over-corrupted_to_clean-newest-corrupt_related.png)" in text
+    figure = next(f for f in build.heatmaps(runs, "over", tmp_path) if f.path.name == pngs[0].name)
+    assert all(p.marks == {("resid", 2): "by construction"} for p in figure.panels)
 
 
-def test_metric_choice_routes_tables_and_heatmaps(tmp_path: Path, monkeypatch) -> None:
+def test_panels_of_one_metric_share_a_scale_and_constant_panels_are_named() -> None:
+    from leaderboard.plots import Panel, shared_scales, value_range
+
+    words = [Panel("reply_words", ["resid"], [0, 1], {("resid", 0): 1.0, ("resid", 1): 1.03}),
+             Panel("reply_words", ["resid"], [0, 1], {("resid", 0): 2.5, ("resid", 1): None})]
+    rates = [Panel("exact_match", ["resid"], [0, 1], {("resid", 0): 0.2, ("resid", 1): 0.3}),
+             Panel("integer_only", ["resid"], [0, 1], {("resid", 0): 1.0, ("resid", 1): 1.0})]
+    shared_scales([*words, *rates])
+    assert [p.scale for p in words] == [(0.0, 2.5)] * 2  # not 1.00-1.03 for the first figure
+    assert rates[0].scale == (0.0, 1.0) and value_range([-2.0, 3.0]) == (-2.0, 3.0)
+    assert [p.constant for p in (*words, *rates)] == [None, None, None, 1.0]  # one cell: no
+
+
+def test_metric_choice_routes_tables_and_heatmaps(tmp_path: Path) -> None:
     runs = chat_runs()
     headers = {m: tables.table2(runs, "over", m)[0] for m in METRICS}
     assert f"{tables.RELATED} exact_match" in headers["strict"]
@@ -184,13 +199,9 @@ def test_metric_choice_routes_tables_and_heatmaps(tmp_path: Path, monkeypatch) -
     assert where["answer_match"]["unrelated math changes at"] == "none"
     assert where["answer_match"]["general changes at"] == "none"
 
-    shown: list[list[str]] = []
-    monkeypatch.setattr(build, "save_heatmaps",
-                        lambda panels, title, path: shown.append([p.title for p in panels]))
     for metric in METRICS:
-        shown.clear()
-        build.heatmaps(runs, "over", tmp_path, metric)
-        titles = {t for panel in shown for t in panel}
+        titles = {p.title for f in build.heatmaps(runs, "over", tmp_path, metric)
+                  for p in f.panels}
         assert ("answer_match" in titles) == (metric == "answer_match")
         assert ("exact_match" in titles) == (metric == "strict")
         assert "reply_words" in titles and "final-integer agreement with clean" in titles
