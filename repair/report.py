@@ -1,11 +1,12 @@
-"""The repair tables and plot, rendered from ``repair.json`` (``repair_report``).
+"""The repair tables and plot, rendered from ``repair.json`` (``repair.record``).
 
 One table per corrupted model: each repaired model's suite, recovery with its interval,
 collateral changes (flagged beyond two standard errors) and parameters touched; then the
-contrasts of located components against their same-size controls. The plot puts recovery
-against the share of parameters touched, located selections in one colour and controls in
-another. The study adds the section to its sweeps page;
-``python -m repair.report RESULTS_DIR --out DIR`` writes it from a folder of repair results.
+contrasts of located components against their same-size controls. The plot is a forest plot:
+one row per repair (method, selection and share of parameters touched), recovery with its
+interval, the located components and each control in their own colours. The study adds the
+section to its sweeps page; ``python -m repair.report RESULTS_DIR --out DIR`` writes it from a
+folder of repair results.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from .record import REPORT, load, measure
 SHORT = {RELATED: "related", UNRELATED: "unrelated", GENERAL: "general",
          "corrupt_ethics_mc": "ethics"}
 MARKERS = {"restore": "o", "retrain": "^"}
-SPREAD = {"restore": 0.94, "retrain": 1.06}  # one share's points, restore left, retrain right
 COLOURS = {"located": "tab:blue", "random": "tab:orange", "lowest": "tab:red",
            "full": "tab:gray"}
 
@@ -105,39 +105,55 @@ def markdown(record: dict[str, Any], image: str | None) -> list[str]:
 
 
 def plot(record: dict[str, Any], path: Path) -> Path:
-    """Recovery against the share of parameters touched, one panel per corrupted model."""
+    """A forest plot per corrupted model: one row per repair (method and selection, with the
+    share of parameters it touches), recovery with its 95% interval, the located components
+    and each control side by side in the row; labels are the rows' names, so none overlap."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     labels = list(record["labels"])
-    fig, axes = plt.subplots(1, len(labels), figsize=(5.5 * len(labels), 4.2), squeeze=False)
+    groups = {label: _forest_rows(record["labels"][label]["rows"]) for label in labels}
+    height = max(len(g) for g in groups.values()) * 0.42 + 1.6
+    fig, axes = plt.subplots(1, len(labels), figsize=(6.2 * len(labels), height), squeeze=False)
+    offsets = {c: (i - (len(COLOURS) - 1) / 2) * 0.16 for i, c in enumerate(COLOURS)}
     for ax, label in zip(axes[0], labels, strict=True):
-        for r in record["labels"][label]["rows"]:
-            rec = r["recovery"]
-            if rec["value"] is None:
-                continue
-            err = [[rec["value"] - rec["low"]], [rec["high"] - rec["value"]]]
-            x = r["share"] * SPREAD[r["method"]]
-            ax.errorbar(x, rec["value"], yerr=err, fmt=MARKERS[r["method"]],
-                        color=COLOURS[r["control"]], alpha=0.85, capsize=2, markersize=6)
-            if r["control"] == "located":
-                ax.annotate(f"{r['site']} top {r['k']}", (x, rec["value"]),
-                            fontsize=7, xytext=(4, 3), textcoords="offset points")
-        ax.axhline(0, color="k", lw=0.6)
-        ax.axhline(1, color="k", lw=0.6, ls="--")
-        ax.set(xscale="log", xlabel="share of parameters touched (restore drawn left, "
-               "retrain right)", ylabel="recovery (95% CI)", title=f"{label}")
+        names = list(groups[label])
+        for y, name in enumerate(names):
+            for r in groups[label][name]:
+                rec = r["recovery"]
+                if rec["value"] is None:
+                    continue
+                err = [[rec["value"] - rec["low"]], [rec["high"] - rec["value"]]]
+                ax.errorbar(rec["value"], y + offsets[r["control"]], xerr=err,
+                            fmt=MARKERS[r["method"]], color=COLOURS[r["control"]], alpha=0.85,
+                            capsize=2, markersize=5)
+        ax.axvline(0, color="k", lw=0.6)
+        ax.axvline(1, color="k", lw=0.6, ls="--")
+        ax.set_yticks(range(len(names)), names, fontsize=8)
+        ax.set_ylim(len(names) - 0.5, -0.5)
+        ax.set(xlabel="recovery of related math (95% CI); 0 corrupted, 1 clean", title=label)
     handles = [plt.Line2D([], [], color=c, marker="s", ls="", label=k) for k, c in COLOURS.items()]
     handles += [plt.Line2D([], [], color="k", marker=m, ls="", label=k)
                 for k, m in MARKERS.items()]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.tight_layout(rect=(0, 0.6 / height, 1, 1))
     try:
         return save_figure(fig, path, dpi=100)
     finally:
         plt.close(fig)
+
+
+def _forest_rows(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Row name (``restore resid top 1 (15.3%)``, ``retrain every weight (100%)``) -> the
+    repairs drawn in that row, in method then selection order."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in sorted(rows, key=lambda r: (r["method"], r["site"] is None, r["site"] or "",
+                                         r["k"] or 0)):
+        what = "every weight" if r["site"] is None else f"{r['site']} top {r['k']}"
+        out.setdefault(f"{r['method']} {what} ({100 * r['share']:.1f}%)", []).append(r)
+    return out
 
 
 def section(repair_dir: Path, page: Path) -> list[str]:
