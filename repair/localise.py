@@ -10,8 +10,8 @@ its MLP path) every layer gets three scores:
 - ``weights``: ‖ΔW‖ / ‖W_clean‖ (``repair.weights_moved``);
 - ``restore``: the recovery of restoring it alone (the restore sweep).
 
-The last block is left out of the block comparison: patching its residual stream copies the
-donor's next token by construction, so it ranks first whatever the corruption is. Spearman's ρ
+Patching scores no last block: patching its residual stream copies the donor's next token by
+construction, so it would rank first whatever the corruption is. Spearman's ρ
 between each pair of methods, over the layers both score, says whether they agree; with few
 layers ρ is coarse, and the report gives it per seed and across seeds.
 """
@@ -27,6 +27,8 @@ from patching.components import Component
 SITE_OF = {"block": "resid", "attn": "attn", "mlp": "mlp"}  # weights kind -> its patch site
 METHODS = ("patching", "weights", "restore")
 PAIRS = (("patching", "weights"), ("patching", "restore"), ("weights", "restore"))
+WHO = {"patching": "activation patching", "weights": "the weight change",
+       "restore": "restoring"}
 SAYS = {"patching": "activation patching flips related math most",
         "weights": "the weights moved most", "restore": "restoring the clean weights helps most"}
 
@@ -63,10 +65,11 @@ def localise(kind: str, n_layers: int, patching: Mapping[str, float],
     (``block:L3`` -> value); a component a method did not score is None."""
     if kind not in SITE_OF:
         raise ValueError(f"kind {kind!r}: expected one of {', '.join(SITE_OF)}")
-    last = n_layers - 1 if kind == "block" else n_layers  # resid at the last layer: by construction
-    layers = tuple(range(last))
+    layers = tuple(range(n_layers))
     names = [str(Component(kind, layer)) for layer in layers]
-    sources = {"patching": patching, "weights": weights, "restore": restore}
+    last = f"block:L{n_layers - 1}"  # its resid patch flips by construction: not patching's
+    sources = {"patching": {k: v for k, v in patching.items() if k != last},
+               "weights": weights, "restore": restore}
     return Localisation(kind, layers, {m: tuple(sources[m].get(n) for n in names)
                                        for m in METHODS})
 
@@ -95,5 +98,6 @@ def agreement_sentence(tops: Mapping[str, int | None], n_layers: int, kind: str)
     parts = [" and ".join(SAYS[m] for m in methods) + f" at L{layer} ({position(layer, n_layers)})"
              for layer, methods in groups.items()]
     missing = [m for m in METHODS if m not in found]
-    tail = "; " + " and ".join(f"{m} singles out no layer" for m in missing) if missing else ""
+    tail = "; " + " and ".join(WHO[m] for m in missing) + (
+        " single out no layer" if len(missing) > 1 else " singles out no layer") if missing else ""
     return f"Among {what}, " + ", while ".join(parts) + tail + "."

@@ -49,13 +49,6 @@ def stage_table(results: list[StageResult]) -> dict:
             "rows": rows}
 
 
-def heatmaps(study: Study) -> list[Path]:
-    """Layer x site heatmaps of related math, patching each swept model into the clean one."""
-    plots = study.folder("page") / "sweeps_plots"
-    return [p for label in study.config.swept
-            for p in sorted(plots.glob(f"site-{label}-corrupted_to_clean-*-corrupt_related.png"))]
-
-
 def repair_lines(study: Study) -> list[str]:
     """The repair stage's tables (markdown lines), when the study repairs."""
     if study.config.repair is None:
@@ -91,11 +84,21 @@ def _which_ran(results: list[StageResult]) -> str:
     return "" if len(ran) == len(results) else f", running {', '.join(ran)} (the rest cached)"
 
 
+def findings_images(study: Study) -> list[Path]:
+    """The findings' figures (the summary stage's): mean heatmaps and the localisations."""
+    folder = study.folder("summary")
+    record = json.loads((folder / "findings.json").read_text())
+    return [folder / name for name in record["figures"]]
+
+
 def render(study: Study, results: list[StageResult], config_path: str,
-           started_at: float | None, cot: list[str] = ()) -> tuple[str, str]:
-    """(REPORT.md, the README block body); image links relative to the report folder; ``cot``:
-    the chain-of-thought section's lines."""
+           started_at: float | None, cot: list[str] = ()) -> tuple[str, str, str]:
+    """(REPORT.md, DETAILS.md, the README block body); image links relative to the report
+    folder; ``cot``: the chain-of-thought section's lines. The report is read in a minute: a
+    compact table per corrupted model and at most five findings, then the figures; the prose
+    per model and the per-model repair tables are the appendix, DETAILS.md."""
     summary = json.loads((study.folder("summary") / "summary.json").read_text())
+    findings = json.loads((study.folder("summary") / "findings.json").read_text())
     total = sum(r.record.get("seconds", r.seconds) for r in results)
     peak = max(r.record.get("peak_rss_bytes", r.peak_bytes) for r in results)
     now = time.time()
@@ -103,22 +106,36 @@ def render(study: Study, results: list[StageResult], config_path: str,
               f"{peak / 2**30:.2f} GiB (largest resident set of any stage, process and children)."
               + (f" This `make demo` took {fmt_seconds(now - started_at)} from its start, set-up "
                  f"included{_which_ran(results)}." if started_at else ""))
-    images = [f"![{p.stem}]({p.name})" for p in heatmaps(study)]
-    key = _md(summary["key_table"])
+    where = [f"![{name}]({name})" for name in findings["figures"] if name.startswith("where-")]
+    localised = [f"![{name}]({name})" for name in findings["figures"]
+                 if name == "localisations.png"]
+    header = [f"`python -m study --config {config_path}` at git {_git()}, "
+              f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(now))}.", ""]
     report = "\n".join([
-        f"# Study report: {study.config.name}", "",
-        f"`python -m study --config {config_path}` at git {_git()}, "
-        f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(now))}.", "",
-        "## Summary", "", summary["paragraph"], "",
-        "## Baselines (metric ± standard error, lm-eval)", "", key, "",
-        "## Where patching flips related math", "", *images, "",
+        f"# Study report: {study.config.name}", "", *header,
+        *findings["summary"],
+        "The prose per model, its key table and the per-model repair tables are in "
+        "[DETAILS.md](DETAILS.md).", "",
+        "## Where patching flips related math", "",
+        "Flip rate: of the related-math items where the clean and corrupted models' answers "
+        "differ, the share the patched clean model answers as the corrupted one; the mean over "
+        "seeds first, each seed below it.", "", *where, "",
+        *(["## Three localisations", "", *localised, ""] if localised else []),
+        *findings["detail"],
         *cot,
-        *repair_lines(study),
+        *(["## Repair", "", "![recovery of related math per repair](repair.png)", "",
+           "Per-model tables in [DETAILS.md](DETAILS.md#repair-the-located-components-against-"
+           "same-size-controls).", ""] if study.config.repair else []),
         f"The full leaderboard pages (every variant and heatmap, example replies) are "
         f"`baselines.md` and `sweeps.md` in `{shown_path(study.work / 'report')}`.", "",
         "## Stages", "", _md(stage_table(results)), "", timing, ""])
-    block = [key, "", *images, "", summary["paragraph"], "", timing]
-    return report, "\n".join(block)
+    details = "\n".join([
+        f"# Study details: {study.config.name}", "", *header,
+        "## Per model", "", summary["paragraph"], "",
+        "## Baselines per model (metric ± standard error, lm-eval)", "",
+        _md(summary["key_table"]), "", *repair_lines(study)])
+    block = [*findings["summary"][2:], *where, "", timing]
+    return report, details, "\n".join(block)
 
 
 def _swap_in(src: Path, dst: Path) -> None:
@@ -160,13 +177,16 @@ def publish(study: Study, results: list[StageResult], config_path: str,
     shown = [folder / "REPORT.md", folder / "summary.json", folder / TIMINGS]
     for extra in (study.folder("summary") / "summary.json", study.work / TIMINGS):
         shutil.copy2(extra, folder / extra.name)
-    for image in [*heatmaps(study), *repair_images(study)]:
+    for image in [*findings_images(study), *repair_images(study)]:
         shutil.copy2(image, folder / image.name)
         shown.append(folder / image.name)
     cot, cot_images = cot_section(study, folder)
     shown += [*cot_images, *([folder / "cot.json"] if cot else [])]
-    report, block = render(study, results, config_path, started_at, cot)
+    report, details, block = render(study, results, config_path, started_at, cot)
     atomic_write_text(folder / "REPORT.md", report)
+    atomic_write_text(folder / "DETAILS.md", details)
+    shutil.copy2(study.folder("summary") / "findings.json", folder / "findings.json")
+    shown += [folder / "DETAILS.md", folder / "findings.json"]
     spec = study.config.report
     if spec.publish_dir and all(r.cached for r in results) \
             and (Path(spec.publish_dir) / "REPORT.md").is_file():
@@ -183,7 +203,7 @@ def publish(study: Study, results: list[StageResult], config_path: str,
     if spec.readme:
         rel = os.path.relpath(Path(spec.publish_dir or folder).resolve(),
                               Path(spec.readme).resolve().parent)
-        for image in heatmaps(study):
+        for image in findings_images(study):
             block = block.replace(f"]({image.name})", f"]({rel}/{image.name})")
         rewrite_readme(Path(spec.readme), block + f"\n\nFull report: [{rel}/REPORT.md]"
                        f"({rel}/REPORT.md).", f"python -m study --config {config_path}")

@@ -330,15 +330,19 @@ def run_page(study: Study, folder: Path) -> dict[str, Any]:
 
 
 def summary_inputs(study: Study) -> dict[str, Any]:
-    return {"labels": list(study.config.models), "metric": study.config.metric,
-            "code": code_print("study/summary.py", "study/repair_summary.py", "leaderboard",
-                               "harness_ext")}
+    return {"labels": list(study.config.models), "conditions": study.config.conditions,
+            "metric": study.config.metric,
+            "code": code_print("study/summary.py", "study/findings.py", "study/findings_plots.py",
+                               "repair", "leaderboard", "harness_ext")}
 
 
 def run_summary(study: Study, folder: Path) -> dict[str, Any]:
-    """The plain-language paragraph and the key table, from the measured numbers only."""
+    """The findings across seeds (compact tables, at most five bullets, figures) and the
+    detailed paragraph per model, from the measured numbers only."""
+    from .findings_stage import write_findings
     from .summary import summarize
 
     repair = study.folder("repair") / "repair.json" if study.config.repair else None
-    return summarize(study.folder("baselines") / "results", study.folder("sweeps") / "results",
-                     list(study.config.models), folder, study.config.metric, repair)
+    record = summarize(study.folder("baselines") / "results", study.folder("sweeps") / "results",
+                       list(study.config.models), folder, study.config.metric, repair)
+    return record | write_findings(study, folder)

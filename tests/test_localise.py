@@ -13,11 +13,11 @@ def test_scores_by_layer_leave_out_the_last_block_and_unscored_layers() -> None:
     weights = {f"block:L{i}": w for i, w in enumerate([0.05, 0.02, 0.01, 0.01])}
     restore = {"block:L0": 0.8, "block:L2": 0.1}
     loc = localise("block", 4, patching, weights, restore)
-    assert loc.layers == (0, 1, 2)  # L3: its resid patch flips by construction
-    assert loc.scores["patching"] == (0.1, 0.2, 0.9)
-    assert loc.scores["restore"] == (0.8, None, 0.1)
+    assert loc.layers == (0, 1, 2, 3)
+    assert loc.scores["patching"] == (0.1, 0.2, 0.9, None)  # L3's resid: by construction
+    assert loc.scores["restore"] == (0.8, None, 0.1, None)
     assert (loc.top("patching"), loc.top("weights"), loc.top("restore")) == (2, 0, 0)
-    assert loc.rho("patching", "weights") == pytest.approx(-1.0)  # ranks 1,2,3 vs 3,2,1
+    assert loc.rho("patching", "weights") == pytest.approx(-1.0)  # ranks 1,2,3 vs 3,2,1.5
     assert loc.rho("weights", "restore") is None  # two layers in common: too few
     mlp = localise("mlp", 4, {}, {f"mlp:L{i}": 0.1 * i for i in range(4)}, {})
     assert mlp.layers == (0, 1, 2, 3) and mlp.top("weights") == 3 and mlp.top("patching") is None
@@ -35,5 +35,5 @@ def test_the_sentence_says_where_the_methods_agree() -> None:
     assert agreement_sentence({"patching": 2, "weights": 2, "restore": 2}, 6, "mlp") == \
         "Among MLP paths, all three methods agree on L2 (middle)."
     assert agreement_sentence({"patching": None, "weights": 1, "restore": None}, 6,
-                              "attn").endswith("patching singles out no layer and restore "
-                                               "singles out no layer.")
+                              "attn").endswith("; activation patching and restoring single "
+                                               "out no layer.")

@@ -1,0 +1,78 @@
+"""The summary stage's findings: the study's stage outputs read into ``study.findings``, and its
+tables, bullets and figures written as ``findings.json`` and ``findings.md``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from formats.files import atomic_write_text
+from leaderboard.results import load_runs
+
+from .findings import (
+    as_record,
+    baselines_table,
+    bullets,
+    condition_table,
+    gather,
+    localisation_table,
+)
+from .findings_plots import localisation_plot, where_heatmap
+from .stages import Study
+
+
+def _md(headers: list[str], rows: list[list[str]]) -> str:
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def _json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_findings(study: Study, folder: Path) -> dict[str, Any]:
+    """``findings.json``, ``findings.md`` and the figures in ``folder``; returns what they are."""
+    config = study.config
+    base_runs = load_runs(study.folder("baselines") / "results")
+    sweeps = study.folder("sweeps") / "results"
+    sweep_runs = load_runs(sweeps) if sweeps.is_dir() else None
+    weights = (_json(study.folder("weights") / "weights.json") or {}).get("labels")
+    repair = (_json(study.folder("repair") / "repair.json") or {}).get("labels") \
+        if config.repair else None
+    n_layers = _layers(study)
+    seeds = {label: m.seed for label, m in config.models.items()}
+    conditions = gather(config.conditions, seeds, base_runs, sweep_runs, weights, repair,
+                        config.metric, n_layers)
+    figures = []
+    for c in conditions:
+        if (path := where_heatmap(c, folder / f"where-{c.name}.png")) is not None:
+            figures.append(path)
+    if (path := localisation_plot(conditions, folder / "localisations.png")) is not None:
+        figures.append(path)
+    summary = ["## Summary", ""]
+    for c in conditions:
+        summary += [f"**`{c.name}`**", "", _md(*condition_table(c, config.metric)), ""]
+    summary += [f"- {line}" for line in bullets(conditions, config.metric)] + [""]
+    detail = ["## Baselines across seeds", "",
+              "Mean [95% interval over seeds] ±within-run standard error (lm-eval's, pooled).",
+              "", _md(*baselines_table(conditions, config.metric)), ""]
+    for c in conditions:
+        headers, rows = localisation_table(c)
+        if rows:
+            detail += [f"### Three localisations of `{c.name}`, blocks by layer", "",
+                       "Mean over seeds (rank among the layers). Patching scores no last block: "
+                       "patching its residual stream copies the donor by construction.", "",
+                       _md(headers, rows), ""]
+    atomic_write_text(folder / "findings.md", "\n".join([*summary, *detail]) + "\n")
+    atomic_write_text(folder / "findings.json", json.dumps(
+        {"conditions": as_record(conditions), "summary": summary, "detail": detail,
+         "figures": [p.name for p in figures]}, indent=1) + "\n")
+    return {"findings": str(folder / "findings.json"), "figures": [str(p) for p in figures]}
+
+
+def _layers(study: Study) -> int:
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(study.base_model()).num_hidden_layers
