@@ -306,3 +306,14 @@ def test_random_init_base_for_development(tmp_path: Path) -> None:
     base = next(s for s in stage_list(study.config) if s.name == "base")
     record = base.run(study, study.folder("base"))
     assert record == {"model": str(study.folder("base") / "model"), "layers": 2, "heads": 4}
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "study").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_study_config_dry_runs_offline(path: Path, tmp_path: Path) -> None:
+    """Each shipped study config plans offline: its models, seeds, stages and sizes check out
+    before anything loads (the Qwen3-4B ones against the known shape, not downloaded)."""
+    config = StudyConfig.from_yaml(path)
+    config.work_dir = str(tmp_path / "work")
+    lines = "\n".join(dry_run(Study(config)))
+    assert "stages: data -> base -> " in lines and lines.rstrip().count("\n") > 5
