@@ -49,6 +49,7 @@ class Condition:
     weights: dict[str, AcrossSeeds] = field(default_factory=dict)
     restore: dict[str, AcrossSeeds] = field(default_factory=dict)
     repair: dict[str, AcrossSeeds] = field(default_factory=dict)
+    contrasts: dict[str, AcrossSeeds] = field(default_factory=dict)
     per_seed: dict[str, list[Localisation]] = field(default_factory=dict)
 
     @property
@@ -127,6 +128,16 @@ def component_scores(condition: Condition, weights: Mapping[str, Any] | None,
     for key in rows[0]:
         if all(key in r for r in rows) and (value := agg([r[key] for r in rows])):
             condition.repair[key] = value
+    contrasts = [{_contrast_key(x): x for x in data["contrasts"]} for data in per]
+    for key in contrasts[0]:
+        items = [{"recovery": c[key]} for c in contrasts if key in c]
+        if len(items) == condition.n and (value := agg(items)):
+            condition.contrasts[key] = value
+
+
+def _contrast_key(item: Mapping[str, Any]) -> str:
+    """``restore resid top 1 vs lowest``."""
+    return f"{item['method']} {item['site']} top {item['k']} vs {item['against']}"
 
 
 def _repair_key(row: Mapping[str, Any]) -> str:
@@ -282,10 +293,15 @@ def bullets(conditions: list[Condition], choice: str) -> list[str]:
         loc = mean_localisation(c, "block")
         if loc is not None:
             tops = {m: loc.top(m) for m in loc.scores}
-            text = agreement_sentence(tops, len(loc.layers) + 1, "block")
+            text = agreement_sentence(tops, len(loc.layers), "block")
+            held = [f"{m} in {holds_in(sum(t == tops[m] for t in _seed_tops(c, m)), c.n)}"
+                    for m in loc.scores if tops[m] is not None]
             rho = rho_across(c, "block", "patching", "restore")
+            extra = [f"each top layer holds for {', '.join(held)}"] if held else []
             if rho is not None:
-                text = text[:-1] + f" (Spearman rho of patching and restoring {rho.text()})."
+                extra.append(f"Spearman rho of patching and restoring {rho.text()}")
+            if extra:
+                text = text[:-1] + f" ({'; '.join(extra)})."
             out.append(f"`{c.name}`: " + text[0].lower() + text[1:])
     for c in conditions:
         located = [(k, a) for k, a in c.repair.items() if k.endswith(" located")]
@@ -310,6 +326,32 @@ def baselines_table(conditions: list[Condition], choice: str
         rows.append([c.name, ", ".join("-" if s is None else str(s) for s in c.seeds),
                      *[c.behaviour[t].text(3) if t in c.behaviour else "" for t, _ in tasks]])
     return headers, rows
+
+
+def where_table(c: Condition) -> tuple[list[str], list[list[str]]]:
+    """Per site, the layer whose patch flips related math most (mean over seeds), its rate and
+    in how many seeds it reaches ``FLIPS``; by-construction cells left out."""
+    headers = ["site", "layer flipping most", "flip rate", f"seeds ≥ {FLIPS}",
+               f"layers ≥ {FLIPS} (mean)"]
+    rows = []
+    for site in SITES:
+        cells = {layer: a for (s, layer), a in c.flips.items()
+                 if s == site and (s, layer) not in c.by_construction}
+        if not cells:
+            continue
+        layer, agg = max(cells.items(), key=lambda la: (la[1].mean, -la[0]))
+        over = [f"L{x}" for x, a in sorted(cells.items()) if a.mean >= FLIPS]
+        rows.append([site, f"L{layer}", agg.text(),
+                     holds_in(agg.holds(lambda v: v >= FLIPS), c.n), ", ".join(over) or "none"])
+    return headers, rows
+
+
+def repair_table(c: Condition) -> tuple[list[str], list[list[str]]]:
+    """Every repair's recovery, then every contrast of located against a control, across
+    seeds (within-run error: the bootstrap interval's half-width / 1.96)."""
+    rows = [["recovery", key, agg.text()] for key, agg in c.repair.items()]
+    rows += [["located minus control", key, agg.text()] for key, agg in c.contrasts.items()]
+    return ["measure", "repair", "mean [95% over seeds] ±within"], rows
 
 
 def localisation_table(c: Condition, kind: str = "block") -> tuple[list[str], list[list[str]]]:
@@ -354,6 +396,7 @@ def as_record(conditions: list[Condition]) -> dict[str, Any]:
             "weights": {k: agg(a) for k, a in c.weights.items()},
             "restore": {k: agg(a) for k, a in c.restore.items()},
             "repair": {k: agg(a) for k, a in c.repair.items()},
+            "contrasts": {k: agg(a) for k, a in c.contrasts.items()},
             "rho": {f"{kind} {a} vs {b}": agg(r) for kind in c.per_seed for a, b in PAIRS
                     if (r := rho_across(c, kind, a, b)) is not None},
         }

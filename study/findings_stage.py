@@ -13,12 +13,15 @@ from formats.files import atomic_write_text
 from leaderboard.results import load_runs
 
 from .findings import (
+    DIRECTION,
     as_record,
     baselines_table,
     bullets,
     condition_table,
     gather,
     localisation_table,
+    repair_table,
+    where_table,
 )
 from .findings_plots import localisation_plot, where_heatmap
 from .stages import Study
@@ -59,6 +62,15 @@ def write_findings(study: Study, folder: Path) -> dict[str, Any]:
               "Mean [95% interval over seeds] ±within-run standard error (lm-eval's, pooled).",
               "", _md(*baselines_table(conditions, config.metric)), ""]
     for c in conditions:
+        headers, rows = where_table(c)
+        if rows:
+            detail += [f"### Where patching flips `{c.name}`'s related math", "",
+                       f"Flip rate ({DIRECTION}), mean [95% over seeds] ±within-run s.e.; the "
+                       "last layer's resid is left out (by construction).", "",
+                       _md(headers, rows), ""]
+        headers, rows = repair_table(c)
+        if rows:
+            detail += [f"### Repair of `{c.name}` across seeds", "", _md(headers, rows), ""]
         headers, rows = localisation_table(c)
         if rows:
             detail += [f"### Three localisations of `{c.name}`, blocks by layer", "",
