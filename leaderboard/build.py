@@ -31,6 +31,7 @@ from .config import SweepConfig
 from .metric import DEFAULT_METRIC, METRICS, unchosen
 from .plots import Panel, save_heatmaps, shared_scales
 from .results import LeaderboardError, Run, load_runs
+from .seeds import across
 
 CONSTRUCTION_NOTE = (
     f"{tables.BY_CONSTRUCTION} **True by construction, not a finding.** Patching `resid` of the "
@@ -102,7 +103,34 @@ def table1(summaries: list[tuple[str, Path]]) -> tuple[list[str], list[list[str]
                          str(cfg.get("seed")), str(cfg.get("data_seed"))])
         except (ValueError, KeyError, TypeError) as err:
             raise LeaderboardError(f"{path}: not a finetune summary.json ({err!r})") from None
-    return headers, rows
+    return headers, rows + seed_rows(summaries)
+
+
+def seed_rows(summaries: list[tuple[str, Path]]) -> list[list[str]]:
+    """One more row per fine-tune run with several seeds (same config and data, other
+    ``seed``): its losses as mean [95% over seeds]."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for _, path in summaries:
+        s = json.loads(path.read_text())
+        config = {k: v for k, v in s["config"].items()
+                  if k not in ("output_dir", "data_dir", "base_model", "seed")}
+        key = json.dumps([config, s["data"].get("manifest_sha256")], sort_keys=True, default=str)
+        groups.setdefault(key, []).append(s)
+    rows = []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        first = members[0]
+        cells = []
+        for name in ("train_loss", "eval_loss", "divergence"):
+            values = [m["final"][name] for m in members]
+            cells.append("n/a" if None in values else across(values).text(3, within=False))
+        rows.append(["(seeds)", f"{first['config']['name']}: mean of {len(members)}",
+                     str(first["data"]["train_rows"]), str(first["data"]["validation_rows"]),
+                     str(first["plan"]["epochs"]), f"{first['config']['learning_rate']:g}",
+                     *cells, ", ".join(str(m["config"].get("seed")) for m in members),
+                     str(first["config"].get("data_seed"))])
+    return rows
 
 
 def provenance(runs: list[Run], summaries: list[tuple[str, Path]]) -> list[str]:

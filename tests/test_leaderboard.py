@@ -130,6 +130,18 @@ def test_table1_from_finetune_summaries(sweep_dir: Path, tmp_path: Path) -> None
     page = build.build(sweep_dir, tmp_path / "LB1.md", [tmp_path / "ft"]).read_text()
     table = page[page.index("## Table 1"):].split("\n\n")[1]
     assert sum(line.startswith("| -") for line in table.splitlines()) == 1
+    # a second seed of the same fine-tune: its row, and a row of the mean over the two seeds
+    other = tmp_path / "ft" / "seed8"
+    other.mkdir(parents=True)
+    (other / "summary.json").write_text(json.dumps(summary | {
+        "config": summary["config"] | {"seed": 8},
+        "final": {"train_loss": 1.5, "eval_loss": 4.875, "divergence": 3.375}}))
+    (other / "metrics.jsonl").write_text("")
+    page = build.build(sweep_dir, tmp_path / "LB3.md", [tmp_path / "ft"]).read_text()
+    seeds = _md_rows(page, "## Table 1")["(seeds)"]
+    half = 12.706204736 * abs(4.875 - 4.625) / 2  # t(1) * sd / sqrt(2), sd = |a - b| / sqrt(2)
+    assert seeds[:2] == ["exp3-tiny: mean of 2", "512"] and seeds[-2:] == ["7, 8", "3"]
+    assert seeds[6] == f"4.750 [{4.75 - half:.3f}, {4.75 + half:.3f}]"
     (run / "summary.json").write_text('{"config": {}}')  # a broken fine-tune summary: one line
     with pytest.raises(LeaderboardError, match=r"exp3/summary.json: not a finetune"):
         build.build(sweep_dir, tmp_path / "LB2.md", [tmp_path / "ft"])
