@@ -8,12 +8,18 @@ depend on, the record that says what it is (``RECORD_KEY`` in its results file, 
 making it did (weights put back, a shared generation told the variant is done). A job whose
 folder holds a results file with its hash is finished and skipped, so a killed run resumes by
 running again; a failing job is recorded and the others go on.
+
+Workers cooperate through claims (``leaderboard.claims``): any number of processes given the
+same jobs and output folder each claim a unit of work (a job, or the jobs that share one
+generation: ``Job.unit``) before running it, skip units others hold, and at the end wait for
+those to finish or take over the unit of a holder that died.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +28,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from .claims import keep_alive, try_claim
 from .store import RECORD_KEY, discard_tmp, finished_hash, new_tracker, write_variant
 
 log = logging.getLogger(__name__)
@@ -57,15 +64,22 @@ class Job:
     model_args: dict[str, Any]
     build: Build
     samples: dict[str, list[int]] | None = None
+    unit: str | None = None  # the claim it is run under (default: its own name)
+
+    @property
+    def claim(self) -> str:
+        return self.unit or self.name
 
 
 @dataclass
 class Outcome:
-    """Names of the jobs this process ran, skipped as finished, and failed (with why)."""
+    """Names of the jobs this process ran, skipped as finished (``by_others``: finished by
+    another worker while this one ran), and failed (with why)."""
 
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    by_others: list[str] = field(default_factory=list)
 
 
 def variant_record(variant: dict[str, Any], **facts: Any) -> dict[str, Any]:
@@ -81,23 +95,55 @@ def is_finished(out_dir: Path, name: str, config_hash: str) -> bool:
 
 
 def run_jobs(jobs: list[Job], settings: EvalSettings, out_dir: Path, desc: str,
-             outcome: Outcome | None = None, progress: bool = True) -> Outcome:
-    """Score every unfinished job in order, each into ``out_dir/<name>``."""
-    from lm_eval.tasks import TaskManager
-
+             outcome: Outcome | None = None, progress: bool = True, poll: float = 2.0
+             ) -> Outcome:
+    """Score every unfinished job, each into ``out_dir/<name>``: first the units no other
+    worker holds, in order, then the others' as they finish or their holders die."""
     outcome = outcome or Outcome()
-    todo = []
+    units: dict[str, list[Job]] = {}
     for job in jobs:
         if is_finished(out_dir, job.name, job.hash):
             outcome.skipped.append(job.name)
         else:
-            todo.append(job)
-    if not todo:
+            units.setdefault(job.claim, []).append(job)
+    if not units:
         return outcome
+    from lm_eval.tasks import TaskManager
+
     task_manager = TaskManager(include_defaults=False, include_path=str(settings.task_dir))
-    bar = tqdm(todo, desc=desc, unit="variant", disable=not progress)
+    bar = tqdm(total=sum(map(len, units.values())), desc=desc, unit="variant",
+               disable=not progress)
     with env_info_once():
-        for job in bar:
+        waiting = [name for name in units
+                   if not _run_unit(units[name], name, settings, out_dir, task_manager,
+                                    outcome, bar)]
+        while waiting:
+            time.sleep(poll)
+            waiting = [name for name in waiting
+                       if not _run_unit(units[name], name, settings, out_dir, task_manager,
+                                        outcome, bar)]
+    bar.close()
+    return outcome
+
+
+def _run_unit(jobs: list[Job], unit: str, settings: EvalSettings, out_dir: Path,
+              task_manager: Any, outcome: Outcome, bar: Any) -> bool:
+    """Run one unit's unfinished jobs under its claim; False when another worker holds it
+    (nothing run). Jobs another worker finished meanwhile are counted in ``by_others``."""
+    todo = [j for j in jobs if not is_finished(out_dir, j.name, j.hash)]
+    done_elsewhere = [j.name for j in jobs if j not in todo and j.name not in outcome.ran]
+    if not todo:
+        outcome.by_others += [n for n in done_elsewhere if n not in outcome.by_others]
+        bar.update(len(jobs))
+        return True
+    if not try_claim(out_dir, unit):
+        return False
+    with keep_alive(out_dir, unit):
+        for job in todo:
+            if is_finished(out_dir, job.name, job.hash):  # a worker before us finished it
+                outcome.by_others.append(job.name)
+                bar.update(1)
+                continue
             bar.set_postfix_str(job.name, refresh=False)
             try:
                 with job.build(job.record) as lm:
@@ -107,7 +153,9 @@ def run_jobs(jobs: list[Job], settings: EvalSettings, out_dir: Path, desc: str,
                 discard_tmp(out_dir, job.name)
                 outcome.failed[job.name] = f"{type(err).__name__}: {str(err).splitlines()[0]}"
                 log.error("variant %s failed: %s", job.name, outcome.failed[job.name])
-    return outcome
+            bar.update(1)
+    bar.update(len(jobs) - len(todo))
+    return True
 
 
 def evaluate(settings: EvalSettings, out_dir: Path, job: Job, lm: Any, task_manager: Any

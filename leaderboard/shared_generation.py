@@ -97,15 +97,34 @@ def patch_spec(variant: Variant) -> PatchSpec:
     return PatchSpec.parse(variant.spec or "")
 
 
-def shared_generators(variants: list[Variant], together: int) -> dict[Any, SharedGeneration]:
-    """One ``SharedGeneration`` per (corrupted label, direction) among the patch variants;
-    none when ``together`` is 1 (each variant generates alone)."""
+def units(variants: list[Variant], together: int) -> dict[str, str]:
+    """Variant name -> the unit of work it runs in: up to ``together`` consecutive patch
+    variants of one model pair (``run_order``), which one engine pass generates for; a baseline
+    (or any variant when ``together`` is 1) is a unit of its own. Workers claim units, so no
+    engine pass generates for a variant another worker runs."""
+    out, chunk, key = {}, [], None
+    for variant in [*run_order(variants), None]:
+        pair = None if variant is None else pair_of(variant)
+        if chunk and (pair != key or len(chunk) == together or pair is None):
+            unit = chunk[0].name if len(chunk) == 1 else f"{chunk[0].name}+{len(chunk) - 1}"
+            out.update({v.name: unit for v in chunk})
+            chunk = []
+        if variant is not None:
+            chunk.append(variant)
+            key = pair
+    return out
+
+
+def shared_generators(variants: list[Variant], unit_of: dict[str, str], together: int
+                      ) -> dict[str, SharedGeneration]:
+    """One ``SharedGeneration`` per unit (``units``) of the patch variants still to run; none
+    when ``together`` is 1 (each variant generates alone)."""
     if together == 1:
         return {}
-    groups: dict[Any, list[PatchSpec]] = {}
+    groups: dict[str, list[PatchSpec]] = {}
     for variant in variants:
-        if (pair := pair_of(variant)) is not None:
-            groups.setdefault(pair, []).append(patch_spec(variant))
+        if pair_of(variant) is not None:
+            groups.setdefault(unit_of[variant.name], []).append(patch_spec(variant))
     return {key: SharedGeneration(specs, together) for key, specs in groups.items()}
 
 

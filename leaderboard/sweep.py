@@ -49,7 +49,7 @@ from .loading import (
     resolve_device,
 )
 from .runner import EvalSettings, Job, Outcome, is_finished, run_jobs, variant_record
-from .shared_generation import SharedGeneration, pair_of, patch_spec, run_order, shared_generators
+from .shared_generation import SharedGeneration, patch_spec, run_order, shared_generators, units
 from .variants import (
     Variant,
     cli_model,
@@ -191,10 +191,11 @@ def make_lm(plan: SweepPlan, variant: Variant, models: ModelCache, tokenizer: An
 
 
 def job_of(plan: SweepPlan, variant: Variant, models: ModelCache, tokenizer: Any,
-           shared: dict[Any, SharedGeneration]) -> Job:
-    """The runner's job for one variant: its lm-eval model around the process's models; a
-    patch variant in a shared generation tells it, on exit, that the variant is done."""
-    generator = shared.get(pair_of(variant))  # None: a baseline, or generating alone
+           shared: dict[str, SharedGeneration], unit: str) -> Job:
+    """The runner's job for one variant, claimed with the rest of its ``unit``: its lm-eval
+    model around the process's models; a patch variant in a shared generation tells it, on
+    exit, that the variant is done."""
+    generator = shared.get(unit)  # None: a baseline, or generating alone
 
     @contextmanager
     def build(record: dict[str, Any]) -> Iterator[Any]:
@@ -206,7 +207,8 @@ def job_of(plan: SweepPlan, variant: Variant, models: ModelCache, tokenizer: Any
 
     args = model_args(variant, plan.clean, plan.corrupted, plan.adapter_base,
                       plan.config.batch_size)
-    return Job(variant.name, plan.hashes[variant.name], plan.meta(variant), args, build)
+    return Job(variant.name, plan.hashes[variant.name], plan.meta(variant), args, build,
+               unit=unit)
 
 
 def run_sweep(config: SweepConfig, shard_index: int = 0, shard_count: int = 1,
@@ -227,10 +229,11 @@ def run_sweep(config: SweepConfig, shard_index: int = 0, shard_count: int = 1,
                 len(outcome.skipped), len(pending))
     if not pending:
         return outcome
+    unit_of = units(mine, config.generate_together)  # from every variant: the same in each worker
     pending = run_order(pending)
-    shared = shared_generators(pending, config.generate_together)
+    shared = shared_generators(pending, unit_of, config.generate_together)
     tokenizer = load_tokenizer(plan.clean)
-    jobs = [job_of(plan, v, models, tokenizer, shared) for v in pending]
+    jobs = [job_of(plan, v, models, tokenizer, shared, unit_of[v.name]) for v in pending]
     run_jobs(jobs, plan.settings, plan.out_dir, f"{config.name} [{shard_index}/{shard_count}]",
              outcome, progress)
     outcome.shared_calls = [n for generator in shared.values() for n in generator.call_sizes]

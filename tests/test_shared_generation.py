@@ -78,3 +78,18 @@ def test_a_failed_variant_leaves_nothing_behind(pair, batches):
     for spec in SPECS[2:]:
         shared.finish(spec)
     assert shared.stored_outputs == 0
+
+
+def test_units_chunk_each_pairs_patches_and_keep_baselines_alone() -> None:
+    from leaderboard.shared_generation import units
+    from leaderboard.variants import Variant
+
+    def patch(name: str, label: str, direction: str) -> Variant:
+        return Variant.patch(name, label, PatchSpec("resid", [0]), direction)
+
+    variants = [Variant("clean", "clean"), patch("a1", "a", "corrupted_to_clean"),
+                Variant("corrupted-a", "corrupted", "a"), patch("a2", "a", "corrupted_to_clean"),
+                patch("b1", "a", "clean_to_corrupted"), patch("a3", "a", "corrupted_to_clean")]
+    assert units(variants, 2) == {"clean": "clean", "corrupted-a": "corrupted-a",
+                                  "a1": "a1+1", "a2": "a1+1", "a3": "a3", "b1": "b1"}
+    assert set(units(variants, 1).values()) == {v.name for v in variants}  # each alone
