@@ -6,7 +6,8 @@ any other. For a number measured on every seed (a score, a flip rate, a recovery
 
 - the across-seed mean;
 - a 95% interval over seeds: mean ± t(0.975, n-1) · sd / √n (Student t; no interval from one
-  seed, where the spread between seeds is unknown);
+  seed, where the spread between seeds is unknown), clipped to the quantity's range (a rate
+  lies in 0..1);
 - the within-run standard error of that mean, from each run's own item-level standard error:
   √(Σ seᵢ²) / n, so a reader sees both how far the seeds disagree and how noisy each run is.
 
@@ -32,6 +33,7 @@ class AcrossSeeds:
 
     values: tuple[float, ...]
     stderrs: tuple[float | None, ...] = ()
+    bounds: tuple[float, float] | None = None  # the quantity's range (a rate: 0..1), if any
 
     def __post_init__(self) -> None:
         if not self.values:
@@ -52,9 +54,12 @@ class AcrossSeeds:
         """The 95% t interval over seeds; None from one seed."""
         if self.n < 2:
             return None
-        half = stats.t.ppf(0.5 + LEVEL / 2, self.n - 1) * np.std(self.values, ddof=1) \
-            / math.sqrt(self.n)
-        return self.mean - float(half), self.mean + float(half)
+        half = float(stats.t.ppf(0.5 + LEVEL / 2, self.n - 1) * np.std(self.values, ddof=1)
+                     / math.sqrt(self.n))
+        low, high = self.mean - half, self.mean + half
+        if self.bounds is not None:  # the mean of a bounded quantity lies within its bounds
+            low, high = max(low, self.bounds[0]), min(high, self.bounds[1])
+        return low, high
 
     @property
     def within(self) -> float | None:
@@ -80,9 +85,11 @@ class AcrossSeeds:
         return out + (" (1 seed)" if self.n == 1 else "")
 
 
-def across(values: Sequence[float], stderrs: Sequence[float | None] | None = None
-           ) -> AcrossSeeds:
-    return AcrossSeeds(tuple(float(v) for v in values), tuple(stderrs or ()))
+def across(values: Sequence[float], stderrs: Sequence[float | None] | None = None,
+           bounds: tuple[float, float] | None = None) -> AcrossSeeds:
+    """``bounds``: the range the quantity cannot leave (a rate 0..1, a correlation -1..1),
+    which clips the t interval (with two seeds it is wide: t(0.975, 1) = 12.7)."""
+    return AcrossSeeds(tuple(float(v) for v in values), tuple(stderrs or ()), bounds)
 
 
 def holds_in(count: int, n: int) -> str:

@@ -97,7 +97,9 @@ def agreement_sentence(tops: Mapping[str, int | None], n_layers: int, kind: str)
         groups.setdefault(layer, []).append(method)
     parts = [" and ".join(SAYS[m] for m in methods) + f" at L{layer} ({position(layer, n_layers)})"
              for layer, methods in groups.items()]
+    text = parts[0] + (f", while {parts[1]}" if len(parts) > 1 else "") + (
+        f", and {parts[2]}" if len(parts) > 2 else "")
     missing = [m for m in METHODS if m not in found]
     tail = "; " + " and ".join(WHO[m] for m in missing) + (
         " single out no layer" if len(missing) > 1 else " singles out no layer") if missing else ""
-    return f"Among {what}, " + ", while ".join(parts) + tail + "."
+    return f"Among {what}, {text}{tail}."

@@ -87,9 +87,16 @@ def main(argv: list[str] | None = None) -> int:
         if len(results) < len(stages):
             print(f"[study] stopped after {results[-1].name} in {time.time() - began:.0f} s")
             return 0
+        from leaderboard.claims import keep_alive, try_claim
+
         from .publish import publish
 
-        report = publish(study, results, args.config, args.started_at)
+        if not try_claim(study.work, "publish"):
+            print(f"[study] done in {time.time() - began:.0f} s; another worker publishes the "
+                  "report")
+            return 0
+        with keep_alive(study.work, "publish"):
+            report = publish(study, results, args.config, args.started_at)
     except StageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -33,6 +33,7 @@ DIRECTION = "corrupted_to_clean"
 SITES = ("resid", "attn", "mlp")
 FLIPS = 0.5  # a patch "flips it" when it gives the donor's answer on half the differing items
 MAX_BULLETS = 5
+RATE = (0.0, 1.0)  # scores and flip rates: their across-seed intervals stay in range
 
 
 @dataclass
@@ -72,7 +73,7 @@ def behaviour(condition: Condition, runs: list[Run], choice: str) -> None:
         if (base := metric(clean, task, name)) is None or not got or None in got:
             continue
         condition.clean[task] = base
-        condition.behaviour[task] = across([v for v, _ in got], [se for _, se in got])
+        condition.behaviour[task] = across([v for v, _ in got], [se for _, se in got], RATE)
 
 
 def flip_rates(condition: Condition, runs: list[Run], choice: str) -> None:
@@ -94,7 +95,7 @@ def flip_rates(condition: Condition, runs: list[Run], choice: str) -> None:
             cells.setdefault((run.site, run.single_layer), []).append((got.rate, se))
             if run.by_construction:
                 condition.by_construction.add((run.site, run.single_layer))
-    condition.flips = {cell: across([r for r, _ in v], [s for _, s in v])
+    condition.flips = {cell: across([r for r, _ in v], [s for _, s in v], RATE)
                        for cell, v in cells.items() if len(v) == condition.n}
 
 
@@ -106,7 +107,8 @@ def component_scores(condition: Condition, weights: Mapping[str, Any] | None,
     if weights:
         per = _per_label(weights, condition.labels)
         if len(per) == condition.n:
-            condition.weights = {c: across([w[c] for w in per]) for c in per[0]}
+            condition.weights = {c: across([w[c] for w in per], bounds=(0.0, math.inf))
+                                 for c in per[0]}
     if not repair:
         return
     per = _per_label(repair, condition.labels)
@@ -179,8 +181,8 @@ def mean_localisation(condition: Condition, kind: str) -> Localisation | None:
 def rho_across(condition: Condition, kind: str, a: str, b: str) -> AcrossSeeds | None:
     """Spearman's rho of two methods, per seed, across seeds (None if any seed lacks one)."""
     values = [loc.rho(a, b) for loc in condition.per_seed.get(kind, [])]
-    return across([v for v in values if v is not None]) if values and None not in values \
-        else None
+    return across([v for v in values if v is not None], bounds=(-1.0, 1.0)) \
+        if values and None not in values else None
 
 
 def gather(conditions: Mapping[str, list[str]], seeds: Mapping[str, int | None],
@@ -264,52 +266,74 @@ def condition_table(c: Condition, choice: str) -> tuple[list[str], list[list[str
         same = sum(t == int(name.split("L")[1]) for t in _seed_tops(c, "restore"))
         rows.append([f"restoring alone helps most: {name} (recovery)", agg.text(),
                      f"top in {holds_in(same, c.n)}"])
-    for key, agg in c.repair.items():
-        if key.endswith(" located"):
-            rows.append([f"repair: {key[:-8]}, located (recovery)", agg.text(), str(c.n)])
-    for a, b in PAIRS:
-        if (rho := rho_across(c, "block", a, b)) is not None:
-            rows.append([f"agreement over blocks: Spearman rho, {a} vs {b}", rho.text(within=False),
-                         str(rho.n)])
+    for method in ("restore", "retrain"):  # the best repair of the located components
+        located = [(k, a) for k, a in c.repair.items()
+                   if k.startswith(method) and k.endswith(" located")]
+        if located:
+            key, agg = max(located, key=lambda ka: ka[1].mean)
+            rows.append([f"{method} located {key[len(method) + 1:-8]}: best repair (recovery)",
+                         agg.text(), str(c.n)])
+    rhos = [(a, b, r) for a, b in PAIRS if (r := rho_across(c, "block", a, b)) is not None]
+    if rhos:
+        rows.append(["agreement over blocks (Spearman rho): " + ", ".join(
+            f"{a}–{b}" for a, b, _ in rhos), "; ".join(r.text(within=False) for *_, r in rhos),
+            str(c.n)])
     return ["measure", "value: mean [95% over seeds] ±within-run s.e.", "seeds"], rows
 
 
 def bullets(conditions: list[Condition], choice: str) -> list[str]:
-    """At most ``MAX_BULLETS`` findings, one sentence each with its figure: each condition's
-    behaviour and whether its localisations agree, then the repair."""
-    out: list[str] = []
-    for c in conditions:
-        seeds = f"{c.n} seed{'s' if c.n != 1 else ''}"
-        if RELATED in c.behaviour:
-            rel, base = c.behaviour[RELATED], c.clean[RELATED]
-            others = [(w, c.behaviour[t], _falls(c.behaviour[t], c.clean[t]))
-                      for t, w in FAMILIES[1:] if t in c.behaviour]
-            fell = _falls(rel, base)
-            verb = {-1: "falls to", 0: "stays at", 1: "rises to"}[fell]
-            tail = ", ".join(f"{w} {'falls to' if v == -1 else 'holds at'} {a.mean:.2f}"
-                             for w, a, v in others)
-            out.append(f"`{c.name}` ({seeds}): related math {verb} {rel.text()} from the clean "
-                       f"model's {base[0]:.2f}" + (f", while {tail}" if tail else "") + ".")
-        loc = mean_localisation(c, "block")
-        if loc is not None:
-            tops = {m: loc.top(m) for m in loc.scores}
-            text = agreement_sentence(tops, len(loc.layers), "block")
-            held = [f"{m} in {holds_in(sum(t == tops[m] for t in _seed_tops(c, m)), c.n)}"
-                    for m in loc.scores if tops[m] is not None]
-            rho = rho_across(c, "block", "patching", "restore")
-            extra = [f"each top layer holds for {', '.join(held)}"] if held else []
-            if rho is not None:
-                extra.append(f"Spearman rho of patching and restoring {rho.text()}")
-            if extra:
-                text = text[:-1] + f" ({'; '.join(extra)})."
-            out.append(f"`{c.name}`: " + text[0].lower() + text[1:])
-    for c in conditions:
-        located = [(k, a) for k, a in c.repair.items() if k.endswith(" located")]
-        if located:
-            key, agg = max(located, key=lambda ka: ka[1].mean)
-            out.append(f"`{c.name}`: the best repair of the located components, {key[:-8]}, "
-                       f"recovers {agg.text()} of related math.")
-    return out[:MAX_BULLETS]
+    """At most ``MAX_BULLETS`` findings, one sentence each with its figure: for each localised
+    condition its behaviour and whether its localisations agree, then the best repair of the
+    located components against its lowest-ranked control, then the other conditions."""
+    localised = [c for c in conditions if mean_localisation(c, "block") is not None
+                 and (c.flips or c.restore)]
+    first = [line for c in localised for line in (_behaviour(c), _agreement(c)) if line]
+    repair = next((line for c in localised if (line := _repair(c))), None)
+    rest = [line for c in conditions if c not in localised and (line := _behaviour(c))]
+    return [*first, *([repair] if repair else []), *rest][:MAX_BULLETS]
+
+
+def _behaviour(c: Condition) -> str | None:
+    if RELATED not in c.behaviour:
+        return None
+    seeds = f"{c.n} seed{'s' if c.n != 1 else ''}"
+    rel, base = c.behaviour[RELATED], c.clean[RELATED]
+    others = [(w, c.behaviour[t], _falls(c.behaviour[t], c.clean[t]))
+              for t, w in FAMILIES[1:] if t in c.behaviour]
+    verb = {-1: "falls to", 0: "stays at", 1: "rises to"}[_falls(rel, base)]
+    tail = ", ".join(f"{w} {'falls to' if v == -1 else 'holds at'} {a.mean:.2f}"
+                     for w, a, v in others)
+    return (f"`{c.name}` ({seeds}): related math {verb} {rel.text()} from the clean model's "
+            f"{base[0]:.2f}" + (f", while {tail}" if tail else "") + ".")
+
+
+def _agreement(c: Condition) -> str | None:
+    loc = mean_localisation(c, "block")
+    if loc is None:
+        return None
+    tops = {m: loc.top(m) for m in loc.scores}
+    text = agreement_sentence(tops, len(loc.layers), "block")
+    held = [f"{sum(t == tops[m] for t in _seed_tops(c, m))}/{c.n}"
+            for m in loc.scores if tops[m] is not None]
+    extra = [f"these top layers hold in {', '.join(held)} seeds"] if held else []
+    if (rho := rho_across(c, "block", "patching", "restore")) is not None:
+        extra.append(f"Spearman rho of patching and restoring {rho.text()}")
+    if extra:
+        text = text[:-1] + f" ({'; '.join(extra)})."
+    return f"`{c.name}`: " + text[0].lower() + text[1:]
+
+
+def _repair(c: Condition) -> str | None:
+    located = [(k, a) for k, a in c.repair.items() if k.endswith(" located")]
+    if not located:
+        return None
+    key, agg = max(located, key=lambda ka: ka[1].mean)
+    what = key[:-len(" located")]
+    text = (f"`{c.name}`: the best repair of the located components, {what}, recovers "
+            f"{agg.text()} of related math")
+    if (lowest := c.repair.get(f"{what} lowest")) is not None:
+        text += f", its lowest-ranked control {lowest.text()}"
+    return text + "."
 
 
 def baselines_table(conditions: list[Condition], choice: str

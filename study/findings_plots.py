@@ -44,7 +44,8 @@ def localisation_plot(conditions: list[Condition], path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    drawn = [(c, loc) for c in conditions if (loc := mean_localisation(c, "block")) is not None]
+    drawn = [(c, loc) for c in conditions if (loc := mean_localisation(c, "block")) is not None
+             and any(v is not None for m in ("patching", "restore") for v in loc.scores[m])]
     if not drawn:
         return None
     fig, axes = plt.subplots(len(drawn), len(METHODS), figsize=(3.6 * len(METHODS),
@@ -66,6 +67,9 @@ def localisation_plot(conditions: list[Condition], path: Path) -> Path | None:
             if not any(scored):
                 ax.text(0.5, 0.5, "not measured", ha="center", va="center",
                         transform=ax.transAxes, fontsize=8)
+            elif method == "patching" and not scored[-1]:
+                ax.text(layers[-1], 0, "by\nconstruction", ha="center", va="bottom",
+                        fontsize=6, color="gray")
             ax.axhline(0, color="k", lw=0.5)
             ax.set_xticks(layers, [f"L{x}" for x in layers], fontsize=7)
             ax.tick_params(axis="y", labelsize=7)

@@ -42,7 +42,7 @@ def stage_list(config: StudyConfig) -> list[Stage]:
         after_sweeps = ("repair",)
         repair = [Stage("repair", "targeted repair of the located components, against controls",
                         ("base", *(f"finetune-{label}" for label in config.repaired), "sweeps"),
-                        repair_inputs, run_repair)]
+                        repair_inputs, run_repair, shared=True)]
     return [
         Stage("data", "corrupting data: " + ", ".join(f"{p} (seed {s}{', CoT' if c else ''})"
                                                       for p, s, c in config.datasets), (),
@@ -53,9 +53,10 @@ def stage_list(config: StudyConfig) -> list[Stage]:
         Stage("weights", "where each fine-tune moved the weights, per component",
               ("base", *tune_names), weights_inputs, run_weights),
         Stage("baselines", "clean and corrupted models on the baseline tasks",
-              ("base", *tune_names), baselines_inputs, run_baselines),
+              ("base", *tune_names), baselines_inputs, run_baselines,
+              shared=config.baselines.backend == "hf"),  # vLLM's run one subprocess each
         Stage("sweeps", "CMAP sweeps over sites, layers and heads", ("base", *swept),
-              sweeps_inputs, run_sweeps, shardable=True),
+              sweeps_inputs, run_sweeps, shardable=True, shared=True),
         *judge,
         *repair,
         Stage("page", "leaderboard pages and heatmaps",

@@ -103,6 +103,9 @@ class Stage:
     inputs: Callable[[Study], dict[str, Any]]
     run: Callable[[Study, Path], dict[str, Any]]
     shardable: bool = False
+    # Scored through the one runner, whose claims let every worker of the study join in; any
+    # other stage runs in one worker while the others wait for it (or take it over).
+    shared: bool = False
     forced: Callable[[Study], bool] = field(default=lambda study: False)
 
 

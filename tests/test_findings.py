@@ -65,7 +65,8 @@ def test_two_seeds_against_hand_computations() -> None:
     # related math: seeds 0.4 and 0.6 (s.e. 0.05 each); sd 0.1414, t(1) half-width 12.7 * 0.1
     related = over.behaviour[RELATED]
     assert related.mean == pytest.approx(0.5)
-    assert related.interval == pytest.approx((0.5 - T_975_1 * 0.1, 0.5 + T_975_1 * 0.1))
+    assert related.interval == (0.0, 1.0)  # 0.5 ± 1.27, clipped to a score's range
+    assert related.values == (0.4, 0.6)
     assert related.within == pytest.approx(math.sqrt(2 * 0.05**2) / 2)
     # flips: of the 4 differing items, resid L0 takes 2/4 and 1/4, L1 4/4 and 3/4
     assert over.flips[("resid", 0)].values == (0.5, 0.25)
@@ -92,7 +93,7 @@ def test_a_seed_set_of_one_and_the_bullets() -> None:
     assert one.behaviour[RELATED].text() == "0.70 ±0.05 (1 seed)"
     said = bullets([over, one], "strict")
     assert len(said) <= 5 and all(line.endswith(".") for line in said)
-    assert said[0].startswith("`over` (2 seeds): related math stays at 0.50 [")
+    assert said[0].startswith("`over` (2 seeds): related math stays at 0.50 [0.00, 1.00]")
     assert "weights moved most and restoring the clean weights helps most at L0" in said[1]
-    assert "patching in 2/2 seeds" in said[1]
+    assert "(these top layers hold in 2/2, 2/2, 2/2 seeds)" in said[1]
     assert any(s.startswith("`one` (1 seed): related math falls to 0.70") for s in said)

@@ -50,3 +50,10 @@ def test_spearman_with_ties_and_the_undefined_cases() -> None:
     assert spearman([1, 2], [1, 2]) is None
     with pytest.raises(ValueError, match="rankings of 3 and 2"):
         spearman([1, 2, 3], [1, 2])
+
+
+def test_a_bounded_quantity_keeps_its_interval_in_range() -> None:
+    rate = across([0.1, 0.9], bounds=(0.0, 1.0))
+    assert rate.interval == (0.0, 1.0) and across([0.1, 0.9]).interval[0] < -4
+    assert across([0.5, 0.52], bounds=(0.0, 1.0)).interval == pytest.approx(
+        (0.51 - T_975[1] * 0.01, 0.51 + T_975[1] * 0.01))  # inside the range: unchanged

@@ -317,3 +317,30 @@ def test_every_study_config_dry_runs_offline(path: Path, tmp_path: Path) -> None
     config.work_dir = str(tmp_path / "work")
     lines = "\n".join(dry_run(Study(config)))
     assert "stages: data -> base -> " in lines and lines.rstrip().count("\n") > 5
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study(tmp_path: Path) -> None:
+    """Two study processes on one config: each stage that one worker runs (fine-tunes, pages,
+    summary) runs in exactly one of them, the sweep's variants are shared, and the report is
+    published once, as one process would publish it."""
+    config = smoke_config(tmp_path)
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "study", "--config", str(config)],
+                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = [proc.communicate(timeout=900) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    ran = [{m.group(1) for m in re.finditer(r"^\[study\] (\S+) done in", err, re.M)}
+           for _, err in outs]
+    shared = {"baselines", "sweeps", "repair"}
+    assert not (ran[0] & ran[1]) - shared, ran  # a one-worker stage ran in one of them
+    names = {s.name for s in stage_list(StudyConfig.from_yaml(config))}
+    assert (ran[0] | ran[1]) >= names - shared
+    published = [out for out, _ in outs if "report:" in out]
+    assert len(published) == 1 and (tmp_path / "pub" / "REPORT.md").is_file()
+    for stage in names:
+        assert (tmp_path / "work" / stage / "DONE.json").is_file(), stage
+    sweeps = tmp_path / "work" / "sweeps" / "results"
+    assert all(len(list(p.glob("results_*.json"))) == 1 for p in sweeps.iterdir()
+               if p.is_dir() and not p.name.startswith("."))
