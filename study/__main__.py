@@ -87,16 +87,23 @@ def main(argv: list[str] | None = None) -> int:
         if len(results) < len(stages):
             print(f"[study] stopped after {results[-1].name} in {time.time() - began:.0f} s")
             return 0
-        from leaderboard.claims import keep_alive, try_claim
+        from leaderboard.claims import keep_alive, release, try_claim
 
-        from .publish import publish
+        from .publish import mark_published, publish, published_for
 
+        hashes = {r.name: r.hash for r in results}
         if not try_claim(study.work, "publish"):
             print(f"[study] done in {time.time() - began:.0f} s; another worker publishes the "
                   "report")
             return 0
+        if published_for(study) == hashes:  # another worker published these results
+            release(study.work, "publish")
+            print(f"[study] done in {time.time() - began:.0f} s; report: "
+                  f"{study.work / 'report' / 'REPORT.md'} (published already)")
+            return 0
         with keep_alive(study.work, "publish"):
             report = publish(study, results, args.config, args.started_at)
+            mark_published(study, hashes)
     except StageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

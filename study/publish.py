@@ -208,3 +208,20 @@ def publish(study: Study, results: list[StageResult], config_path: str,
         rewrite_readme(Path(spec.readme), block + f"\n\nFull report: [{rel}/REPORT.md]"
                        f"({rel}/REPORT.md).", f"python -m study --config {config_path}")
     return folder / "REPORT.md"
+
+
+PUBLISHED = "PUBLISHED.json"
+
+
+def published_for(study: Study) -> dict[str, str] | None:
+    """The stage hashes the report folder was last published from (None: never)."""
+    try:
+        return json.loads((study.work / "report" / PUBLISHED).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def mark_published(study: Study, hashes: dict[str, str]) -> None:
+    """Record which stage hashes the report shows, so that a worker finishing after another
+    one published the same results does not publish them again."""
+    atomic_write_text(study.work / "report" / PUBLISHED, json.dumps(hashes, indent=1) + "\n")
