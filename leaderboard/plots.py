@@ -92,8 +92,8 @@ def _draw(ax: plt.Axes, panel: Panel) -> None:
     for (row, col), word in panel.marks.items():
         if row in panel.rows and col in panel.cols:
             i, j = list(panel.rows).index(row), list(panel.cols).index(col)
-            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///",
-                                   edgecolor="white", linewidth=0))
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="//",
+                                   edgecolor=(1.0, 1.0, 1.0, 0.35), linewidth=0))
             if annotate:
                 ax.text(j, i + 0.32, word, ha="center", va="center", fontsize=5.5, color="w",
                         bbox={"facecolor": "black", "alpha": 0.55, "pad": 0.6, "lw": 0})

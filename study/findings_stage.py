@@ -4,6 +4,7 @@ tables, bullets and figures written as ``findings.json`` and ``findings.md``."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from tabulate import tabulate
 from formats.files import atomic_write_text
 from leaderboard.results import load_runs
 
+from .config import StudyConfig
 from .findings import (
     DIRECTION,
     as_record,
@@ -24,7 +26,6 @@ from .findings import (
     where_table,
 )
 from .findings_plots import localisation_plot, where_heatmap
-from .stages import Study
 
 
 def _md(headers: list[str], rows: list[list[str]]) -> str:
@@ -35,16 +36,17 @@ def _json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def write_findings(study: Study, folder: Path) -> dict[str, Any]:
-    """``findings.json``, ``findings.md`` and the figures in ``folder``; returns what they are."""
-    config = study.config
-    base_runs = load_runs(study.folder("baselines") / "results")
-    sweeps = study.folder("sweeps") / "results"
+def write_findings(config: StudyConfig, stage_folder: Callable[[str], Path], n_layers: int,
+                   folder: Path) -> dict[str, Any]:
+    """``findings.json``, ``findings.md`` and the figures in ``folder``, from the outputs in each
+    stage's folder (``stage_folder(name)``) of a base model with ``n_layers`` blocks; returns
+    what was written."""
+    base_runs = load_runs(stage_folder("baselines") / "results")
+    sweeps = stage_folder("sweeps") / "results"
     sweep_runs = load_runs(sweeps) if sweeps.is_dir() else None
-    weights = (_json(study.folder("weights") / "weights.json") or {}).get("labels")
-    repair = (_json(study.folder("repair") / "repair.json") or {}).get("labels") \
+    weights = (_json(stage_folder("weights") / "weights.json") or {}).get("labels")
+    repair = (_json(stage_folder("repair") / "repair.json") or {}).get("labels") \
         if config.repair else None
-    n_layers = _layers(study)
     seeds = {label: m.seed for label, m in config.models.items()}
     conditions = gather(config.conditions, seeds, base_runs, sweep_runs, weights, repair,
                         config.metric, n_layers)
@@ -83,8 +85,3 @@ def write_findings(study: Study, folder: Path) -> dict[str, Any]:
          "figures": [p.name for p in figures]}, indent=1) + "\n")
     return {"findings": str(folder / "findings.json"), "figures": [str(p) for p in figures]}
 
-
-def _layers(study: Study) -> int:
-    from transformers import AutoConfig
-
-    return AutoConfig.from_pretrained(study.base_model()).num_hidden_layers

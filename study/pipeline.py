@@ -23,7 +23,7 @@ from typing import Any
 
 from formats.files import atomic_write_text
 from formats.fingerprints import digest
-from leaderboard.claims import keep_alive, try_claim
+from leaderboard.claims import claim_path, keep_alive, try_claim
 
 from .cache import StageState
 from .report import TIMINGS, Meter, fmt_seconds, header, load_timings, say
@@ -75,7 +75,7 @@ def run_stages(study: Study, stages: list[Stage], start: str | None = None,
         forced = stage.forced(study) or (forced_from is not None and index >= forced_from)
         claimed = False
         if not (state.done and not forced) and not stage.shared and not sharded:
-            claimed = _claim_or_wait(study, stage.name, state)
+            claimed = _claim_or_wait(study, stage.name, state, forced)
         rerun = forced and (claimed or stage.shared or sharded)  # a waiter reuses its result
         with keep_alive(study.work, stage.name) if claimed else nullcontext():
             if not run.visit(index, state, rerun):
@@ -138,15 +138,18 @@ class _Run:
         return True
 
 
-def _claim_or_wait(study: Study, name: str, state: StageState, poll: float = 2.0) -> bool:
+def _claim_or_wait(study: Study, name: str, state: StageState, forced: bool,
+                   poll: float = 2.0) -> bool:
     """Claim a stage that one worker runs; while another worker holds it, wait until it is
-    done (False) or its holder died (then take it over). True: this worker runs it."""
+    done (False) or its holder died (then take it over). True: this worker runs it. A forced
+    stage (``--from``) is claimed although it is done; a worker that finds it held waits for the
+    holder's rerun to end and reuses it."""
     waited = False
-    while not state.done:
-        if try_claim(study.work, name):
-            return True
+    while not try_claim(study.work, name):
         if not waited:
             say(f"[study] {name}: another worker runs it; waiting for it")
             waited = True
         time.sleep(poll)
-    return False
+        if state.done and not (forced and claim_path(study.work, name).exists()):
+            return False
+    return True

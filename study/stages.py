@@ -20,6 +20,7 @@ from formats.model_files import weights_problem
 from leaderboard.config import SweepConfig
 
 from .config import EvalSpec, StudyConfig, StudyConfigError, SweepSpec
+from .findings_stage import write_findings
 
 if TYPE_CHECKING:
     from finetune.sft_config import SFTConfig
@@ -342,10 +343,12 @@ def summary_inputs(study: Study) -> dict[str, Any]:
 def run_summary(study: Study, folder: Path) -> dict[str, Any]:
     """The findings across seeds (compact tables, at most five bullets, figures) and the
     detailed paragraph per model, from the measured numbers only."""
-    from .findings_stage import write_findings
+    from transformers import AutoConfig
+
     from .summary import summarize
 
     repair = study.folder("repair") / "repair.json" if study.config.repair else None
     record = summarize(study.folder("baselines") / "results", study.folder("sweeps") / "results",
                        list(study.config.models), folder, study.config.metric, repair)
-    return record | write_findings(study, folder)
+    n_layers = AutoConfig.from_pretrained(study.base_model()).num_hidden_layers
+    return record | write_findings(study.config, study.folder, n_layers, folder)

@@ -63,7 +63,8 @@ def test_qwen3_4b_dry_run_checks_its_judge_offline(tmp_path: Path) -> None:
     assert ("judge: Qwen/Qwen3-8B is not in the local hub cache: checked against the known "
             "Qwen3-8B shape: 8,190.7 M parameters; the first run downloads it (16.4 GB)") in lines
     assert "judges corrupt_em_questions, corrupt_open_questions" in lines
-    assert "5 models x 2350 items (corrupt_suite_full, corrupt_em" in lines  # 28 x 50 replies
+    # the base and three seeds of each of four fine-tunes; 28 x 50 replies
+    assert "13 models x 2350 items (corrupt_suite_full, corrupt_em" in lines
     assert "-> sweeps -> judge -> repair -> page" in lines
 
 

@@ -100,8 +100,10 @@ def test_qwen3_4b_dry_run_checks_the_plan_offline(tmp_path: Path) -> None:
     config.work_dir = str(tmp_path / "work")
     lines = "\n".join(dry_run(Study(config)))
     assert "36 layers, 32 heads" in lines and "known Qwen3-4B shape" in lines
-    # 3 sites x 36 layers x 2 directions + 2 layers x 32 heads, for each of exp1 and exp3
-    assert "560 patch variants" in lines and "per site: resid 144, attn 144, mlp 144, head 128"
+    # 3 sites x 36 layers x 2 directions + 2 layers x 32 heads = 280 per model, for three seeds
+    # each of exp1 and exp3: 6 x 280 = 1680; per site 6 x 72 = 432, heads 6 x 64 = 384
+    assert "1680 patch variants" in lines
+    assert "per site: resid 432, attn 432, mlp 432, head 384" in lines
     assert "disk estimate" in lines and not (tmp_path / "work").exists()  # nothing was run
     config.sweeps.patches = [{"sites": ["head"], "layers": [36], "heads": "all"}]
     with pytest.raises(PlanError, match=r"index 36 out of range \(0\.\.35\)"):
@@ -143,7 +145,8 @@ def test_killed_run_resumes_from_cached_stages(tmp_path: Path) -> None:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # as hard as a kill gets: no clean-up runs
     proc.wait()
-    order = ["data", "base", "finetune-underfit", "finetune-overfit", "finetune-lora"]
+    order = ["data", "base", "finetune-underfit", "finetune-overfit.s0", "finetune-overfit.s1",
+             "finetune-lora"]
     done = {s: (work / s / "DONE.json").stat().st_mtime_ns for s in order
             if (work / s / "DONE.json").is_file()}
     assert len(done) < len(order)  # killed mid-way
@@ -159,7 +162,8 @@ def test_killed_run_resumes_from_cached_stages(tmp_path: Path) -> None:
     third = run_study(edited, "--until", "finetune-lora")
     assert third.returncode == 0, third.stderr[-2000:]
     expected = {"data": "cached", "base": "cached", "finetune-underfit": "cached",
-                "finetune-overfit": "cached", "finetune-lora": "ran"}
+                "finetune-overfit.s0": "cached", "finetune-overfit.s1": "cached",
+                "finetune-lora": "ran"}
     assert _stage_lines(third.stderr) == expected
     forced = run_study(edited, "--from", "finetune-lora", "--until", "finetune-lora")
     assert forced.returncode == 0, forced.stderr[-2000:]

@@ -142,20 +142,24 @@ def test_killed_sweep_resumes_and_skips_finished(models, tmp_path, monkeypatch) 
     assert len(store.results_files(out / "corrupted-under")) == 1
 
 
+def _result_dirs(out: Path) -> list[str]:
+    """The runs' folders, without the workers' claims (``.claims``)."""
+    return sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+
+
 def test_shards_from_the_cli(models, tmp_path, monkeypatch, capsys) -> None:
     clean, over, under = models
     cfg = tiny_config(clean, {"over": str(over), "under": str(under)}, tmp_path / "out")
     path = write_yaml(tmp_path / "sweep.yaml", cfg)
     assert sweep.main(["--config", str(path), "--shard", "1/2"]) == 0
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["corrupted-over"]
+    assert _result_dirs(tmp_path / "out") == ["corrupted-over"]
 
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "0")
     assert sweep.main(["--config", str(path), "--shard", "auto"]) == 0
     assert "LOCAL_RANK" not in os.environ  # simple_evaluate would return None on LOCAL_RANK>0
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "clean", "corrupted-over", "corrupted-under"]
+    assert _result_dirs(tmp_path / "out") == ["clean", "corrupted-over", "corrupted-under"]
     assert sweep.main(["--config", str(path)]) == 0
     assert "0 ran, 3 already finished, 0 failed" in capsys.readouterr().out
     with pytest.raises(SystemExit):
