@@ -33,8 +33,8 @@ HFLM_ARGS = frozenset(inspect.signature(HFLM.__init__).parameters) - {"self", "k
 UNSUPPORTED = {
     "peft": "pass the adapter as corrupted=ADAPTER_DIR; pretrained is the clean model",
     "delta": "pass the corrupted model as corrupted=DIR; pretrained is the clean model",
-    "parallelize": "both models run on one device",
-    "tp_plan": "both models run on one device",
+    "tp_plan": "tensor parallelism splits every block; parallelize=True splits the pair by "
+               "blocks (accelerate's big-model dispatch)",
     "mixed_precision_dtype": "the engine runs in the models' own dtype; load with dtype=",
     "softmax_dtype": "scores are computed in float32 or wider",
 }

@@ -154,17 +154,17 @@ class PatchedLM(HFLM):
         elif self._source is not None:
             from transformers import AutoModelForCausalLM
 
-            extra = {k: v for k, v in kwargs.items() if k not in HFLM_ARGS}
-            corrupted = (
-                AutoModelForCausalLM.from_pretrained(
-                    corrupted,
-                    dtype=get_dtype(kwargs.get("dtype", "auto")),
-                    trust_remote_code=bool(kwargs.get("trust_remote_code")),
-                    **extra,
-                )
-                .to(clean.device)
-                .eval()
+            extra = {k: v for k, v in kwargs.items() if k not in HFLM_ARGS} | _placement(
+                clean, kwargs.get("offload_folder"))
+            corrupted = AutoModelForCausalLM.from_pretrained(
+                corrupted,
+                dtype=get_dtype(kwargs.get("dtype", "auto")),
+                trust_remote_code=bool(kwargs.get("trust_remote_code")),
+                **extra,
             )
+            if "device_map" not in extra:
+                corrupted = corrupted.to(clean.device)
+            corrupted = corrupted.eval()
         if hasattr(corrupted, "disable_adapter") and corrupted.get_base_model() is clean:
             return adapter_pair(corrupted)  # a LoRA over this very clean model: one base
         return clean, corrupted
@@ -261,6 +261,22 @@ class PatchedLM(HFLM):
                 bar.update(1)
         bar.close()
         return order.get_original(res)
+
+
+def _placement(clean: Any, offload_folder: str | None) -> dict[str, Any]:
+    """How the corrupted model is placed: on the clean model's device, or, when accelerate
+    dispatched the clean one over devices (``parallelize=True``, ``device_map=``), with the
+    same device map, so that block k of both runs on one device and a donor activation meets
+    its receiver there. Its offloaded weights go to a folder of their own (the two models'
+    weight names are the same)."""
+    device_map = getattr(clean, "hf_device_map", None) or {}
+    places = set(device_map.values())
+    if len(places) < 2 and "disk" not in places:
+        return {}  # one device: .to() it
+    out: dict[str, Any] = {"device_map": dict(device_map)}
+    if "disk" in places:  # HFLM's default folder, as for the clean model
+        out["offload_folder"] = str(Path(offload_folder or "./offload") / "corrupted")
+    return out
 
 
 def _same_model(a: str, b: str) -> bool:

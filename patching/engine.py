@@ -204,7 +204,7 @@ class Lockstep:
         first = self._prefill_rows()
         self.receiver_cache = SlotCache(
             receiver.config, receiver.head_dim, self.layers, len(first) + self.batch, slots,
-            receiver.dtype, dev,
+            receiver.dtype, receiver.layer_devices,
         )
         self.donor_cache = None
         if donor.runs:
@@ -212,7 +212,7 @@ class Lockstep:
             self.donor_cache = SlotCache(
                 d.config, d.head_dim, max(1, int(self.depth_of_row.max())),
                 max(self.n_rows, self.batch),
-                donor_slots, d.dtype, d.device,
+                donor_slots, d.dtype, d.layer_devices,
             )
         self.donor_values: Values | None = None  # the donor's values for the current step
         self.logprobs: list[Tensor] = []  # (R, K) per step, when scoring tokens

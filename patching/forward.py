@@ -61,7 +61,7 @@ class Values:
 
     def apply(self, key: Key, edit: Edit, act: Tensor) -> Tensor:
         """`act` with `edit` applied, as a new tensor."""
-        current = act[edit.rows]
+        current = act[_rows_on(edit.rows, act)]
         new = self.read(key, edit, current)
         alpha = self.donor.alpha
         if alpha != 1.0:
@@ -70,9 +70,9 @@ class Values:
         if edit.where is not None:
             mask = edit.where if mask is None else mask & edit.where
         if mask is not None:
-            new = torch.where(mask, new, current)
+            new = torch.where(mask.to(act.device), new, current)
         out = act.clone()
-        out[edit.rows] = new
+        out[_rows_on(edit.rows, act)] = new
         return out
 
     def fed(self, key: Key, join: Join, like: Tensor) -> Tensor:
@@ -81,6 +81,11 @@ class Values:
         rows = edit.rows.stop if isinstance(edit.rows, slice) else len(edit.rows)
         shape = (rows, *like.shape[1:])
         return self.read(key, edit, like.new_empty(shape))
+
+
+def _rows_on(rows: slice | Tensor, act: Tensor) -> slice | Tensor:
+    """Row indices on the device of the block they index (blocks of a split model differ)."""
+    return rows if isinstance(rows, slice) else rows.to(act.device)
 
 
 def _every_row(value: Any, index: Tensor | None) -> Any:
@@ -131,7 +136,7 @@ class _Pass:
         join = self.plan.joins[j]
         parts = [] if join.fed is None else [self.values.fed((STREAM, j), join, hidden)]
         if len(join.history):
-            parts.append(hidden[join.history])
+            parts.append(hidden[join.history.to(hidden.device)])
         return torch.cat([*parts, kept]) if d > a else torch.cat(parts)
 
     def stream(self, j: int, hidden: Tensor) -> Tensor:

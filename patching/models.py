@@ -65,7 +65,14 @@ class Runner:
 
     @property
     def device(self) -> torch.device:
-        return next(self.lm.parameters()).device
+        """Where the pass starts: the input embedding's device (its execution device under
+        accelerate's big-model dispatch, where offloaded weights sit on ``meta``)."""
+        return execution_device(self.lm.get_input_embeddings())
+
+    @property
+    def layer_devices(self) -> list[torch.device]:
+        """Where each block runs: its KV cache and the donor values it reads live there."""
+        return [execution_device(block) for block in self.lm.get_submodule(self.arch.layers)]
 
     @property
     def head_dim(self) -> int:
@@ -87,6 +94,18 @@ class Runner:
         logits = self.lm.get_output_embeddings()(hidden)
         cap = self.arch.softcap(self.config)
         return logits if cap is None else torch.tanh(logits / cap) * cap
+
+
+def execution_device(module: nn.Module) -> torch.device:
+    """The device a module computes on: accelerate's hook says so for a dispatched module
+    (its weights may be offloaded), else its first parameter's device."""
+    hook = getattr(module, "_hf_hook", None)
+    hooks = getattr(hook, "hooks", (hook,))  # accelerate's SequentialHook holds several
+    device = next((h.execution_device for h in hooks
+                   if getattr(h, "execution_device", None) is not None), None)
+    if device is not None:
+        return torch.device(device if not isinstance(device, int) else f"cuda:{device}")
+    return next(module.parameters()).device
 
 
 def as_runner(model: Any) -> Runner:

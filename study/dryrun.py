@@ -11,12 +11,20 @@ import fnmatch
 import math
 import shutil
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from formats.errors import InputError
 
+from .memory_plan import (
+    describe,
+    devices_here,
+    kv_bytes_per_token,
+    new_tokens,
+    placement,
+    sweep_need,
+)
 from .stage_list import stage_list
 from .stages import Study, baselines_backend
+from .task_list import TaskListError, load_tasks
 
 QWEN3_4B = {"num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8,
             "head_dim": 128, "hidden_size": 2560, "intermediate_size": 9728,
@@ -42,6 +50,7 @@ class ModelFacts:
     heads: int
     params: int
     dtype_bytes: int
+    kv_per_token: int  # KV-cache bytes of one token, every layer
 
 
 def _facts(config: object, source: str) -> ModelFacts:
@@ -52,8 +61,9 @@ def _facts(config: object, source: str) -> ModelFacts:
     with torch.device("meta"):
         params = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
     dtype = str(getattr(config, "dtype", None) or "float32")
+    size = 4 if "32" in dtype else 2
     return ModelFacts(source, config.num_hidden_layers, config.num_attention_heads,  # type: ignore[attr-defined]
-                      params, 4 if "32" in dtype else 2)
+                      params, size, kv_bytes_per_token(config, size))
 
 
 def model_facts(name: str, hint: str = "", role: str = "base model") -> ModelFacts:
@@ -81,24 +91,11 @@ def model_facts(name: str, hint: str = "", role: str = "base model") -> ModelFac
     return _facts(config, source)
 
 
-def _tasks(names: list[str]) -> dict[str, Any]:
-    """lm-eval's task objects of the requested tasks and groups (our task folder only)."""
-    from lm_eval.tasks import TaskManager
-
-    from harness_ext.paths import TASKS_DIR
-
-    try:
-        return TaskManager(include_path=str(TASKS_DIR), include_defaults=False).load(
-            names)["tasks"]
-    except KeyError as err:
-        raise PlanError(f"tasks {names}: {err.args[0]}") from None
-
-
 def _task_rows(tasks: list[str], limit: int | float | None) -> int:
     """Replies generated per variant: each task's docs, capped by ``limit``, times its
     ``repeats`` (the emergent-misalignment tasks sample several replies per question)."""
     total = 0
-    for task in _tasks(tasks).values():
+    for task in load_tasks(tasks).values():
         rows = len(task.eval_docs)
         cap = rows if limit is None else (math.ceil(limit * rows) if limit < 1 else int(limit))
         total += min(rows, cap) * (task.config.repeats or 1)
@@ -170,6 +167,9 @@ def eval_lines(study: Study, facts: ModelFacts) -> tuple[list[str], float]:
         if variant.site:
             by_site[variant.site] = by_site.get(variant.site, 0) + 1
     lines.append("    per site: " + ", ".join(f"{k} {v}" for k, v in by_site.items()))
+    need = sweep_need(facts.params, facts.dtype_bytes, facts.kv_per_token, sweeps.batch_size,
+                      sweeps.generate_together, new_tokens(sweeps.tasks, sweeps.gen_kwargs))
+    lines += [f"    {describe(need)}", f"    here: {placement(need, devices_here())[0]}"]
     return lines, (n_base * rows_b + len(swept) * rows_s) * SAMPLE_BYTES
 
 
@@ -199,7 +199,7 @@ def judge_lines(study: Study) -> tuple[list[str], float]:
             raise PlanError(f"judge {judge.model}: {why}") from None
         template = "; chat template present"
     loaded = {t for spec in (study.config.baselines, study.config.sweeps)
-              for t in _tasks(spec.tasks)}
+              for t in load_tasks(spec.tasks)}
     judged = sorted(t for t in loaded if any(fnmatch.fnmatchcase(t, p) for p in judge.tasks))
     return [f"judge: {facts.source}: {facts.params / 1e6:,.1f} M parameters{template}",
             f"    backend {judge.backend}, unscored below {judge.threshold:g} number mass; "
@@ -208,6 +208,13 @@ def judge_lines(study: Study) -> tuple[list[str], float]:
 
 def dry_run(study: Study) -> list[str]:
     """The plan as printable lines; raises ``PlanError`` on anything that would fail."""
+    try:
+        return _plan(study)
+    except TaskListError as err:
+        raise PlanError(str(err)) from None
+
+
+def _plan(study: Study) -> list[str]:
     base = study.config.base
     base_ready = base.random_init is None and not study.retrain
     if not base_ready and (base.random_init is not None or base.pretrain_config):

@@ -272,8 +272,15 @@ def run_sweeps(study: Study, folder: Path) -> dict[str, Any]:
     """The CMAP sweep (``leaderboard.sweep``), this process's shard of it."""
     from leaderboard.sweep import run_sweep
 
+    from .memory_plan import describe, devices_here, model_need, new_tokens, placement
+
     spec = study.config.sweeps
     config = study.sweep_config("sweeps", spec, study.config.swept, spec.patches)
+    need = model_need(study.base_model(), config.batch_size, config.generate_together,
+                      new_tokens(config.tasks, config.gen_kwargs))
+    where, fits = placement(need, devices_here())
+    if not fits:  # before any weights load
+        raise StageError(f"sweeps: {describe(need)}; {where}")
     outcome = run_sweep(config, *study.shard, device=study.device)
     return _outcome_record(outcome, "sweep") | {"results": config.output_dir}
 
