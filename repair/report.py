@@ -115,10 +115,15 @@ def plot(record: dict[str, Any], path: Path) -> Path:
 
     labels = list(record["labels"])
     groups = {label: _forest_rows(record["labels"][label]["rows"]) for label in labels}
-    height = max(len(g) for g in groups.values()) * 0.42 + 1.6
-    fig, axes = plt.subplots(1, len(labels), figsize=(6.2 * len(labels), height), squeeze=False)
+    panel = max(len(g) for g in groups.values()) * 0.42 + 1.2  # inches per panel row
+    cols = min(2, len(labels))  # a grid of two columns: four seeded models stay legible
+    grid_rows = -(-len(labels) // cols)
+    height = panel * grid_rows + 0.6
+    fig, axes = plt.subplots(grid_rows, cols, figsize=(6.6 * cols, height), squeeze=False)
+    for ax in axes.flat[len(labels):]:
+        ax.set_visible(False)
     offsets = {c: (i - (len(COLOURS) - 1) / 2) * 0.16 for i, c in enumerate(COLOURS)}
-    for ax, label in zip(axes[0], labels, strict=True):
+    for ax, label in zip(axes.flat, labels, strict=False):
         names = list(groups[label])
         for y, name in enumerate(names):
             for r in groups[label][name]:
