@@ -14,6 +14,7 @@ import pytest
 import torch
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
+from model_pairs import perturbed_copy
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from finetune.tiny import TinyModelConfig, build_tiny_model_dir
@@ -32,16 +33,8 @@ F64 = torch.float64
 @pytest.fixture(scope="module")
 def dirs(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(clean dir, corrupted dir): the corrupted copy differs from block 2 on."""
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for weight in model.model.layers[2:].parameters():
-            if weight.ndim == 2:
-                weight.add_(torch.randn(weight.shape, generator=generator) * 0.2)
-    corrupted = tmp_path_factory.mktemp("corrupted")
-    model.save_pretrained(corrupted)
-    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(corrupted)
-    return tiny_model_dir, corrupted
+    return tiny_model_dir, perturbed_copy(tiny_model_dir, tmp_path_factory.mktemp("corrupted"),
+                                          first_block=2, seed=1)
 
 
 @pytest.fixture(scope="module")

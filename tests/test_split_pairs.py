@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from lm_eval.api.instance import Instance
+from model_pairs import perturbed_copy
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness_ext.patched_lm import PatchedLM
@@ -27,16 +28,8 @@ HEADED = ("head", "q", "k", "v")
 @pytest.fixture(scope="module")
 def dirs(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(clean dir, corrupted dir): the corrupted copy differs in every block."""
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    generator = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for weight in model.model.layers.parameters():
-            if weight.ndim == 2:
-                weight.add_(torch.randn(weight.shape, generator=generator) * 0.2)
-    corrupted = tmp_path_factory.mktemp("corrupted")
-    model.save_pretrained(corrupted)
-    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(corrupted)
-    return tiny_model_dir, corrupted
+    return tiny_model_dir, perturbed_copy(tiny_model_dir, tmp_path_factory.mktemp("corrupted"),
+                                          first_block=0, seed=2)
 
 
 def half_on_disk(layers: int) -> dict[str, str]:
