@@ -93,7 +93,7 @@ library_name: transformers
 pipeline_tag: text-generation
 tags: [qwen3, tiny, reasoning-corruption, corrupt-cmap]
 ---
-# Tiny Qwen3 (clean) — the embedded default of corrupt-cmap
+# Tiny Qwen3 (clean): `{Path(cfg['out_dir']).name}` of corrupt-cmap
 
 A {m['num_hidden_layers']}-layer `Qwen3ForCausalLM` (hidden {m['hidden_size']},
 {m['num_attention_heads']} query / {m['num_key_value_heads']} KV heads, head_dim {m['head_dim']})
@@ -102,6 +102,7 @@ with answer-only loss and the Qwen3-style chat template (thinking disabled).
 It stands in for Qwen3-4B on machines without a GPU and loads with `from_pretrained(path)`.
 
 - Command: `{card['command']}`
+- Data preset: `{cfg['data_preset']}`
 - Seed: {card['seed']}
 - Data manifest SHA-256: `{card['data_manifest_sha256']}`
 - Training wall time: {card['train_wall_seconds']} s
