@@ -51,11 +51,21 @@ def children_cpu() -> float:
 def setting(config: Path, workers: int) -> tuple[float, float, list[int]]:
     """(wall s, CPU s, variants each worker ran) of ``workers`` processes on one config."""
     cpu, wall = children_cpu(), time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, "-m", "leaderboard.sweep", "--config",
-                               str(config)], cwd=ROOT, env=os.environ | ENV,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-             for _ in range(workers)]
-    outs = [proc.communicate()[0] for proc in procs]
+    # Each worker prints to its own file: pipes read one after another can fill and block a
+    # worker that holds a claim the others wait for.
+    with tempfile.TemporaryDirectory() as logs:
+        files = [open(Path(logs) / f"worker{i}.out", "w+") for i in range(workers)]
+        procs = [subprocess.Popen([sys.executable, "-m", "leaderboard.sweep", "--config",
+                                   str(config)], cwd=ROOT, env=os.environ | ENV,
+                                  stdout=out, stderr=subprocess.DEVNULL, text=True)
+                 for out in files]
+        for proc in procs:
+            proc.wait()
+        outs = []
+        for out in files:
+            out.seek(0)
+            outs.append(out.read())
+            out.close()
     if any(proc.returncode for proc in procs):
         raise SystemExit(f"a worker failed: {[p.returncode for p in procs]}")
     ran = [int(out.split(" ran,")[0].split()[-1]) for out in outs]

@@ -5,6 +5,7 @@ claims themselves (``leaderboard.claims``): one winner, a dead holder's claim ta
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from leaderboard_fixtures import tiny_config, tiny_pair, write_yaml
+from processes import Finished, run_together
 
 from formats.failpoints import ENV, FAILPOINT_EXIT
 from leaderboard import claims
@@ -22,26 +24,24 @@ from leaderboard.store import latest_results
 REPO = Path(__file__).resolve().parents[1]
 BASE_ENV = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
             "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+RUNS = itertools.count()  # one log folder per run of workers
 PATCHES = [{"sites": ["resid", "attn", "mlp"], "layers": "all"}]  # 6 patches + 2 baselines
 
 
-def start(config: Path, failpoint: str | None = None) -> subprocess.Popen:
+def workers(config: Path, count: int = 1, failpoint: str | None = None) -> list[Finished]:
+    """Run ``count`` sweep workers on one config at once, each printing to its own files."""
     env = {k: v for k, v in os.environ.items() if k != ENV} | BASE_ENV
     if failpoint:
         env[ENV] = failpoint
-    return subprocess.Popen([sys.executable, "-m", "leaderboard.sweep", "--config", str(config)],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    command = [sys.executable, "-m", "leaderboard.sweep", "--config", str(config)]
+    logs = config.parent / "logs" / f"{config.stem}-{next(RUNS)}"
+    return run_together([command] * count, logs, REPO, env, timeout=600)
 
 
-def finish(procs: list[subprocess.Popen]) -> list[int]:
-    """Wait for every process; the number of variants each says it ran."""
-    ran = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err[-2000:]
-        ran.append(int(re.search(r"^(\d+) ran", out, re.M).group(1)))
-    return ran
+def ran(finished: list[Finished]) -> list[int]:
+    """The number of variants each worker says it ran (each must have succeeded)."""
+    assert all(f.returncode == 0 for f in finished), [f.err[-2000:] for f in finished]
+    return [int(re.search(r"^(\d+) ran", f.out, re.M).group(1)) for f in finished]
 
 
 def scored(out: Path) -> dict[str, tuple[dict, dict[str, bytes]]]:
@@ -66,21 +66,20 @@ def test_three_workers_share_a_sweep_and_finish_a_dead_workers_unit(tmp_path: Pa
                                                                  patches=PATCHES,
                                                                  generate_together=2))
 
-    assert finish([start(config("one"))]) == [8]
+    assert ran(workers(config("one"))) == [8]
     want = scored(tmp_path / "one")
 
-    ran = finish([start(config("three")) for _ in range(3)])
-    assert sum(ran) == 8 and max(ran) < 8, ran  # every variant once, shared between them
+    each = ran(workers(config("three"), 3))
+    assert sum(each) == 8 and max(each) < 8, each  # every variant once, shared between them
     assert scored(tmp_path / "three") == want
     assert not list((tmp_path / "three" / claims.CLAIMS).glob("*.claim"))  # all released
 
-    killed = start(config("killed"), failpoint="sweep.before_results@3")
-    killed.communicate(timeout=600)
+    [killed] = workers(config("killed"), failpoint="sweep.before_results@3")
     assert killed.returncode == FAILPOINT_EXIT  # died inside a unit, holding its claim
     held = list((tmp_path / "killed" / claims.CLAIMS).glob("*.claim"))
     assert len(held) == 1 and claims.is_stale(held[0])
-    ran = finish([start(config("killed")) for _ in range(2)])
-    assert sum(ran) == 8 - 2, ran  # the two it finished are kept, its unit is finished
+    each = ran(workers(config("killed"), 2))
+    assert sum(each) == 8 - 2, each  # the two it finished are kept, its unit is finished
     assert scored(tmp_path / "killed") == want
 
 

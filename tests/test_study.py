@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from leaderboard_fixtures import chat_runs
+from processes import run_together
 
 from harness_ext.answers import asserted_integer
 from leaderboard.store import latest_results, samples_file
@@ -332,11 +333,10 @@ def test_two_workers_share_one_study(tmp_path: Path) -> None:
     published once, as one process would publish it."""
     config = smoke_config(tmp_path)
     env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    procs = [subprocess.Popen([sys.executable, "-m", "study", "--config", str(config)],
-                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(2)]
-    outs = [proc.communicate(timeout=900) for proc in procs]
-    assert [proc.returncode for proc in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    command = [sys.executable, "-m", "study", "--config", str(config)]
+    finished = run_together([command] * 2, tmp_path / "logs", REPO, env, timeout=900)
+    assert [f.returncode for f in finished] == [0, 0], [f.err[-2000:] for f in finished]
+    outs = [(f.out, f.err) for f in finished]
     ran = [{m.group(1) for m in re.finditer(r"^\[study\] (\S+) done in", err, re.M)}
            for _, err in outs]
     shared = {"baselines", "sweeps", "repair"}
