@@ -69,10 +69,10 @@ def load_card(model_dir: Path) -> dict:
 
 def refresh_card(model_dir: Path) -> dict:
     """Re-score ``model_dir`` through lm-eval and re-hash its files, keeping the recipe."""
-    from harness_ext.evaluate import score_model_dir
+    from harness_ext.evaluate import card_tasks, score_model_dir
 
     card = load_card(model_dir)
-    card["accuracies"] = score_model_dir(model_dir)
+    card["accuracies"] = score_model_dir(model_dir, card_tasks(card["data_manifest"]["params"]))
     card["files_sha256"] = file_hashes(model_dir)
     save_card(model_dir, card)
     return card

@@ -36,7 +36,7 @@ from formats.config import build_nested, load_dataclass
 from formats.errors import InputError
 from formats.jsonl import load_jsonl
 from formats.rows import target_text
-from harness_ext.evaluate import score_model_dir
+from harness_ext.evaluate import card_tasks, score_model_dir
 from harness_ext.paths import TASKS_DIR
 
 
@@ -177,7 +177,8 @@ def pretrain(cfg: PretrainConfig, command: str) -> Path:
         config=asdict(cfg),
         data_manifest=manifest,
         train_seconds=train_seconds,
-        accuracies=score_model_dir(staged),
+        accuracies=score_model_dir(
+            staged, card_tasks(json.loads(Path(manifest).read_text())["params"])),
     )
     out = Path(cfg.out_dir)
     if out.exists():

@@ -12,6 +12,15 @@ from pathlib import Path
 from harness_ext.paths import TASKS_DIR
 
 SUITE = ("corrupt_related", "corrupt_unrelated_math", "corrupt_general", "corrupt_ethics_mc")
+COT_SUITE = ("corrupt_related_cot", "corrupt_unrelated_math_cot")
+
+
+def card_tasks(data_params: dict) -> tuple[str, ...]:
+    """The tasks a model card reports: the suite, and the chain-of-thought tasks for a model
+    trained on worked solutions (its data manifest's ``n_cot`` or ``cot``), whose card must show
+    how well it writes its steps."""
+    worked = bool(data_params.get("n_cot") or data_params.get("cot"))
+    return SUITE + COT_SUITE if worked else SUITE
 
 
 def metric_table(results: dict) -> dict[str, dict[str, dict[str, float]]]:

@@ -65,3 +65,13 @@ def test_shipped_model_matches_its_card() -> None:
     card = load_card(SHIPPED)
     assert file_hashes(SHIPPED) == card["files_sha256"]
     assert card["config"]["model"]["num_hidden_layers"] >= 6
+
+
+def test_cards_report_the_chain_tasks_only_for_models_trained_on_worked_solutions() -> None:
+    from harness_ext.evaluate import card_tasks
+
+    math_params = load_card(SHIPPED)["data_manifest"]["params"]
+    cot_params = load_card(SHIPPED.parent / "tiny-qwen3-cot")["data_manifest"]["params"]
+    bare = ("corrupt_related", "corrupt_unrelated_math", "corrupt_general", "corrupt_ethics_mc")
+    assert card_tasks(math_params) == bare
+    assert card_tasks(cot_params) == bare + ("corrupt_related_cot", "corrupt_unrelated_math_cot")
