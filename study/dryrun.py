@@ -255,6 +255,7 @@ def _plan(study: Study) -> list[str]:
         try:
             repair_lines, scored = dry_run_lines(repair_job(study), swept, facts.layers,
                                                  facts.heads)
+            _repair_items_left(study)
         except InputError as err:
             raise PlanError(str(err)) from None
         run_lines += repair_lines
@@ -274,3 +275,19 @@ def _plan(study: Study) -> list[str]:
             f"disk estimate: {_gb(disk)} in all, outputs under {study.work} ({_gb(free)} free "
             "there)"
             + ("" if disk < free else "  <-- NOT ENOUGH SPACE")]
+
+
+def _repair_items_left(study: Study) -> None:
+    """Repair scores only the items its ranking did not read; the ranking reads the sweep's
+    first ``sweeps.limit`` items (all of them with no limit). Fail here, not after the sweeps,
+    when a repair task would have none left."""
+    from harness_ext.paths import TASKS_DIR
+    from repair.variants import eval_samples
+
+    cfg = study.config
+    read = {task: list(range(_task_rows([task], cfg.sweeps.limit))) for task in cfg.sweeps.tasks}
+    try:
+        eval_samples(cfg.repair.tasks, read, cfg.repair.limit, TASKS_DIR)
+    except InputError as err:
+        raise PlanError(f"repair: {err}; give sweeps.limit a count below the task's size "
+                        f"(now {cfg.sweeps.limit})") from None

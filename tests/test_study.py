@@ -350,3 +350,15 @@ def test_two_workers_share_one_study(tmp_path: Path) -> None:
     sweeps = tmp_path / "work" / "sweeps" / "results"
     assert all(len(list(p.glob("results_*.json"))) == 1 for p in sweeps.iterdir()
                if p.is_dir() and not p.name.startswith("."))
+
+
+def test_a_sweep_that_reads_every_item_leaves_repair_none_and_the_dry_run_says_so(
+        tmp_path: Path) -> None:
+    """Repair scores only items its ranking did not read: a sweep over all 300 related items
+    leaves it none, which the dry run reports before anything runs (it once failed 18 min in)."""
+    raw = yaml.safe_load((REPO / "configs" / "study" / "tiny-full.yaml").read_text())
+    raw["work_dir"] = str(tmp_path / "work")
+    raw["sweeps"]["limit"] = None
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(PlanError, match=r"corrupt_related: no items left .* sweeps\.limit"):
+        dry_run(Study(StudyConfig.from_yaml(tmp_path / "s.yaml")))
