@@ -91,15 +91,21 @@ def model_facts(name: str, hint: str = "", role: str = "base model") -> ModelFac
     return _facts(config, source)
 
 
-def _task_rows(tasks: list[str], limit: int | float | None) -> int:
-    """Replies generated per variant: each task's docs, capped by ``limit``, times its
-    ``repeats`` (the emergent-misalignment tasks sample several replies per question)."""
-    total = 0
-    for task in load_tasks(tasks).values():
+def _docs_read(tasks: list[str], limit: int | float | None) -> dict[str, tuple[int, int]]:
+    """Per task: (docs read, replies per doc): its docs capped by ``limit`` (lm-eval reads
+    the first ones), and its ``repeats`` (the emergent-misalignment tasks sample several
+    replies per question)."""
+    read = {}
+    for name, task in load_tasks(tasks).items():
         rows = len(task.eval_docs)
         cap = rows if limit is None else (math.ceil(limit * rows) if limit < 1 else int(limit))
-        total += min(rows, cap) * (task.config.repeats or 1)
-    return total
+        read[name] = (min(rows, cap), task.config.repeats or 1)
+    return read
+
+
+def _task_rows(tasks: list[str], limit: int | float | None) -> int:
+    """Replies generated per variant over ``tasks``."""
+    return sum(docs * repeats for docs, repeats in _docs_read(tasks, limit).values())
 
 
 def _gb(n: float) -> str:
@@ -285,7 +291,8 @@ def _repair_items_left(study: Study) -> None:
     from repair.variants import eval_samples
 
     cfg = study.config
-    read = {task: list(range(_task_rows([task], cfg.sweeps.limit))) for task in cfg.sweeps.tasks}
+    read = {task: list(range(docs))
+            for task, (docs, _) in _docs_read(cfg.sweeps.tasks, cfg.sweeps.limit).items()}
     try:
         eval_samples(cfg.repair.tasks, read, cfg.repair.limit, TASKS_DIR)
     except InputError as err:
