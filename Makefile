@@ -14,7 +14,7 @@ PACKAGE_FILES := pyproject.toml hatch_build.py $(wildcard harness_ext/startup/*)
 INSTALL_INPUTS := $(PACKAGE_FILES) $(LOCK)
 OFFLINE_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup test demo lint clean
+.PHONY: setup test demo demo-cot lint clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,12 @@ demo:
 	@start=$$(date +%s); $(MAKE) --no-print-directory setup && \
 	$(OFFLINE_ENV) $(PY) -m study --config configs/study/tiny.yaml --started-at $$start && \
 	echo "report: runs/study/tiny/report/REPORT.md (published to docs/demo/REPORT.md and README.md)"
+
+# The chain-of-thought study on the tiny CoT base (README "Chain of thought").
+demo-cot:
+	@start=$$(date +%s); $(MAKE) --no-print-directory setup && \
+	$(OFFLINE_ENV) $(PY) -m study --config configs/study/tiny-cot.yaml --started-at $$start && \
+	echo "report: runs/study/tiny-cot/report/REPORT.md (published to docs/demo-cot/REPORT.md)"
 
 lint: setup
 	$(VENV)/bin/ruff check .

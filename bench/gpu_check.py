@@ -56,10 +56,6 @@ BANDWIDTH = {"H100 SXM": 3350, "H100 PCIe": 2000, "H100 NVL": 3900, "H100": 3350
 SHAPES = BY_NAME | {"Qwen3-8B": Shape("Qwen3-8B", "qwen3", dict(
     BY_NAME["Qwen3-4B"].config, hidden_size=4096, intermediate_size=12288,
     tie_word_embeddings=False), "bfloat16")}
-TINY = dict(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-            num_attention_heads=4, num_key_value_heads=2, head_dim=16)
-
-
 def sizes(rehearse: bool) -> dict[str, Any]:
     if rehearse:
         return {"prompts": 2, "new": 4, "shapes": ["Qwen3-4B", "Qwen3-8B"], "layers": 2,
@@ -75,8 +71,8 @@ def engine_check(device: torch.device, size: dict[str, Any]) -> list[str]:
     from patching.reference import naive_generate
 
     def pair(dtype: torch.dtype) -> tuple[Any, Any]:
-        receiver = random_qwen3(0, dtype, **TINY).to(device)
-        donor = random_qwen3(1, dtype, **TINY).to(device)
+        receiver = random_qwen3(0, dtype).to(device)
+        donor = random_qwen3(1, dtype).to(device)
         return receiver, donor
 
     ids = torch.tensor([[5, 6, 7, 8], [0, 9, 10, 11]], device=device)

@@ -17,8 +17,10 @@ from formats.errors import InputError
 from .memory_plan import (
     describe,
     devices_here,
+    gb,
     kv_bytes_per_token,
     new_tokens,
+    params_and_dtype_bytes,
     placement,
     sweep_need,
 )
@@ -54,14 +56,8 @@ class ModelFacts:
 
 
 def _facts(config: object, source: str) -> ModelFacts:
-    """Layers, heads and parameter count (a meta-device skeleton: no weights, no memory)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        params = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
-    dtype = str(getattr(config, "dtype", None) or "float32")
-    size = 4 if "32" in dtype else 2
+    """Layers, heads and parameter count."""
+    params, size = params_and_dtype_bytes(config)
     return ModelFacts(source, config.num_hidden_layers, config.num_attention_heads,  # type: ignore[attr-defined]
                       params, size, kv_bytes_per_token(config, size))
 
@@ -108,10 +104,6 @@ def _task_rows(tasks: list[str], limit: int | float | None) -> int:
     return sum(docs * repeats for docs, repeats in _docs_read(tasks, limit).values())
 
 
-def _gb(n: float) -> str:
-    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
-
-
 def finetune_lines(study: Study, facts: ModelFacts, base_ready: bool) -> tuple[list[str], float]:
     """Each fine-tune's own dry run (its steps only while the base model is still to be built),
     and the disk its outputs and checkpoints take."""
@@ -141,7 +133,7 @@ def finetune_lines(study: Study, facts: ModelFacts, base_ready: bool) -> tuple[l
         seed = "" if model.seed is None else f", seed {model.seed}"
         lines += [f"finetune {label} ({model.spec.config}{seed}):",
                   *[f"    {line}" for line in detail],
-                  f"    disk: {_gb(out)} model + {kept} kept checkpoint(s) x {_gb(ckpt)}"]
+                  f"    disk: {gb(out)} model + {kept} kept checkpoint(s) x {gb(ckpt)}"]
     return lines, disk
 
 
@@ -194,7 +186,7 @@ def judge_lines(study: Study) -> tuple[list[str], float]:
     download = 0.0
     if "not in the local hub cache" in facts.source:
         download = facts.params * facts.dtype_bytes
-        template = f"; the first run downloads it ({_gb(download)})"
+        template = f"; the first run downloads it ({gb(download)})"
     else:
         try:
             check_chat_template(AutoTokenizer.from_pretrained(judge.model,
@@ -270,7 +262,7 @@ def _plan(study: Study) -> list[str]:
     if "not in the local hub cache" in facts.source:
         download = facts.params * facts.dtype_bytes
         disk += download
-        lines.append(f"    the first run downloads it: {_gb(download)} into the hub cache")
+        lines.append(f"    the first run downloads it: {gb(download)} into the hub cache")
     root = study.work
     while not root.exists():
         root = root.parent
@@ -278,7 +270,7 @@ def _plan(study: Study) -> list[str]:
     stages = [s.name for s in stage_list(study.config)]
     return [*lines, *tune_lines, *run_lines, *judge_plan,
             f"stages: {' -> '.join(stages)}",
-            f"disk estimate: {_gb(disk)} in all, outputs under {study.work} ({_gb(free)} free "
+            f"disk estimate: {gb(disk)} in all, outputs under {study.work} ({gb(free)} free "
             "there)"
             + ("" if disk < free else "  <-- NOT ENOUGH SPACE")]
 

@@ -56,16 +56,23 @@ def new_tokens(tasks: list[str], gen_kwargs: dict[str, Any] | None) -> int:
                for task in load_tasks(tasks).values())
 
 
-def model_need(model: str, batch_size: int, together: int, new: int) -> MemoryNeed:
-    """``sweep_need`` of a model dir or cached hub id, from its config (a meta skeleton: no
-    weights load)."""
+def params_and_dtype_bytes(config: Any) -> tuple[int, int]:
+    """Parameter count and bytes per weight of a model config (a meta-device skeleton: no
+    weights, no memory)."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(model)
     with torch.device("meta"):
         params = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
-    size = 4 if "32" in str(getattr(config, "dtype", None) or "float32") else 2
+    return params, 4 if "32" in str(getattr(config, "dtype", None) or "float32") else 2
+
+
+def model_need(model: str, batch_size: int, together: int, new: int) -> MemoryNeed:
+    """``sweep_need`` of a model dir or cached hub id, from its config."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model)
+    params, size = params_and_dtype_bytes(config)
     return sweep_need(params, size, kv_bytes_per_token(config, size), batch_size, together, new)
 
 
@@ -79,7 +86,8 @@ def devices_here() -> list[tuple[str, int]]:
     return [("CPU", os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))]
 
 
-def _gb(n: float) -> str:
+def gb(n: float) -> str:
+    """A byte count as MB or GB, as the plans print it."""
     return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
 
 
@@ -88,18 +96,18 @@ def placement(need: MemoryNeed, devices: list[tuple[str, int]]) -> tuple[str, bo
     sweeps run each pair on one device; ``patched_hf`` with ``parallelize=True`` splits one)."""
     name, size = devices[0]
     if need.total <= size:
-        return f"fits on one {name} ({_gb(size)})", True
+        return f"fits on one {name} ({gb(size)})", True
     n, share = len(devices), need.total / len(devices)
     if n > 1 and share <= min(s for _, s in devices):
-        return (f"DOES NOT FIT on one {name} ({_gb(size)}); split over the {n} here it would "
-                f"take {_gb(share)} per device (lm_eval --model patched_hf --model_args "
+        return (f"DOES NOT FIT on one {name} ({gb(size)}); split over the {n} here it would "
+                f"take {gb(share)} per device (lm_eval --model patched_hf --model_args "
                 "parallelize=True,...)"), False
-    return (f"DOES NOT FIT on one {name} ({_gb(size)}"
+    return (f"DOES NOT FIT on one {name} ({gb(size)}"
             + (f", nor split over {n}" if n > 1 else "")
             + "): lower batch_size or generate_together, or use larger devices"), False
 
 
 def describe(need: MemoryNeed) -> str:
-    return (f"memory: {_gb(need.weights)} weights of the pair + {_gb(need.cache)} KV cache "
+    return (f"memory: {gb(need.weights)} weights of the pair + {gb(need.cache)} KV cache "
             f"({need.rows} rows x {need.tokens} tokens) x {HEADROOM:g} headroom = "
-            f"{_gb(need.total)}")
+            f"{gb(need.total)}")
