@@ -198,8 +198,10 @@ def gather(conditions: Mapping[str, list[str]], seeds: Mapping[str, int | None],
             continue
         condition = Condition(name, mine, [seeds.get(label) for label in mine])
         behaviour(condition, base_runs, choice)
-        swept = sweep_runs is not None and any(r.label in mine and r.role == "corrupted"
-                                               for r in sweep_runs)
+        # Flip rates are read on related math; a sweep that did not score it (the CoT study's,
+        # read by its own report section) locates nothing here.
+        swept = sweep_runs is not None and any(
+            r.label in mine and r.role == "corrupted" and RELATED in r.metrics for r in sweep_runs)
         if swept:
             flip_rates(condition, sweep_runs, choice)  # type: ignore[arg-type]
         component_scores(condition, weights, repair)

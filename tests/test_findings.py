@@ -4,6 +4,7 @@ the compact table against a hand computation, for two seeds and for a seed set o
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,14 @@ def test_a_seed_set_of_one_and_the_bullets() -> None:
     assert "weights moved most and restoring the clean weights helps most at L0" in said[1]
     assert "(these top layers hold in 2/2, 2/2, 2/2 seeds)" in said[1]
     assert any(s.startswith("`one` (1 seed): related math falls to 0.70") for s in said)
+
+
+def test_a_sweep_without_related_math_locates_nothing_and_does_not_fail() -> None:
+    """The CoT study sweeps only corrupt_related_cot: no flip rates, the rest still read."""
+    given = inputs()
+    given["sweep_runs"] = [replace(r, metrics={"corrupt_related_cot": r.metrics[RELATED]},
+                                   _samples={"corrupt_related_cot": r._samples[RELATED]})
+                           for r in given["sweep_runs"]]  # copies: base runs keep theirs
+    over, one = gather(**given)
+    assert over.flips == {} and one.flips == {}
+    assert over.behaviour[RELATED].mean == pytest.approx(0.5)  # (0.4 + 0.6) / 2
