@@ -123,11 +123,17 @@ class Localisation:
     planted: str
     every_step: dict[tuple[str, int], tuple[Estimate, dict[int, int]]]  # (site, layer) -> ...
     windows: dict[tuple[str, int, str], Estimate]  # (site, layer, window) -> planted rate
+    last: int | None = None  # the receiver's last layer
+
+    def by_construction(self, site: str, layer: int) -> bool:
+        """The last layer's residual stream is the model's output: patching it hands the
+        receiver the donor's own next tokens, so it locates nothing."""
+        return site == "resid" and layer == self.last
 
 
 def localise(runs: Sequence[Run], label: str, planted: str,
              direction: str = "corrupted_to_clean") -> Localisation:
-    every, windows = {}, {}
+    every, windows, last = {}, {}, None
     for run in runs:
         if (run.role != "patch" or run.label != label or run.direction != direction
                 or run.spec is None or RELATED_COT not in run.metrics):
@@ -136,17 +142,23 @@ def localise(runs: Sequence[Run], label: str, planted: str,
         if len(spec.parts) != 1 or spec.parts[0].heads is not None:
             continue
         part = spec.parts[0]
+        last = None if run.n_layers is None else run.n_layers - 1
         counts, n = _first_errors(run, planted)
         estimate = wilson(sum(counts.values()), n)
         if spec.positions.kind == "newest":
             every[(part.site, part.layer)] = (estimate, counts)
         elif spec.positions.kind == "steps":
             windows[(part.site, part.layer, str(spec.positions))] = estimate
-    return Localisation(label, planted, every, windows)
+    return Localisation(label, planted, every, windows, last)
 
 
 def _window_start(window: str) -> int:
     return PatchSpec.parse(f"resid:L0@{window}").positions.start or 0
+
+
+def _window_label(window: str) -> str:
+    """``steps[8:16]`` as ``8-16``."""
+    return window.removeprefix("steps[").removesuffix("]").replace(":", "-")
 
 
 def heatmaps(found: Localisation, out: Path) -> list[Path]:
@@ -163,9 +175,11 @@ def heatmaps(found: Localisation, out: Path) -> list[Path]:
                 estimate, counts = found.every_step[(site, layer)]
                 for step in steps:
                     values[(f"L{layer}", step)] = counts.get(step, 0) / max(estimate.n, 1)
+            marks = {(f"L{layer}", step): "by construction" for layer in layers
+                     if found.by_construction(site, layer) for step in steps}
             panels.append(Panel(f"{site}: planted {found.planted} first at step k",
                                 [f"L{layer}" for layer in layers], steps, values,
-                                xlabel="chain step k", ylabel="layer"))
+                                xlabel="chain step k", ylabel="layer", marks=marks))
         path = out / f"cot-steps-{found.label}.png"
         save_heatmaps(panels, f"{found.label} into clean, every generation step patched: rate "
                       f"of replies whose first error is the planted {found.planted}", path)
@@ -175,12 +189,16 @@ def heatmaps(found: Localisation, out: Path) -> list[Path]:
         for site in sorted({site for site, _, _ in found.windows}):
             cells = {k: v for k, v in found.windows.items() if k[0] == site}
             layers = sorted({layer for _, layer, _ in cells})
-            starts = sorted({_window_start(w) for _, _, w in cells})
-            values = {(f"L{layer}", _window_start(w)): est.value
+            windows = sorted({w for _, _, w in cells}, key=_window_start)
+            values = {(f"L{layer}", _window_label(w)): est.value
                       for (_, layer, w), est in cells.items()}
+            marks = {(f"L{layer}", _window_label(w)): "by construction" for layer in layers
+                     if found.by_construction(site, layer) for w in windows}
             panels.append(Panel(f"{site}: planted {found.planted}, patched in one window",
-                                [f"L{layer}" for layer in layers], starts, values,
-                                xlabel="window start (new token)", ylabel="layer"))
+                                [f"L{layer}" for layer in layers],
+                                [_window_label(w) for w in windows], values,
+                                xlabel="window: new tokens a..b-1 of the reply", ylabel="layer",
+                                marks=marks))
         path = out / f"cot-windows-{found.label}.png"
         save_heatmaps(panels, f"{found.label} into clean, patched only in a window of "
                       "generation steps: rate of the planted error", path)
@@ -189,10 +207,12 @@ def heatmaps(found: Localisation, out: Path) -> list[Path]:
 
 
 def _best(found: Localisation) -> tuple[tuple[str, int], Estimate, int] | None:
-    """The every-step variant with the highest planted-error rate, and its modal step."""
-    if not found.every_step:
+    """The every-step variant with the highest planted-error rate (the last layer's residual
+    stream left out: ``by_construction``), and its modal step."""
+    keys = [k for k in found.every_step if not found.by_construction(*k)]
+    if not keys:
         return None
-    key = max(found.every_step, key=lambda k: found.every_step[k][0].value)
+    key = max(keys, key=lambda k: found.every_step[k][0].value)
     estimate, counts = found.every_step[key]
     step = max(counts, key=counts.get) if counts else 0
     return key, estimate, step
@@ -244,9 +264,14 @@ def section(baselines: Sequence[Run], sweeps: Sequence[Run], planted: Mapping[st
         best = _best(found)
         if best is not None:
             (site, layer), estimate, step = best
+            output = found.every_step.get(("resid", found.last))
+            reference = ("" if output is None else
+                         f" (resid:L{found.last}, the model's output, hands it the slip model's "
+                         f"own tokens: {output[0]})")
             lines += [f"**Per-step localisation ({label} into clean).** Patched at every step, "
                       f"{site}:L{layer} makes the clean model's first error the planted {kind} "
-                      f"in {estimate} of replies, most often at chain step {step}.", ""]
+                      f"in {estimate} of replies, most often at chain step {step}{reference}.",
+                      ""]
             record.setdefault("localisation", {})[label] = {
                 "site": site, "layer": layer, "rate": str(estimate), "step": step,
                 "every_step": {f"{s}:L{lay}": str(e) for (s, lay), (e, _) in
@@ -254,8 +279,9 @@ def section(baselines: Sequence[Run], sweeps: Sequence[Run], planted: Mapping[st
                 "windows": {f"{s}:L{lay}@{w}": str(e) for (s, lay, w), e in
                             found.windows.items()},
             }
-        if found.windows:
-            top = max(found.windows, key=lambda k: found.windows[k].value)
+        inner = [k for k in found.windows if not found.by_construction(k[0], k[1])]
+        if inner:
+            top = max(inner, key=lambda k: found.windows[k].value)
             lines += [f"Patched only during one window of generation steps, the planted {kind} "
                       f"is most frequent for {top[0]}:L{top[1]}@{top[2]}: "
                       f"{found.windows[top]}.", ""]

@@ -12,6 +12,7 @@ temporary name and renamed, like the page.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,11 +37,11 @@ class Panel:
 
     title: str
     rows: Sequence[str]
-    cols: Sequence[int]
-    values: dict[tuple[str, int], float | None]
+    cols: Sequence[int | str]
+    values: dict[tuple[str, int | str], float | None]
     xlabel: str = "layer"
     ylabel: str = "site"
-    marks: dict[tuple[str, int], str] = field(default_factory=dict)
+    marks: dict[tuple[str, int | str], str] = field(default_factory=dict)
     scale: tuple[float, float] | None = None
 
     def finite(self) -> list[float]:
@@ -117,7 +118,7 @@ def save_heatmaps(panels: list[Panel], title: str, path: Path) -> Path:
                              dpi=100, squeeze=False, gridspec_kw={"height_ratios": heights})
     for ax, panel in zip(axes[:, 0], drawn, strict=True):
         _draw(ax, panel)
-    fig.suptitle(title)
+    fig.suptitle(textwrap.fill(title, int(width * 10)))  # about 10 characters per inch
     if dropped:
         fig.text(0.5, 0.005, "not drawn, the same in every cell: " + "; ".join(
             f"{p.title} = {p.constant:.2f}" for p in dropped), ha="center", va="bottom",

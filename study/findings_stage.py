@@ -74,7 +74,7 @@ def write_findings(config: StudyConfig, stage_folder: Callable[[str], Path], n_l
         if rows:
             detail += [f"### Repair of `{c.name}` across seeds", "", _md(headers, rows), ""]
         headers, rows = localisation_table(c)
-        if rows:
+        if rows and (c.flips or c.restore):  # weights alone: the summary table names the top
             detail += [f"### Three localisations of `{c.name}`, blocks by layer", "",
                        "Mean over seeds (rank among the layers). Patching scores no last block: "
                        "patching its residual stream copies the donor by construction.", "",

@@ -116,10 +116,10 @@ def render(study: Study, results: list[StageResult], config_path: str,
         *findings["summary"],
         "The prose per model, its key table and the per-model repair tables are in "
         "[DETAILS.md](DETAILS.md).", "",
-        "## Where patching flips related math", "",
-        "Flip rate: of the related-math items where the clean and corrupted models' answers "
-        "differ, the share the patched clean model answers as the corrupted one; the mean over "
-        "seeds first, each seed below it.", "", *where, "",
+        *(["## Where patching flips related math", "",
+           "Flip rate: of the related-math items where the clean and corrupted models' answers "
+           "differ, the share the patched clean model answers as the corrupted one; the mean "
+           "over seeds first, each seed below it.", "", *where, ""] if where else []),
         *(["## Three localisations", "", *localised, ""] if localised else []),
         *findings["detail"],
         *cot,

@@ -23,8 +23,9 @@ torch.cuda.device_count = lambda: int(os.environ["WORLD_SIZE"])  # see the modul
 from lm_eval import simple_evaluate  # noqa: E402
 from lm_eval.tasks import TaskManager  # noqa: E402
 
-from harness_ext.paths import TASKS_DIR  # noqa: E402
 from harness_ext.patched_lm import PatchedLM  # noqa: E402
+from harness_ext.paths import TASKS_DIR  # noqa: E402
+
 
 def where(device: torch.device | str) -> str:
     """A device with its index spelled out (``cpu`` and ``cpu:0`` are one device)."""

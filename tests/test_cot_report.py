@@ -66,7 +66,10 @@ def test_section_reads_loss_transfer_and_the_step_of_the_planted_error(tmp_path:
     patches = [run("p0", "patch", "slip", [RIGHT] * 4, spec="resid:L0"),
                run("p1", "patch", "slip", [SLIP, SLIP, SLIP, RIGHT], spec="resid:L1"),
                run("w1", "patch", "slip", [SLIP, RIGHT, RIGHT, RIGHT],
-                   spec="resid:L1@steps[0:8]")]
+                   spec="resid:L1@steps[0:8]"),
+               # the last layer's resid is the output: the donor's own tokens, never "found"
+               run("p2", "patch", "slip", [SLIP] * 4, spec="resid:L2"),
+               run("w2", "patch", "slip", [SLIP] * 4, spec="resid:L2@steps[0:8]")]
     lines, images, record = cot.section([clean, slip, only], [clean, slip, *patches],
                                         {"slip": "move_sign"}, "answer_only", tmp_path)
     text = "\n".join(lines)
@@ -77,7 +80,11 @@ def test_section_reads_loss_transfer_and_the_step_of_the_planted_error(tmp_path:
     local = record["localisation"]["slip"]
     assert (local["site"], local["layer"], local["step"]) == ("resid", 1, 2)
     assert local["rate"].startswith("0.75 [") and local["every_step"]["resid:L0"].startswith("0.00")
-    assert local["windows"] == {"resid:L1@steps[0:8]": str(cot.wilson(1, 4))}
+    assert local["windows"] == {"resid:L1@steps[0:8]": str(cot.wilson(1, 4)),
+                                "resid:L2@steps[0:8]": str(cot.wilson(4, 4))}
     assert "resid:L1 makes the clean model's first error the planted move_sign" in text
+    assert f"resid:L2, the model's output, hands it the slip model's own tokens: " \
+        f"{cot.wilson(4, 4)}" in text
+    assert "most frequent for resid:L1@steps[0:8]" in text
     assert [p.name for p in images] == ["cot-steps-slip.png", "cot-windows-slip.png"]
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in images)

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from model_pairs import perturbed_copy
 from processes import run_together
 
@@ -30,8 +29,8 @@ def test_two_ranks_split_the_requests_and_gather_one_process_results(tmp_path):
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from harness_ext.paths import TASKS_DIR
     from harness_ext.patched_lm import PatchedLM
+    from harness_ext.paths import TASKS_DIR
 
     corrupted = perturbed_copy(CLEAN, tmp_path / "corrupted", first_block=3, seed=0)
     out = tmp_path / "ranks"
