@@ -18,7 +18,8 @@ rule the LAST statement wins, so a corrected answer replaces the first.
 1. ``\\boxed{}``, read as the strict metric reads it.
 2. A declared answer: "the answer is N", "Answer: N", "the solutions are x = -9 and x = -7"
    (the last value listed).
-3. The family's own statement, from the row's ``kind`` and ``variable``:
+3. The family's own statement, from the row's ``kind`` and ``variable`` (read from the
+   question when the row has no such field: ``inferred_kind``, ``inferred_variable``):
    - algebra: an assignment to the question's variable, ``x = -8``, ``x = -14/2 = -7`` or "y is
      4"; other letters (the a, b, c of the quadratic formula) are not the answer;
    - remainders: "the remainder is N", "a remainder of N", "N is the remainder", "leaves N";
@@ -292,6 +293,42 @@ def _ordered_integer(texts: list[str], question: str, kind: str) -> Found:
     return NOT_FOUND if value is None else _value(value)
 
 
+_REMAINDER_ASKED = re.compile(r"\bremainder\b|\bmod(?:ulo)?\b|\bleft over\b|\d\s*%\s*\d", re.I)
+_ARITHMETIC = re.compile(r"\d\s*[-+*/\u00d7\u00f7%]\s*\d")
+_QUESTION_VAR = re.compile(r"\bfor\s+([a-z])\b|\bwhat\s+is\s+([a-z])\b|\bvalue\s+of\s+([a-z])\b"
+                           r"|\bfind\s+([a-z])\b|\bsolve\s+for\s+([a-z])\b", re.I)
+
+
+def inferred_kind(question: str) -> str:
+    """A row's ``kind`` read from its question, for docs without the generator's field (a
+    user's own problems): ``remainder``; ``comparison`` (which of two numbers is larger or
+    smaller); ``successor`` / ``predecessor`` (what comes after or before one number); else
+    ``""``, which the integer rules treat as no particular kind."""
+    if _REMAINDER_ASKED.search(question):
+        return "remainder"
+    side = asked_side(question)
+    if side is None or _ARITHMETIC.search(question):
+        return ""
+    numbers = re.findall(_NUM, question)
+    if len(numbers) == 2:
+        return "comparison"
+    return ("successor" if side == "high" else "predecessor") if len(numbers) == 1 else ""
+
+
+def inferred_variable(question: str) -> str | None:
+    """The letter an algebra question asks for ("Solve for y", "the value of x"), else its one
+    letter that stands in an equation (next to a number, a bracket, an operator or a power);
+    None when there is no such single letter."""
+    found = _QUESTION_VAR.search(question)
+    named = next((g for g in (found.groups() if found else ()) if g), None)
+    if named is not None:
+        return named
+    letters = {m.group(1) for m in re.finditer(r"(?<![A-Za-z])([a-z])(?![A-Za-z])", question)
+               if re.search(rf"[\d)=+\-]\s*{m.group(1)}(?![A-Za-z])"
+                            rf"|(?<![A-Za-z]){m.group(1)}\s*[=+\-^(\d)\u00b2\u00b3]", question)}
+    return next(iter(letters)) if len(letters) == 1 else None
+
+
 def asserted_integer(reply: str, doc: Mapping[str, Any] | None = None) -> int | None:
     """The integer ``reply`` asserts as its answer to ``doc`` (a task row: ``question``,
     ``kind``, ``variable`` used when present), by the rules in the module docstring."""
@@ -300,10 +337,12 @@ def asserted_integer(reply: str, doc: Mapping[str, Any] | None = None) -> int | 
     if boxed is not None:
         return boxed_integer(boxed)
     texts = statements(reply)
-    kind, question = str(doc.get("kind") or ""), str(doc.get("question") or "")
+    question = str(doc.get("question") or "")
+    kind = str(doc["kind"]) if doc.get("kind") else inferred_kind(question)
+    variable = str(doc["variable"]) if doc.get("variable") else inferred_variable(question)
     rules: list[Any] = [lambda: _last([_DECLARED], texts)]
-    if doc.get("variable"):
-        rules.append(lambda: _last([_assignment(str(doc["variable"]))], texts))
+    if variable:
+        rules.append(lambda: _last([_assignment(variable)], texts))
     if kind == "remainder":
         rules.append(lambda: _last(_REMAINDER, texts))
     if kind in ("comparison", "successor", "predecessor"):

@@ -35,7 +35,7 @@ from sympy.parsing.sympy_parser import (
     standard_transformations,
 )
 
-from .answers import asserted_integer, plain
+from .answers import asserted_integer, inferred_variable, plain
 
 TYPES = ("move_sign", "combine", "divide", "other")
 _TRANSFORMS = standard_transformations + (implicit_multiplication_application, convert_xor)
@@ -48,8 +48,6 @@ _SEPARATORS = re.compile(
     r"therefore|then|which gives|giving|gives)\b[:,]?|\.\s+(?=[A-Z]))\s*")
 _PREFIX = re.compile(r"^\s*(?:[-*+\u2022]\s+|\d{1,2}[.)]\s+|(?:step\s*\d+\s*[:.)-]?)\s*)+", re.I)
 _OR = re.compile(r"\s*(?:,?\s*\bor\b|,?\s*\band\b|,)\s*")
-_QUESTION_VAR = re.compile(r"\bfor\s+([a-z])\b|\bwhat\s+is\s+([a-z])\b|\bvalue\s+of\s+([a-z])\b"
-                           r"|\bfind\s+([a-z])\b|\bsolve\s+for\s+([a-z])\b", re.I)
 
 
 def _clean(text: str) -> str:
@@ -179,12 +177,7 @@ def _terms(text: str, var: str | None) -> list[Any]:
 def read_problem(question: str) -> Problem | None:
     """The problem of a question: an equation in one letter, or an arithmetic expression."""
     text = _clean(question)
-    found = _QUESTION_VAR.search(text)
-    letters = {m.group(1) for m in re.finditer(r"(?<![A-Za-z])([a-z])(?![A-Za-z])", text)
-               if re.search(rf"[\d)=+\-]\s*{m.group(1)}|{m.group(1)}\s*[=+\-^(\d)]", text)}
-    var = next((g for g in (found.groups() if found else ()) if g), None)
-    if var is None and len(letters) == 1:
-        var = next(iter(letters))
+    var = inferred_variable(text)
     if var is not None:
         for segment in _SEPARATORS.split(text):
             for step in _equations_in(segment, var):

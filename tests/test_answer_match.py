@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from harness_ext import answer_words, scoring
-from harness_ext.answers import asserted_integer, sentences
+from harness_ext.answers import asserted_integer, inferred_kind, inferred_variable, sentences
 from harness_ext.paths import TASK_DATA_DIR
 
 DOCS: dict[str, dict[str, Any]] = {
@@ -327,3 +327,32 @@ def test_bare_words_agree_with_the_strict_metric() -> None:
                 continue
             metrics = scoring.process_general(doc, [reply])
             assert metrics["answer_match"] == metrics["exact_match"], (doc["question"], reply)
+
+
+@pytest.mark.parametrize(("trap", "doc", "reply", "answer_match", "exact"),
+                         [r for r in ROWS if isinstance(DOCS[r[1]]["answer"], int)],
+                         ids=[f"{d}: {t}" for t, d, *_ in ROWS
+                              if isinstance(DOCS[d]["answer"], int)])
+def test_a_users_own_rows_without_kind_or_variable_read_the_same(
+        trap: str, doc: str, reply: str, answer_match: int, exact: int | None) -> None:
+    """A user's docs carry only question and answer: the kind and variable come from the
+    question ("57 is greater than 12." was read as 12 without them)."""
+    bare = {k: v for k, v in DOCS[doc].items() if k not in ("kind", "variable")}
+    assert scoring.process_integer(bare, [reply])["answer_match"] == answer_match
+
+
+def test_the_kind_and_variable_read_from_each_shipped_question_match_the_generators() -> None:
+    rows = [json.loads(line) for name in ("related", "unrelated_math")
+            for line in (TASK_DATA_DIR / f"corrupt_{name}.jsonl").read_text().splitlines()]
+    for row in rows:
+        if row.get("variable"):
+            assert inferred_variable(row["question"]) == row["variable"], row["question"]
+        if row["kind"] in ("comparison", "successor", "predecessor", "remainder"):
+            assert inferred_kind(row["question"]) == row["kind"], row["question"]
+        elif not row.get("variable"):
+            assert inferred_kind(row["question"]) == "", row["question"]
+
+
+def test_a_comparison_without_its_kind() -> None:
+    doc = {"question": "Which is larger, 57 or 12?", "answer": 57}
+    assert asserted_integer("57 is greater than 12.", doc) == 57
