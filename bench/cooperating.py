@@ -6,7 +6,8 @@ against one process doing the same sweep.
 Each setting runs ``python -m leaderboard.sweep`` N times at once into a fresh folder, on the
 shipped tiny model (clean) and the calibrated underfit fine-tune (corrupted; ``python -m
 finetune --config configs/finetune/tiny-underfit.yaml`` writes it), over the study's sweep
-(resid, attn, mlp at every layer, both directions) on the three generative tasks. CPU time is
+(resid, attn, mlp at every layer, both directions; every head of the last two layers) on the
+three generative tasks. CPU time is
 the processes' own user + system time (``RUSAGE_CHILDREN``), start-up and model loading
 included, so the ratio to one process is the whole cost of cooperating: each worker's start-up
 and its claims, and no variant run twice (the runs' metrics and replies are checked equal to
@@ -37,8 +38,11 @@ from leaderboard.results import load_runs  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "cooperating.md"
 TASKS = ["corrupt_related", "corrupt_unrelated_math", "corrupt_general"]
+# The tiny study's sweep (configs/study/tiny.yaml).
 PATCHES = [{"sites": ["resid", "attn", "mlp"], "layers": "all",
-            "directions": ["corrupted_to_clean", "clean_to_corrupted"]}]
+            "directions": ["corrupted_to_clean", "clean_to_corrupted"]},
+           {"sites": ["head"], "layers": [-2, -1], "heads": "all"}]
+AIM = 1.1  # issue #23: N cooperating workers spend at most this times one worker's CPU
 ENV = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
        "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -105,6 +109,10 @@ def main() -> int:
     for row in rows:
         same = runs[row[0]] == runs[1]
         row += [f"{row[4] / one[4]:.2f}×", f"{one[3] / row[3]:.2f}×", "yes" if same else "NO"]
+    worst = max(row[4] / one[4] for row in rows)
+    verdict = (f"The most any setting spent is {worst:.2f}× one worker's CPU: "
+               + (f"within the aim of {AIM}×." if worst <= AIM else f"over the aim of {AIM}×."))
+    command = " ".join(sys.argv[1:])
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip()
     table = tabulate(rows, headers=["workers", "variants each ran", "variants in all", "wall s",
@@ -112,14 +120,17 @@ def main() -> int:
                                     "same metrics and replies"], tablefmt="github")
     text = f"""# Cooperating sweep workers
 
-`python bench/cooperating.py --workers {' '.join(map(str, args.workers))} --limit {args.limit}`
+`python bench/cooperating.py {command}`
 at git {commit}, {time.strftime('%Y-%m-%d')}, on {platform.processor() or platform.machine()}
-with {os.cpu_count()} cores, one thread per worker. The sweep: resid, attn and mlp at each of
-the tiny model's 6 layers, both directions (36 patch variants and 2 baselines), {args.limit}
-items of each generative task. Each row starts its workers at once on one config and one output
-folder (no `--shard`); CPU is every worker's user + system time, start-up included.
+with {os.cpu_count()} cores, one thread per worker. The sweep: resid, attn and mlp at each
+layer of the tiny model, both directions, and every head of its last two layers ({one[2]}
+variants, baselines included), at most {args.limit} items of each generative task. Each row
+starts its workers at once on one config and one output folder (no `--shard`); CPU is every
+worker's user + system time, start-up included.
 
 {table}
+
+{verdict}
 
 Every variant ran once in each setting (the counts add up to the one-worker run's), and every
 setting's metrics and replies equal the one-worker run's. The CPU beyond one process is each
