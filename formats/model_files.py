@@ -48,6 +48,12 @@ def weights_problem(folder: str | Path) -> str | None:
     adapter = (folder / "adapter_config.json").is_file()
     if not adapter and not (folder / "config.json").is_file():
         return None
+    config = folder / ("adapter_config.json" if adapter else "config.json")
+    try:
+        if not isinstance(json.loads(config.read_text()), dict):
+            return f"{config.name} is not a JSON object"
+    except (ValueError, UnicodeDecodeError) as err:
+        return f"{config.name} is not valid JSON ({getattr(err, 'msg', err)}; a cut-off copy?)"
     names = ADAPTER_WEIGHTS if adapter else MODEL_WEIGHTS
     index = folder / "model.safetensors.index.json"
     if not adapter and index.is_file():

@@ -85,6 +85,8 @@ class PatchedLM(HFLM):
 
     def __init__(self, pretrained: Any, generator: PatchedGenerate | None = None,
                  **kwargs: Any) -> None:
+        if isinstance(pretrained, str) and (problem := weights_problem(pretrained)):
+            raise PatchingError(f"pretrained={pretrained!r}: {problem}")  # before HFLM reads it
         self._generate: PatchedGenerate = generator or patched_generate
         self.patch = take_patch_args(kwargs)
         self._samples_drawn: dict[tuple[int, ...], int] = {}  # prompt tokens -> samples so far

@@ -7,6 +7,7 @@ Relative paths are relative to the current directory (as with ``lm_eval``).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,14 @@ from typing import Any
 from formats.config import build_nested, load_dataclass
 from formats.errors import InputError
 from harness_ext.judge.config import JudgeConfig
-from patching import PER_HEAD_SITES, SITE_NAMES, PatchingError, PatchSpec, Positions
+from patching import (
+    PER_HEAD_SITES,
+    SITE_NAMES,
+    DecodingConfig,
+    PatchingError,
+    PatchSpec,
+    Positions,
+)
 
 from .metric import DEFAULT_METRIC, metric_error
 
@@ -163,6 +171,48 @@ class PatchBlock:
         return "all" if self.heads is None else self.heads
 
 
+def checked_limit(limit: Any, error: type[Exception]) -> int | float | None:
+    """lm-eval's ``limit``: a count of items, a fraction below 1 of them, or None (all)."""
+    if limit is None:
+        return None
+    if (isinstance(limit, bool) or not isinstance(limit, (int, float))
+            or not math.isfinite(limit) or limit <= 0):
+        raise error(f"limit={limit!r}: expected a positive number (a count, or a fraction below "
+                    "1) or null")
+    return limit
+
+
+def checked_gen_kwargs(gen_kwargs: Any, error: type[Exception]) -> dict[str, Any] | None:
+    """lm-eval's generation arguments, checked once as the patched engine reads them
+    (``DecodingConfig``), so that the plain and the patched variants refuse the same values,
+    and completed so that they decode alike: sampling without a temperature samples at 1.0 on
+    both sides (transformers' default, which lm-eval's ``hf`` does not fill in)."""
+    from harness_ext.patched_args import decoding_from
+
+    if gen_kwargs is None:
+        return None
+    if not isinstance(gen_kwargs, dict):
+        raise error(f"gen_kwargs={gen_kwargs!r}: expected a mapping")
+    out = dict(gen_kwargs)
+    if "max_gen_toks" in out:
+        value = out["max_gen_toks"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise error(f"gen_kwargs: max_gen_toks={value!r}: expected an integer >= 1")
+    until = out.get("until", [])
+    if not (isinstance(until, str) or (isinstance(until, list)
+                                       and all(isinstance(s, str) for s in until))):
+        raise error(f"gen_kwargs: until={until!r}: expected a string or a list of strings")
+    sampling = {k: v for k, v in out.items() if k not in ("until", "max_gen_toks")}
+    try:
+        decoding = decoding_from(sampling)
+        DecodingConfig(**{k: v for k, v in sampling.items() if k != "do_sample"})  # greedy too
+    except PatchingError as err:
+        raise error(f"gen_kwargs: {err}") from None
+    if decoding.do_sample:
+        out.setdefault("temperature", 1.0)
+    return out
+
+
 @dataclass
 class SweepConfig:
     """Models, patches and evaluation settings of one sweep (one results folder).
@@ -208,15 +258,13 @@ class SweepConfig:
         if not self.tasks or not all(isinstance(t, str) and t for t in self.tasks):
             raise SweepConfigError(f"tasks={self.tasks!r}: expected a non-empty list of task names")
         build_nested(self, SweepConfigError)  # patches: PatchBlock mappings -> PatchBlocks
-        if self.limit is not None and (isinstance(self.limit, bool) or self.limit <= 0):
-            raise SweepConfigError(f"limit={self.limit!r}: expected a positive number or null")
+        self.limit = checked_limit(self.limit, SweepConfigError)
         if type(self.batch_size) is not int or self.batch_size < 1:
             raise SweepConfigError(f"batch_size={self.batch_size!r}: expected an integer >= 1")
         if type(self.generate_together) is not int or self.generate_together < 1:
             raise SweepConfigError(f"generate_together={self.generate_together!r}: expected an "
                                    "integer >= 1 (1: each variant generates alone)")
-        if self.gen_kwargs is not None and not isinstance(self.gen_kwargs, dict):
-            raise SweepConfigError(f"gen_kwargs={self.gen_kwargs!r}: expected a mapping")
+        self.gen_kwargs = checked_gen_kwargs(self.gen_kwargs, SweepConfigError)
         if type(self.seed) is not int:
             raise SweepConfigError(f"seed={self.seed!r}: expected an integer (lm-eval's --seed)")
         if type(self.bootstrap_iters) is not int or self.bootstrap_iters < 0:
@@ -263,7 +311,7 @@ class EvalSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.tasks, list) or not self.tasks:
             raise SweepConfigError(f"tasks={self.tasks!r}: expected a non-empty list")
-        if self.limit is not None and (isinstance(self.limit, bool) or self.limit <= 0):
-            raise SweepConfigError(f"limit={self.limit!r}: expected a positive number or null")
+        self.limit = checked_limit(self.limit, SweepConfigError)
         if type(self.batch_size) is not int or self.batch_size < 1:
             raise SweepConfigError(f"batch_size={self.batch_size!r}: expected an integer >= 1")
+        self.gen_kwargs = checked_gen_kwargs(self.gen_kwargs, SweepConfigError)

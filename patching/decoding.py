@@ -9,6 +9,7 @@ and `resolved` reads the receiver's own generation config for what is left unset
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -100,6 +101,9 @@ class DecodingConfig:
                 f"temperature must be > 0 when sampling, got {self.temperature!r} (for greedy "
                 "decoding set do_sample=false)"
             )
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise PatchingError(f"temperature must be a finite number >= 0, got "
+                                f"{self.temperature!r}")
         if not 0 < self.top_p <= 1:
             raise PatchingError(f"top_p must be in (0, 1], got {self.top_p!r}")
 

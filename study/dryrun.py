@@ -13,6 +13,7 @@ import shutil
 from dataclasses import asdict, dataclass
 
 from formats.errors import InputError
+from harness_ext.task_list import TaskListError, load_tasks
 
 from .memory_plan import (
     describe,
@@ -26,7 +27,6 @@ from .memory_plan import (
 )
 from .stage_list import stage_list
 from .stages import Study, baselines_backend
-from .task_list import TaskListError, load_tasks
 
 QWEN3_4B = {"num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8,
             "head_dim": 128, "hidden_size": 2560, "intermediate_size": 9728,

@@ -48,7 +48,7 @@ def sweep_need(params: int, dtype_bytes: int, per_token: int, batch_size: int, t
 
 def new_tokens(tasks: list[str], gen_kwargs: dict[str, Any] | None) -> int:
     """The longest reply the tasks allow (``max_gen_toks``; lm-eval's default 256)."""
-    from .task_list import load_tasks
+    from harness_ext.task_list import load_tasks
 
     if gen_kwargs and "max_gen_toks" in gen_kwargs:
         return int(gen_kwargs["max_gen_toks"])

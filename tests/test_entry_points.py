@@ -85,6 +85,21 @@ def study(tmp: Path, drop: tuple[str, ...] = (), **over) -> Path:
     return yaml_file(tmp, "study.yaml", raw)
 
 
+def study_sweeps(tmp: Path, **over) -> Path:
+    """The smoke study with keys of its ``sweeps:`` block replaced."""
+    raw = yaml.safe_load((REPO / "configs/study/smoke.yaml").read_text())
+    return study(tmp, sweeps=raw["sweeps"] | over)
+
+
+def truncated_config(tmp: Path) -> Path:
+    """A model folder whose config.json was cut short."""
+    folder = tmp / "cut-config"
+    shutil.copytree(SHIPPED, folder)
+    text = (folder / "config.json").read_text()
+    (folder / "config.json").write_text(text[: len(text) // 2])
+    return folder
+
+
 def patched(tmp: Path, name: str = "patched_hf", **args) -> list[str]:
     model_args = {"pretrained": str(SHIPPED), "corrupted": str(SHIPPED), "site": "resid",
                   "layers": "[1]"} | args
@@ -187,6 +202,34 @@ CASES: dict[str, tuple[Case, str]] = {
         lambda t: py("patching.attribution_check", "--clean", config_only(t),
                      "--corrupted", SHIPPED, "--out", t / "a"),
         r"--clean .*config-only: holds config.json but no weights"),
+    "leaderboard.sweep: limit .nan (issue 24)": (
+        lambda t: py("leaderboard.sweep", "--config", sweep(t, limit=float("nan"))),
+        r"limit=nan: expected a positive number \(a count, or a fraction below 1\) or null"),
+    "study: limit .nan (issue 24)": (
+        lambda t: py("study", "--config", study_sweeps(t, limit=float("nan"))),
+        r"limit=nan: expected a positive number"),
+    "study --dry-run: limit .nan (issue 24)": (
+        lambda t: py("study", "--config", study_sweeps(t, limit=float("nan")), "--dry-run"),
+        r"limit=nan: expected a positive number"),
+    "leaderboard.sweep: temperature nan (issue 24)": (
+        lambda t: py("leaderboard.sweep", "--config",
+                     sweep(t, gen_kwargs={"do_sample": True, "temperature": float("nan")})),
+        r"gen_kwargs: temperature must be > 0 when sampling, got nan"),
+    "study: temperature -1 (issue 24)": (
+        lambda t: py("study", "--config", study_sweeps(t, gen_kwargs={"temperature": -1.0})),
+        r"gen_kwargs: temperature must be a finite number >= 0, got -1.0"),
+    "leaderboard.sweep: top_p 0 (issue 24)": (
+        lambda t: py("leaderboard.sweep", "--config", sweep(t, gen_kwargs={"top_p": 0})),
+        r"gen_kwargs: top_p must be in \(0, 1\], got 0"),
+    "study: max_gen_toks -1 (issue 24)": (
+        lambda t: py("study", "--config", study_sweeps(t, gen_kwargs={"max_gen_toks": -1})),
+        r"gen_kwargs: max_gen_toks=-1: expected an integer >= 1"),
+    "leaderboard.sweep: an unknown task (issue 24)": (
+        lambda t: py("leaderboard.sweep", "--config", sweep(t, tasks=["corrupt_relatd"])),
+        r"tasks: unknown task 'corrupt_relatd'; did you mean 'corrupt_related'\?"),
+    "lm_eval patched_hf: a truncated config.json (issue 24)": (
+        lambda t: patched(t, pretrained=str(truncated_config(t))),
+        r"pretrained='.*cut-config': config.json is not valid JSON"),
     "harness_ext.judge: no such judge": (
         lambda t: py("harness_ext.judge", "--results", t, "--judge", t / "no-judge",
                      "--backend", "hf"),
