@@ -14,10 +14,10 @@ class TaskListError(InputError):
     """A task or group name lm-eval does not know; one line."""
 
 
-def load_tasks(names: list[str], task_dir: str | Path | None = None) -> dict[str, Any]:
-    """lm-eval's task objects of the requested tasks and groups, from ``task_dir`` (default:
-    this project's ``tasks/``) only. An unknown name is one line that names it and the closest
-    known one."""
+def check_task_names(names: list[str], task_dir: str | Path | None = None) -> Any:
+    """lm-eval's task index of ``task_dir`` (default: this project's ``tasks/``) only, after
+    checking that it knows every name: an unknown one is one line that names it and the
+    closest known one. Indexing reads no data, so this is cheap enough for any entry point."""
     from lm_eval.tasks import TaskManager
 
     from .paths import TASKS_DIR
@@ -30,6 +30,12 @@ def load_tasks(names: list[str], task_dir: str | Path | None = None) -> dict[str
             hint = (f"; did you mean {close[0]!r}?" if close
                     else f"; known: {', '.join(sorted(known))}")
             raise TaskListError(f"tasks: unknown task {name!r}{hint}")
+    return manager
+
+
+def load_tasks(names: list[str], task_dir: str | Path | None = None) -> dict[str, Any]:
+    """lm-eval's task objects of the requested tasks and groups (``check_task_names`` first)."""
+    manager = check_task_names(names, task_dir)
     try:
         return manager.load(names)["tasks"]
     except KeyError as err:

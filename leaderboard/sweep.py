@@ -142,7 +142,7 @@ def plan_sweep(config: SweepConfig, models: ModelCache | None = None) -> SweepPl
     """Resolve paths, read the model shape from its config and expand and hash the variants;
     ``models``: where a prefiltered block gets its models (the sweep's cache)."""
     from harness_ext.paths import TASKS_DIR
-    from harness_ext.task_list import load_tasks
+    from harness_ext.task_list import check_task_names
 
     clean = _local(config.clean)
     corrupted = {k: _local(p) for k, p in config.corrupted.items()}  # type: ignore[union-attr]
@@ -150,7 +150,7 @@ def plan_sweep(config: SweepConfig, models: ModelCache | None = None) -> SweepPl
     task_dir = Path(config.task_dir or TASKS_DIR).resolve()
     if not task_dir.is_dir():
         raise SweepConfigError(f"task_dir {task_dir}: no such folder")
-    load_tasks(config.tasks, task_dir)  # an unknown name fails here, not in every variant
+    check_task_names(config.tasks, task_dir)  # here, not in every variant
     named = {"clean": clean} | {f"corrupted[{k}]": p for k, p in corrupted.items()}
     for name, path in named.items():  # before any work: a 43-s failure per variant otherwise
         if (problem := weights_problem(path) or adapter_base_problem(path, clean)) is not None:
