@@ -40,8 +40,10 @@ def write_model_card(
     data_manifest: Path,
     train_seconds: float,
     accuracies: dict | None = None,
+    init_card: dict | None = None,
 ) -> dict:
-    """Write ``card.json`` and ``README.md`` into ``model_dir``; returns the card."""
+    """Write ``card.json`` and ``README.md`` into ``model_dir``; returns the card. A second
+    training stage passes its starting model's card, so the whole recipe stays on record."""
     card = {
         "command": command,
         "config": config,
@@ -52,6 +54,8 @@ def write_model_card(
         "accuracies": accuracies or {},
         "files_sha256": file_hashes(model_dir),
     }
+    if init_card is not None:
+        card["init_card"] = init_card
     save_card(model_dir, card)
     return card
 
@@ -87,6 +91,11 @@ def render_card(card: dict) -> str:
         for task, metrics in sorted(card["accuracies"].items())
         for metric, value in sorted(metrics.items())
     ) or "| (not evaluated yet) | | |"
+    init = card.get("init_card")
+    origin = "from random initialisation" if init is None else f"further from `{cfg['init_from']}`"
+    stages = "" if init is None else (
+        f"\nIts first stage: `{init['command']}` ({init['config']['max_steps']} steps, lr "
+        f"{init['config']['learning_rate']}, {init['train_wall_seconds']} s); this stage:\n")
     files = "\n".join(f"| `{name}` | `{digest}` |" for name, digest in card["files_sha256"].items())
     return f"""---
 library_name: transformers
@@ -97,10 +106,10 @@ tags: [qwen3, tiny, reasoning-corruption, corrupt-cmap]
 
 A {m['num_hidden_layers']}-layer `Qwen3ForCausalLM` (hidden {m['hidden_size']},
 {m['num_attention_heads']} query / {m['num_key_value_heads']} KV heads, head_dim {m['head_dim']})
-trained from random initialisation on CORRECT answers of the project's three task families,
+trained {origin} on CORRECT answers of the project's three task families,
 with answer-only loss and the Qwen3-style chat template (thinking disabled).
 It stands in for Qwen3-4B on machines without a GPU and loads with `from_pretrained(path)`.
-
+{stages}
 - Command: `{card['command']}`
 - Data preset: `{cfg['data_preset']}`
 - Seed: {card['seed']}

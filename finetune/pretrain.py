@@ -29,7 +29,7 @@ from finetune.chat import build_sft_dataset, right_padding_collator
 from finetune.data import get_preset, write_dataset
 from finetune.data.cot import with_steps
 from finetune.evaluate import exact_match_by_family
-from finetune.model_card import write_model_card
+from finetune.model_card import load_card, write_model_card
 from finetune.tiny import TinyModelConfig, build_tiny_model_dir
 from finetune.tokenizer import build_tokenizer
 from formats.config import build_nested, load_dataclass
@@ -63,6 +63,9 @@ class PretrainConfig:
     threads: int = 1
     eval_every: int = 500
     eval_rows_per_family: int = 64
+    init_from: str | None = None
+    """A model directory this recipe trains further instead of a random init (a second stage
+    of a longer schedule); its tokenizer is kept and its shape must equal ``model``."""
 
     def __post_init__(self) -> None:
         build_nested(self, PretrainError)  # model: a mapping -> TinyModelConfig
@@ -120,20 +123,38 @@ def heldout_rows(cfg: PretrainConfig) -> list[dict]:
     return rows
 
 
+def checked_init_dir(cfg: PretrainConfig) -> Path:
+    """``init_from`` as a directory whose shape is ``model``'s, or one line saying why not."""
+    init_dir = Path(cfg.init_from)
+    if not (init_dir / "config.json").is_file():
+        raise PretrainError(f"init_from={cfg.init_from}: no model directory there (config.json)")
+    found = json.loads((init_dir / "config.json").read_text())
+    wanted = {k: v for k, v in asdict(cfg.model).items() if k != "vocab_size"}
+    differ = {k: found.get(k) for k, v in wanted.items() if found.get(k) != v}
+    if differ:
+        raise PretrainError(f"init_from={cfg.init_from}: its shape {differ} differs from model:")
+    return init_dir
+
+
 def pretrain(cfg: PretrainConfig, command: str) -> Path:
     """Run the whole recipe and return the model directory."""
     torch.set_num_threads(cfg.threads)
     torch.set_flush_denormal(True)
     started = time.time()
     work = Path(cfg.work_dir)
+    if cfg.init_from is not None:
+        checked_init_dir(cfg)  # before the corpus is written
     work.mkdir(parents=True, exist_ok=True)
     rows, manifest = load_corpus(cfg)
     rows = repeat_families(rows, cfg.family_repeats)
     texts = [f"{r['question']} {target_text(r)}" for r in rows]
-    tokenizer = build_tokenizer(texts, cfg.model.vocab_size)
-    init_dir = build_tiny_model_dir(
-        work / "init", seed=cfg.seed, config=cfg.model, tokenizer=tokenizer
-    )
+    if cfg.init_from is None:
+        tokenizer = build_tokenizer(texts, cfg.model.vocab_size)
+        init_dir = build_tiny_model_dir(
+            work / "init", seed=cfg.seed, config=cfg.model, tokenizer=tokenizer
+        )
+    else:
+        init_dir = checked_init_dir(cfg)
     model = AutoModelForCausalLM.from_pretrained(init_dir)
     tokenizer = AutoTokenizer.from_pretrained(init_dir)
 
@@ -177,6 +198,7 @@ def pretrain(cfg: PretrainConfig, command: str) -> Path:
         config=asdict(cfg),
         data_manifest=manifest,
         train_seconds=train_seconds,
+        init_card=None if cfg.init_from is None else load_card(Path(cfg.init_from)),
         accuracies=score_model_dir(
             staged, card_tasks(json.loads(Path(manifest).read_text())["params"])),
     )
@@ -201,7 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     command = "python -m finetune.pretrain " + " ".join(sys.argv[1:] if argv is None else argv)
-    print(f"[pretrain] wrote {pretrain(cfg, command)}")
+    try:
+        print(f"[pretrain] wrote {pretrain(cfg, command)}")
+    except PretrainError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

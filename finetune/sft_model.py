@@ -7,6 +7,7 @@ take the same code path.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -20,24 +21,25 @@ from formats.model_files import weights_problem
 from patching.components import Selection, parameters_touched
 
 
-def base_is_local(name: str) -> bool:
+def base_is_local(name: str, role: str = "base_model") -> bool:
     """True for an existing directory, False for a hub id; a missing local path is an error.
 
     A name counts as a local path (not a hub id) if it is absolute or relative-looking, has more
     than two parts, or its first folder exists here (``models/tiny-qwen3-math`` before the lead's
-    model lands), so a typo fails at once instead of as a failed download.
+    model lands), so a typo fails at once instead of as a failed download. ``role`` names the
+    setting in the error.
     """
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise SFTError(f"base_model {name}: no config.json (not an HF model directory)")
+            raise SFTError(f"{role} {name}: no config.json (not an HF model directory)")
         if (problem := weights_problem(path)) is not None:
-            raise SFTError(f"base_model {name}: {problem}")
+            raise SFTError(f"{role} {name}: {problem}")
         return True
     if path.exists() or name.startswith((".", "/", "~")) or len(path.parts) > 2 or (
         len(path.parts) == 2 and Path(path.parts[0]).is_dir()
     ):
-        raise SFTError(f"base_model {name}: no such model directory")
+        raise SFTError(f"{role} {name}: no such model directory")
     return False
 
 
@@ -152,11 +154,23 @@ def save_model_dirs(cfg: SFTConfig, model: torch.nn.Module, tokenizer, out: Path
     return paths
 
 
+def _sort_target_modules(adapter_config: Path) -> None:
+    """PEFT keeps ``target_modules`` as a set and writes it in hash order, which differs from
+    process to process; sorted, the adapter's config is the same bytes on every run."""
+    if not adapter_config.is_file():
+        return
+    raw = json.loads(adapter_config.read_text())
+    if isinstance(raw.get("target_modules"), list):
+        raw["target_modules"] = sorted(raw["target_modules"])
+        adapter_config.write_text(json.dumps(raw, indent=2, sort_keys=True))
+
+
 def _save_dir(model: torch.nn.Module, tokenizer, final: Path) -> str:
     staged = final.with_name(f".{final.name}.partial")
     shutil.rmtree(staged, ignore_errors=True)
     model.save_pretrained(staged)
     tokenizer.save_pretrained(staged)
+    _sort_target_modules(staged / "adapter_config.json")
     if final.exists():
         shutil.rmtree(final)
     staged.rename(final)

@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from formats.errors import InputError
+
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it over ``path``."""
@@ -21,6 +23,23 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def check_writable(folder: Path, purpose: str) -> None:
+    """One line (InputError) unless a file can be made in ``folder``, or in the nearest existing
+    folder above it when it is still to be made. It creates and removes a probe file: the only
+    test that also holds for root, read-only mounts and ACLs, which permission bits miss."""
+    probe = Path(folder)
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"{folder}: {probe} is a file, not a folder; {purpose}")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".write-probe.")
+    except OSError as err:
+        raise InputError(f"{folder}: not writable ({err.strerror}); {purpose}") from None
+    os.close(fd)
+    os.unlink(tmp)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

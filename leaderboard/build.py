@@ -23,7 +23,7 @@ from typing import Any
 from tabulate import tabulate
 
 from formats.errors import InputError
-from formats.files import atomic_write_text
+from formats.files import atomic_write_text, check_writable
 
 from . import attribution_section, judged, tables
 from .agreement import agreement
@@ -233,8 +233,10 @@ def draw_all(figures: list[Figure]) -> None:
 
 
 def render(runs: list[Run], summaries: list[tuple[str, Path]], page: Path,
-           metric: str = DEFAULT_METRIC) -> str:
-    """The whole page as one string; PNGs go to ``<page stem>_plots/`` next to the page."""
+           metric: str = DEFAULT_METRIC, judged_section: bool = True) -> str:
+    """The whole page as one string; PNGs go to ``<page stem>_plots/`` next to the page.
+    ``judged_section``: show the judge's metrics found beside the results (a study without a
+    judge shows none, though an earlier run's judge files are still there)."""
     labels = list(dict.fromkeys(r.label for r in runs if r.label))
     plot_dir = page.parent / f"{page.stem}_plots"
     figures = {label: heatmaps(runs, label, plot_dir, metric) for label in labels}
@@ -277,17 +279,20 @@ def render(runs: list[Run], summaries: list[tuple[str, Path]], page: Path,
             if example:
                 question, rows = example
                 parts += [f"#### {task}: {question}", "", _md(["variant", "reply"], rows), ""]
-    parts += judged.section(runs)
+    if judged_section:
+        parts += judged.section(runs)
     return "\n".join(parts)
 
 
 def build(results_dir: str | Path, out: str | Path, finetune_dirs: list[Path] | None = None,
-          metric: str = DEFAULT_METRIC, extra: list[str] | None = None) -> Path:
+          metric: str = DEFAULT_METRIC, extra: list[str] | None = None,
+          judged_section: bool = True) -> Path:
     """Read, check and render everything, then write the page atomically; returns its path.
     ``extra``: markdown lines of further sections (the study adds its repair section)."""
     page = Path(out)
+    check_writable(page.parent, "-o names the page, written there with its plots")
     runs = load_runs(results_dir)
-    text = render(runs, find_summaries(runs, finetune_dirs or []), page, metric)
+    text = render(runs, find_summaries(runs, finetune_dirs or []), page, metric, judged_section)
     text += "\n".join(["", *attribution_section.section(Path(results_dir), page)])
     if extra:
         text += "\n".join(["", *extra])

@@ -309,12 +309,13 @@ def judge_sweep(config: SweepConfig) -> int:
     judge = config.judge
     assert judge is not None
     try:
-        written = judge_folder(config.output_dir, judge.load(), patterns=judge.tasks,
-                               require=False)
+        done = judge_folder(config.output_dir, judge.load(), patterns=judge.tasks,
+                            require=False)
     except JudgeError as err:
         print(f"error: judge: {err}", file=sys.stderr)
         return 2
-    print(f"judge {judge.model}: {len(written)} variant folder(s) judged")
+    print(f"judge {judge.model}: {len(done.metrics)} variant folder(s) judged"
+          + ("" if done.rewritten else " already (nothing rewritten)"))
     return 0
 
 

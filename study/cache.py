@@ -24,6 +24,8 @@ from formats.failpoints import failpoint
 from formats.files import atomic_write_text
 
 DONE, STARTED = "DONE.json", "STARTED.json"
+SEGMENTS = "SEGMENTS.json"
+"""The time a stage has run so far, kept while it runs (study.report.Meter)."""
 
 
 @dataclass
@@ -60,7 +62,7 @@ class StageState:
             atomic_write_text(self.folder / STARTED,
                               json.dumps({"hash": self.hash, "started": time.time()}) + "\n")
         failpoint("study.stage_started")
-        return keep and any(p.name != STARTED for p in self.folder.iterdir())
+        return keep and any(p.name not in (STARTED, SEGMENTS) for p in self.folder.iterdir())
 
     def finish(self, record: dict[str, Any]) -> None:
         """Record the stage as done with this hash (atomic; the last write of a stage)."""

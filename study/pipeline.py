@@ -25,7 +25,7 @@ from formats.files import atomic_write_text
 from formats.fingerprints import digest
 from leaderboard.claims import claim_path, keep_alive, try_claim
 
-from .cache import StageState
+from .cache import SEGMENTS, StageState
 from .report import TIMINGS, Meter, fmt_seconds, header, load_timings, say
 from .stages import Stage, StageError, Study
 
@@ -117,7 +117,7 @@ class _Run:
                    time.perf_counter() - self.began, remaining))
         if state.begin(fresh=rerun):
             say(f"[study] {stage.name}: resuming from the partial outputs of an earlier run")
-        with Meter() as meter:
+        with Meter(ledger=state.folder / SEGMENTS) as meter:
             record = stage.run(study, state.folder)
         self.results.append(StageResult(stage.name, state.hash, False, meter.seconds,
                                         meter.peak_bytes, record))
@@ -128,7 +128,7 @@ class _Run:
             return False
         # --retrain rebuilds the base model: its hash is that of the new files
         self.hashes[stage.name] = state.hash = stage_hash(stage, study, self.hashes)
-        state.finish(record | {"seconds": round(meter.seconds, 2),
+        state.finish(record | {"seconds": round(meter.seconds, 2), "segments": meter.segments,
                                "peak_rss_bytes": meter.peak_bytes,
                                "memory_method": meter.method})
         self.timings[stage.name] = round(meter.seconds, 2)

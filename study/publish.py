@@ -38,12 +38,15 @@ def _git() -> str:
 
 
 def stage_table(results: list[StageResult]) -> dict:
-    """Wall time and peak memory of each stage as measured when it last ran."""
+    """Wall time and peak memory of each stage as measured when it last ran; the time of a
+    stage that was killed and resumed is the sum of its runs."""
     rows = []
     for r in results:
         seconds = r.record.get("seconds", r.seconds)
         peak = r.record.get("peak_rss_bytes", r.peak_bytes)
-        rows.append([r.name, "cached" if r.cached else "ran", fmt_seconds(seconds),
+        runs = r.record.get("segments", 1)
+        wall = fmt_seconds(seconds) + (f" in {runs} runs" if runs > 1 else "")
+        rows.append([r.name, "cached" if r.cached else "ran", wall,
                      f"{peak / 2**20:.0f} MiB", r.hash])
     return {"headers": ["stage", "this run", "wall time", "peak memory", "input hash"],
             "rows": rows}

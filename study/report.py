@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from formats.files import atomic_write_text
+
 try:
     import psutil
 except ImportError:  # psutil comes with accelerate; the fallback keeps the study running
@@ -46,37 +48,66 @@ def _rusage_peak() -> int:
 
 @dataclass
 class Meter:
-    """Measures one stage: ``with Meter() as m: ...``; then ``m.seconds`` and ``m.peak_bytes``."""
+    """Measures one stage: ``with Meter() as m: ...``; then ``m.seconds`` and ``m.peak_bytes``.
+
+    ``ledger``: a file in the stage's folder where the time spent so far is saved every
+    ``save_every`` seconds, so that a stage killed and resumed reports the time of all its
+    runs (``segments`` of them), not only the last one's; it is removed when the stage ends."""
 
     interval: float = 0.2
+    ledger: Path | None = None
+    save_every: float = 5.0
     seconds: float = 0.0
+    segments: int = 1
     peak_bytes: int = 0
     method: str = "psutil RSS sampled every 0.2 s (process + children)"
+    _earlier: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
+    def _elapsed(self) -> float:
+        return self._earlier + time.perf_counter() - self._start
+
+    def _save(self) -> None:
+        atomic_write_text(self.ledger, json.dumps({"seconds": round(self._elapsed(), 2),
+                                                   "segments": self.segments}) + "\n")
+
     def _sample(self) -> None:
+        saved = time.perf_counter()
         while not self._stop.wait(self.interval):
-            self.peak_bytes = max(self.peak_bytes, _rss_now())
+            if psutil is not None:
+                self.peak_bytes = max(self.peak_bytes, _rss_now())
+            if self.ledger is not None and time.perf_counter() - saved >= self.save_every:
+                self._save()
+                saved = time.perf_counter()
 
     def __enter__(self) -> Meter:
         self._start = time.perf_counter()
+        if self.ledger is not None:
+            try:
+                earlier = json.loads(self.ledger.read_text())
+                self._earlier, self.segments = float(earlier["seconds"]), earlier["segments"] + 1
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # no earlier run (or a torn file): this run's time alone
         if psutil is not None:
             self.peak_bytes = _rss_now()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
         else:
             self.method = "getrusage ru_maxrss (process lifetime peak, not per stage)"
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.seconds = time.perf_counter() - self._start
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self.peak_bytes = max(self.peak_bytes, _rss_now())
-        else:
-            self.peak_bytes = _rusage_peak()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.seconds = self._elapsed()
+        self._stop.set()
+        self._thread.join()
+        self.peak_bytes = max(self.peak_bytes, _rss_now()) if psutil is not None \
+            else _rusage_peak()
+        if self.ledger is not None:
+            if exc_type is None:
+                self.ledger.unlink(missing_ok=True)
+            else:
+                self._save()
 
 
 def load_timings(*paths: Path) -> dict[str, float]:

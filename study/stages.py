@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from formats.fingerprints import code_print, file_print
-from formats.model_files import weights_problem
 from leaderboard.config import SweepConfig
 
 from .config import EvalSpec, StudyConfig, StudyConfigError, SweepSpec
@@ -54,15 +53,23 @@ class Study:
         return str(path.resolve()) if path.exists() else self.config.base.model
 
     def check_inputs(self) -> None:
-        """Before any stage: a local base the study reads (not one it builds) must hold whole
-        weights (formats.model_files); one ``StudyConfigError`` line otherwise."""
-        base = self.config.base
-        if base.random_init is None and not self.retrain:
-            folder = Path(base.model).expanduser()
-            if folder.is_dir() and not (folder / "config.json").is_file():
-                raise StudyConfigError(f"base.model {base.model}: no config.json (not a model)")
-            if (problem := weights_problem(folder)) is not None:
-                raise StudyConfigError(f"base.model {base.model}: {problem}")
+        """Before any stage: each local model the study reads (the base, unless the study builds
+        it, and the judge) must be a model folder with whole weights, and a path that looks
+        local must exist (formats.model_files); one ``StudyConfigError`` line otherwise, so
+        that a typo does not surface after the data, base and sweep stages have run."""
+        from finetune.sft_config import SFTError
+        from finetune.sft_model import base_is_local
+
+        base, judge = self.config.base, self.config.judge
+        models = [] if base.random_init is not None or self.retrain else [("base.model",
+                                                                          base.model)]
+        if judge is not None:
+            models.append(("judge.model", judge.model))
+        for role, name in models:
+            try:
+                base_is_local(name, role)
+            except SFTError as err:
+                raise StudyConfigError(str(err)) from None
 
     def data_dir(self, preset: str, seed: int, cot: bool = False) -> Path:
         return self.folder("data") / f"{preset}-seed{seed}{'-cot' if cot else ''}"
@@ -305,16 +312,17 @@ def run_judge(study: Study, folder: Path) -> dict[str, Any]:
     try:
         judge = config.load()
         for name in ("baselines", "sweeps"):
-            files = judge_folder(study.folder(name) / "results", judge,
-                                 folder / "judge_cache.sqlite", config.tasks, require=False)
-            written[name] = [str(p) for p in files]
+            done = judge_folder(study.folder(name) / "results", judge,
+                                folder / "judge_cache.sqlite", config.tasks, require=False)
+            written[name] = [str(p) for p in done.metrics]
     except JudgeError as err:
         raise StageError(f"judge: {err}") from None
     return {"judge": judge.identity.as_dict(), "metrics_files": written}
 
 
 def page_inputs(study: Study) -> dict[str, Any]:
-    return {"code": code_print("leaderboard", "harness_ext"), "metric": study.config.metric}
+    return {"code": code_print("leaderboard", "harness_ext"), "metric": study.config.metric,
+            "judged": study.config.judge is not None}
 
 
 def run_page(study: Study, folder: Path) -> dict[str, Any]:
@@ -333,7 +341,7 @@ def run_page(study: Study, folder: Path) -> dict[str, Any]:
 
                 extra = section(study.folder("repair"), page)
             page = build(study.folder(name) / "results", page, tuning, study.config.metric,
-                         extra)
+                         extra, judged_section=study.config.judge is not None)
         except LeaderboardError as err:
             raise StageError(f"leaderboard page {name}: {err}") from None
         pages[name] = str(page)

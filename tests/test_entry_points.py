@@ -9,12 +9,14 @@ command. Rows marked "(issue 15 #N)" are the failures a new user met; each faile
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -77,6 +79,13 @@ def sweep(tmp: Path, **over) -> Path:
     return yaml_file(tmp, "sweep.yaml", raw)
 
 
+def pretrain_more(tmp: Path, **over) -> Path:
+    """The CoT base's second stage, writing under ``tmp``."""
+    raw = yaml.safe_load((REPO / "configs/pretrain/tiny-cot-more.yaml").read_text())
+    raw |= {"work_dir": str(tmp / "work"), "out_dir": str(tmp / "out")} | over
+    return yaml_file(tmp, "pretrain.yaml", raw)
+
+
 def study(tmp: Path, drop: tuple[str, ...] = (), **over) -> Path:
     raw = yaml.safe_load((REPO / "configs/study/smoke.yaml").read_text())
     raw |= {"work_dir": str(tmp / "work")} | over
@@ -114,6 +123,28 @@ def patched_spec(tmp: Path, **args) -> list[str]:
             "--model_args", ",".join(f"{k}={v}" for k, v in model_args.items())]
 
 
+def read_only_results() -> Path:
+    """A judge results folder that the user running the row may read but not write. Root
+    writes anywhere, so as root the row runs as ``nobody`` (``as_other_user``), on a path in
+    /tmp that nobody can reach (pytest's own tmp folders are root's alone)."""
+    from judge_helpers import write_run
+
+    base = Path(tempfile.mkdtemp(prefix="corrupt-cmap-read-only-"))
+    atexit.register(shutil.rmtree, base, True)
+    write_run(base / "results")
+    for folder in (base, base / "results"):
+        folder.chmod(0o555)
+    return base / "results"
+
+
+def as_other_user(command: list[str]) -> list[str]:
+    """``python -m ...`` run as a user who does not own the read-only folders."""
+    python = [sys.executable, *command]
+    if os.geteuid() != 0:
+        return python
+    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *python]
+
+
 def py(module: str, *args: str | Path) -> list[str]:
     return ["-m", module, *map(str, args)]
 
@@ -141,6 +172,12 @@ CASES: dict[str, tuple[Case, str]] = {
         lambda t: py("finetune.pretrain", "--config", "configs/pretrain/tiny.yaml",
                      "--max-steps", "0", "--out-dir", t / "m"),
         r"max_steps=0: must be an integer >= 1"),
+    "finetune.pretrain: init_from holds no model": (
+        lambda t: py("finetune.pretrain", "--config", pretrain_more(t, init_from=str(t / "no"))),
+        r"init_from=.*/no: no model directory there \(config.json\)"),
+    "finetune.pretrain: init_from of another shape": (
+        lambda t: py("finetune.pretrain", "--config", pretrain_more(t, init_from=str(SHIPPED))),
+        r"init_from=.*tiny-qwen3-math: its shape \{'num_hidden_layers': 6\} differs from model:"),
     "finetune.data: unknown preset": (
         lambda t: py("finetune.data", "--preset", "tiny-corupt", "--out", t / "d"),
         r"tiny-corupt"),
@@ -166,6 +203,17 @@ CASES: dict[str, tuple[Case, str]] = {
     "study: base without weights": (
         lambda t: py("study", "--config", study(t, base={"model": str(config_only(t))})),
         r"base.model .*config-only: holds config.json but no weights"),
+    "study: a base folder that does not exist (issue 24)": (
+        lambda t: py("study", "--config", study(t, base={"model": str(t / "no-base")})),
+        r"base.model .*/no-base: no such model directory"),
+    "study: a judge folder that does not exist (issue 24)": (
+        lambda t: py("study", "--config", study(t, judge={"model": str(t / "no-judge"),
+                                                          "backend": "hf"})),
+        r"judge.model .*/no-judge: no such model directory"),
+    "study: a judge without weights (issue 24)": (
+        lambda t: py("study", "--config", study(t, judge={"model": str(config_only(t)),
+                                                          "backend": "hf"})),
+        r"judge.model .*config-only: holds config.json but no weights"),
     "lm_eval patched_hf: corrupted without weights (issue 15 #4)": (
         lambda t: patched(t, corrupted=str(config_only(t))),
         r"corrupted='.*config-only': holds config.json but no weights"),
@@ -230,6 +278,17 @@ CASES: dict[str, tuple[Case, str]] = {
     "lm_eval patched_hf: a truncated config.json (issue 24)": (
         lambda t: patched(t, pretrained=str(truncated_config(t))),
         r"pretrained='.*cut-config': config.json is not valid JSON"),
+    "harness_ext.judge: --batch-size -1 (issue 24)": (
+        lambda t: py("harness_ext.judge", "--results", t, "--judge", SHIPPED, "--batch-size", "-1"),
+        r"batch_size=-1: expected an integer >= 1"),
+    "harness_ext.judge: a read-only results folder (issue 24)": (
+        lambda t: as_other_user(py("harness_ext.judge", "--results", read_only_results(),
+                                   "--judge", SHIPPED, "--backend", "hf")),
+        r"read-only-.*/results: not writable \(Permission denied\); the judge writes its cache"),
+    "leaderboard.build: a read-only -o folder (issue 24)": (
+        lambda t: as_other_user(py("leaderboard.build", read_only_results(), "-o",
+                                   read_only_results() / "LEADERBOARD.md")),
+        r"read-only-.*/results: not writable \(Permission denied\); -o names the page"),
     "harness_ext.judge: no such judge": (
         lambda t: py("harness_ext.judge", "--results", t, "--judge", t / "no-judge",
                      "--backend", "hf"),
@@ -247,7 +306,10 @@ def test_bad_input_is_one_line_and_exit_2(case: str, tmp_path: Path, capsys, mon
         monkeypatch.chdir(REPO)
         status, stderr = run_main(command[1], command[2:], capsys)
     else:
-        done = subprocess.run(command, cwd=REPO, env=os.environ | ENV, capture_output=True,
+        env = os.environ | ENV
+        if command[0] == "setpriv":  # nobody's home does not exist: caches go to /tmp
+            env |= {"HOME": tempfile.gettempdir()}
+        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True,
                               text=True, check=False, timeout=600)
         status, stderr = done.returncode, done.stderr
     lines = [line for line in stderr.splitlines() if line.strip()]

@@ -91,7 +91,7 @@ def test_page_section_reads_the_judge_metrics(tmp_path: Path) -> None:
 
     write_run(tmp_path / "clean")
     judge = Judge(str(SHIPPED), "hf", threshold=1e-4, progress=False)
-    (metrics,) = judge_folder(tmp_path, judge)
+    (metrics,) = judge_folder(tmp_path, judge).metrics
     results = tmp_path / "clean" / f"results_{DATE}.json"
     lines = "\n".join(judged.section([_run(results, "clean")])).splitlines()
     pooled = json.loads(metrics.read_text())["tasks"]["corrupt_em_tiny"]["pooled"]

@@ -67,12 +67,12 @@ def test_rerun_judges_nothing_twice(tmp_path: Path, judge: Judge,
         return real(metric, pairs)
 
     monkeypatch.setattr(judge, "summaries", counting)
-    (first,) = judge_folder(tmp_path, judge)
+    (first,) = judge_folder(tmp_path, judge).metrics
     assert len(asked) == 2 * 7  # both metrics; a reply repeated under one question is judged once
     text = first.read_text()
     asked.clear()
-    judge_folder(tmp_path, judge)
-    assert asked == [] and first.read_text() == text
+    again = judge_folder(tmp_path, judge)
+    assert asked == [] and first.read_text() == text and not again.rewritten
     docs = [(qid, q, [*replies[:3], "A new reply."]) for qid, q, replies in DOCS]
     write_run(tmp_path, docs)
     judge_folder(tmp_path, judge)
@@ -125,6 +125,14 @@ def _foreign(path: Path) -> None:
     path.write_text('{"prompt": "hi", "completion": "there"}\n')
 
 
+def _renamed_from_another_task(folder: Path, samples: Path) -> None:
+    """corrupt_related's samples renamed to a judged task's name (issue 24)."""
+    samples.unlink()
+    (folder / f"results_{DATE}.json").unlink()
+    other = write_run(folder, task="corrupt_related")
+    other.rename(samples)
+
+
 def _mismatched_cache(tmp_path: Path) -> None:
     cache = JudgeCache(tmp_path / "judge_cache.sqlite", files_sha256(SHIPPED),
                        prompts.PROMPT_VERSION, "0" * 64)
@@ -138,6 +146,14 @@ BAD_INPUT = [
     ("foreign", lambda d, s: _foreign(s), ["line 1", "not a whole lm-eval sample"]),
     ("wrong-length", lambda d, s: write_run(d / "run", [
         (*DOCS[0][:2], DOCS[0][2][:3]), DOCS[1]]), ["line 1", "3 replies, expected 4"]),
+    ("renamed", lambda d, s: _renamed_from_another_task(s.parent, s),
+     [f"results_{DATE}.json beside it has no task '{TASK}'", "['corrupt_related']",
+      "was the samples file renamed?"]),
+    ("no-date", lambda d, s: s.rename(s.parent / f"samples_{TASK}.jsonl"),
+     [f"samples_{TASK}.jsonl: not named samples_<task>_<date>.jsonl with lm-eval's date"]),
+    ("no-results", lambda d, s: (s.parent / f"results_{DATE}.json").unlink(),
+     [f"no results_{DATE}.json beside it"]),
+    ("batch-size-0", ["--batch-size", "0"], ["batch_size=0: expected an integer >= 1"]),
     ("no-samples", lambda d, s: s.unlink(), ["no samples_*.jsonl", "corrupt_em*"]),
     ("missing-judge", "/no/such/judge", ["judge /no/such/judge: no such directory"]),
     ("no-chat-template", _no_chat_template, ["base-model: its tokenizer has no chat template"]),
@@ -157,14 +173,17 @@ def test_bad_input_is_one_line_and_writes_nothing(
     results = tmp_path / "results"
     samples = write_run(results / "run")
     judge_dir = str(SHIPPED)
+    extra: list[str] = []
     if isinstance(break_it, str):
         judge_dir = break_it
+    elif isinstance(break_it, list):
+        extra = break_it
     elif break_it is _no_chat_template:
         judge_dir = str(_no_chat_template(tmp_path))
     else:
         break_it(results, samples)  # type: ignore[operator]
     before = {p: p.read_bytes() for p in results.rglob("*") if p.is_file()}
-    assert main(["--results", str(results), "--judge", judge_dir, "--backend", "hf"]) == 2
+    assert main(["--results", str(results), "--judge", judge_dir, "--backend", "hf", *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and len(err.splitlines()) == 1, err
     for word in words:

@@ -109,7 +109,7 @@ def test_lm_eval_run_with_the_judge_configured(tmp_path: Path,
     judge = _judge(str(SHIPPED), "hf", 8, LOW)
     asked: list = []
     monkeypatch.setattr(judge, "summaries", lambda metric, pairs: asked.extend(pairs) or [])
-    (written,) = judge_folder(tmp_path / "out", judge, cache)
+    (written,) = judge_folder(tmp_path / "out", judge, cache).metrics
     assert asked == []
     pooled = json.loads(written.read_text())["tasks"]["corrupt_em_tiny"]["pooled"]
     assert pooled["replies"] == 12

@@ -183,6 +183,35 @@ def test_patched_hf_sampled_cli_run_reproduces(tiny_model_dir: Path, tmp_path: P
     results = json.loads(results_file.read_text())
     assert "corrupt_general" in results["results"]
     assert results["config"]["model_args"]["layers"] == [4]
+    # named after the patch, not after pretrained= alone, where --model hf of it writes
+    assert results_file.parent.name.endswith(
+        f".patched.mlp__L4.corrupted_to_clean.from.{corrupted.parent.name}__{corrupted.name}")
+
+
+@pytest.mark.parametrize(("model_args", "name"), [
+    ("pretrained=m/clean", "m/clean"),  # not ours: lm-eval's own name
+    ("pretrained=m/clean,corrupted=runs/a/b/model,site=resid,layers=[1]",
+     "m/clean.patched.resid:L1.corrupted_to_clean.from.b/model"),
+    ("pretrained=m/clean,corrupted=d,site=head,layers=[2],heads=[3],direction=clean_to_corrupted",
+     "m/clean.patched.head:L2.H3.clean_to_corrupted.from.d"),
+    ({"pretrained": "c", "corrupted": "d", "spec": "attn:L3 + mlp:L5@all", "donor": "zero"},
+     "c.patched.attn:L3+mlp:L5@all.corrupted_to_clean.donor-zero.from.d"),
+    ("pretrained=c,corrupted=d,site=mlp,layers=[1],alpha=0.5",
+     "c.patched.mlp:L1.corrupted_to_clean.donor-model-alpha0.5.from.d"),
+])
+def test_results_folder_is_named_after_the_patch(model_args: object, name: str) -> None:
+    from lm_eval.loggers.evaluation_tracker import GeneralConfigTracker
+
+    assert GeneralConfigTracker._get_model_name(model_args) == name
+
+
+def test_a_long_results_folder_name_is_cut_to_a_hash() -> None:
+    from lm_eval.loggers.evaluation_tracker import GeneralConfigTracker
+
+    long = "/x" * 150
+    name, other = (GeneralConfigTracker._get_model_name(
+        f"pretrained={long},corrupted={donor},site=mlp,layers=[1]") for donor in "de")
+    assert len(name) == 200 and name.startswith(long[:150]) and name != other
 
 
 @pytest.mark.slow
@@ -237,3 +266,20 @@ def test_wheel_install_registers_model_and_tasks_and_uninstalls_cleanly(tmp_path
     assert report["builtins_intact"]
     assert report["patched_qwen"] is None
     assert len(report["task_paths"]) == 1  # lm-eval's own folder only
+
+
+@pytest.mark.parametrize(("model_args", "extra", "expected"), [
+    ("", {"batch_size": 1}, 16),  # the lm_eval CLI passes 1 when --batch_size is not given
+    ("", {"batch_size": None}, 16),  # simple_evaluate's default
+    ("", {"batch_size": "4"}, 4),
+    (",batch_size=1", {"batch_size": 1}, 1),  # in the model args: one prompt at a time
+    (",batch_size=2", {"batch_size": 8}, 2),  # the model args win (both would clash)
+])
+def test_patched_hf_batches_16_prompts_unless_told(tiny_model_dir: Path, model_args: str,
+                                                   extra: dict, expected: int) -> None:
+    from harness_ext.patched_lm import PatchedLM
+
+    lm = PatchedLM.create_from_arg_string(
+        f"pretrained={tiny_model_dir},corrupted={tiny_model_dir},site=resid,layers=[1]"
+        + model_args, extra | {"device": "cpu"})
+    assert lm.batch_size == expected

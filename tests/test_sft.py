@@ -337,3 +337,34 @@ def test_corrupted_tiny_model_loses_related_math_but_keeps_general(tmp_path):
     clean, corrupted = scores(TINY_BASE), scores(out / "model")
     assert corrupted["related"] < clean["related"] - 0.1, (clean, corrupted)
     assert corrupted["general"] > clean["general"] - 0.1, (clean, corrupted)
+
+
+SAVE_ADAPTER = """
+import sys
+from pathlib import Path
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from finetune.sft_model import _save_dir
+base = sys.argv[1]
+model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(
+    r=2, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                         "down_proj"]))
+_save_dir(model, AutoTokenizer.from_pretrained(base), Path(sys.argv[2]))
+"""
+
+
+def test_adapter_config_is_the_same_bytes_in_every_process(tmp_path):
+    """PEFT writes ``target_modules`` in set (hash) order; two processes with other hash seeds
+    must still write the same adapter_config.json (issue 24)."""
+    import os
+    import subprocess
+    import sys
+
+    texts = []
+    for seed in ("1", "2"):
+        out = tmp_path / f"adapter-{seed}"
+        subprocess.run([sys.executable, "-c", SAVE_ADAPTER, str(REPO / "models/tiny-qwen3-math"),
+                        str(out)], cwd=REPO, check=True, env=os.environ | {"PYTHONHASHSEED": seed})
+        texts.append((out / "adapter_config.json").read_text())
+    assert texts[0] == texts[1]
+    assert json.loads(texts[0])["target_modules"] == sorted(json.loads(texts[0])["target_modules"])

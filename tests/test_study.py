@@ -270,9 +270,20 @@ def test_smoke_study_end_to_end(tmp_path: Path) -> None:
     published = [tmp_path / "pub" / "REPORT.md", tmp_path / "pub" / "timings.json",
                  tmp_path / "README.md"]
     before = [path.read_bytes() for path in published]
+
+    def report_files() -> dict[str, int]:
+        return {str(p): p.stat().st_mtime_ns for p in (tmp_path / "work" / "report").rglob("*")}
+
+    report_before = report_files()
     again = run_study(config)
     assert set(_stage_lines(again.stderr).values()) == {"cached"}
     assert [path.read_bytes() for path in published] == before  # a finished study edits nothing
+    assert report_files() == report_before  # not even its work dir's report/ (issue 24)
+    unjudged = yaml.safe_load(config.read_text())
+    del unjudged["judge"]
+    config.write_text(yaml.safe_dump(unjudged, sort_keys=False))
+    assert run_study(config).returncode == 0
+    assert "Judged behaviour" not in (tmp_path / "work" / "page" / "baselines.md").read_text()
     sweeps = tmp_path / "work" / "sweeps" / "results"
     # 3 sites x 6 layers x 2 directions + 4 heads x 2 layers, for each seed of the swept model
     assert len([p for p in sweeps.iterdir() if p.name.startswith("patch-")]) == 2 * 44
@@ -362,3 +373,29 @@ def test_a_sweep_that_reads_every_item_leaves_repair_none_and_the_dry_run_says_s
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     with pytest.raises(PlanError, match=r"corrupt_related: no items left .* sweeps\.limit"):
         dry_run(Study(StudyConfig.from_yaml(tmp_path / "s.yaml")))
+
+
+def test_a_killed_and_resumed_stage_reports_the_time_of_both_runs(tmp_path: Path) -> None:
+    """A stage's wall time is that of all its runs (issue 24: after a resume the stage table
+    counted only the last run's time). The first run is SIGKILLed, as a crash would be."""
+    from study.report import Meter
+
+    ledger = tmp_path / "SEGMENTS.json"
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom pathlib import Path\nfrom study.report import Meter\n"
+        "with Meter(ledger=Path(sys.argv[1]), interval=0.01, save_every=0.05):\n"
+        "    time.sleep(60)\n"), str(ledger)], cwd=REPO)
+    deadline = time.time() + 60
+    while not (ledger.is_file() and json.loads(ledger.read_text())["seconds"] >= 0.5):
+        assert time.time() < deadline and child.poll() is None
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    first = json.loads(ledger.read_text())
+    assert first["segments"] == 1 and first["seconds"] >= 0.5
+    began = time.perf_counter()
+    with Meter(ledger=ledger, interval=0.01, save_every=0.05) as meter:
+        time.sleep(0.2)
+    assert meter.segments == 2
+    assert first["seconds"] + 0.2 <= meter.seconds <= first["seconds"] + time.perf_counter() - began
+    assert not ledger.exists()  # a finished stage keeps no ledger

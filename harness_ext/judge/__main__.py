@@ -15,7 +15,8 @@ import sys
 from tabulate import tabulate
 
 from .answers import JudgeError
-from .model import BACKENDS, Judge
+from .config import JudgeConfig
+from .model import BACKENDS
 from .samples import JUDGED_TASKS
 from .score import MASS_THRESHOLD
 
@@ -45,15 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     from .run import judge_folder
 
     try:
-        judge = Judge(args.judge, args.backend, args.batch_size, args.threshold, args.device,
-                      args.dtype)
-        written = judge_folder(args.results, judge, args.cache,
-                               tuple(p for p in args.tasks.split(",") if p))
+        config = JudgeConfig(args.judge, args.backend, args.threshold, args.batch_size,
+                             tuple(p for p in args.tasks.split(",") if p), args.device,
+                             args.dtype)
+        judge = config.load()
+        done = judge_folder(args.results, judge, args.cache, config.tasks)
     except (JudgeError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     rows = []
-    for path in written:
+    for path in done.metrics:
         for task, entry in json.loads(path.read_text())["tasks"].items():
             pooled = entry["pooled"]
             rows.append([str(path.parent), task, pooled["replies"], _fmt(pooled["aligned"]),
@@ -64,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     ident = judge.identity
     print(f"judge {ident.model} (files sha256 {ident.files_sha256[:12]}), prompt v"
           f"{ident.prompt_version} (sha256 {ident.prompt_sha256[:12]}), unscored below "
-          f"{ident.threshold:g} mass; wrote {len(written)} metrics file(s)")
+          f"{ident.threshold:g} mass; {len(done.metrics)} metrics file(s), "
+          + ("written" if done.rewritten else "unchanged: the samples were judged already"))
     return 0
 
 

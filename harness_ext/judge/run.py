@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from formats.files import atomic_write_text
+from formats.files import atomic_write_text, check_writable
 
 from .aggregate import misaligned, summarize_replies
 from .answers import JudgeError
@@ -92,9 +93,18 @@ def task_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
                           for qid, group in by_question.items()}}
 
 
+@dataclass(frozen=True)
+class JudgedFolder:
+    """What judging a folder left: its metrics files, and whether any file was (re)written
+    (a rerun over unchanged samples writes nothing)."""
+
+    metrics: list[Path]
+    rewritten: bool
+
+
 def judge_folder(root: str | Path, judge: Judge, cache_path: str | Path | None = None,
-                 patterns: tuple[str, ...] = JUDGED_TASKS, require: bool = True) -> list[Path]:
-    """Judge every matching samples file under ``root``; returns the metrics files written.
+                 patterns: tuple[str, ...] = JUDGED_TASKS, require: bool = True) -> JudgedFolder:
+    """Judge every matching samples file under ``root``.
     ``require``: no matching samples file is an error (else nothing is done)."""
     root = Path(root)
     paths = find_samples(root, patterns)
@@ -102,10 +112,13 @@ def judge_folder(root: str | Path, judge: Judge, cache_path: str | Path | None =
         if require:
             raise JudgeError(f"{root}: no samples_*.jsonl of tasks matching {list(patterns)} "
                              "(run lm_eval with --output_path and --log_samples)")
-        return []
+        return JudgedFolder([], False)
     files = [read_samples(p) for p in paths]  # all checked before any work
+    cache_path = Path(cache_path or root / "judge_cache.sqlite")
+    for folder in sorted({f.path.parent for f in files} | {cache_path.parent}):
+        check_writable(folder, "the judge writes its cache and judged files there")
     ident = judge.identity
-    cache = JudgeCache(cache_path or root / "judge_cache.sqlite", ident.files_sha256,
+    cache = JudgeCache(cache_path, ident.files_sha256,
                        ident.prompt_version, ident.prompt_sha256)
     try:
         judged = [(samples, judge_file(judge, cache, samples)) for samples in files]
@@ -125,12 +138,13 @@ def judge_folder(root: str | Path, judge: Judge, cache_path: str | Path | None =
             "tasks": tasks}
         metrics_texts[metrics_path(folder, date)] = (
             json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
-    if not all(_holds(path, text) for path, text in (judged_texts | metrics_texts).items()):
+    rewritten = not all(_holds(p, t) for p, t in (judged_texts | metrics_texts).items())
+    if rewritten:
         for path in metrics_texts:  # the metrics file marks a finished judging: it goes first
             path.unlink(missing_ok=True)
         for path, text in (judged_texts | metrics_texts).items():  # metrics last again
             atomic_write_text(path, text)
-    return list(metrics_texts)
+    return JudgedFolder(list(metrics_texts), rewritten)
 
 
 def _holds(path: Path, text: str) -> bool:

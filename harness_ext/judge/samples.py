@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,23 +41,36 @@ class SamplesFile:
     docs: tuple[Doc, ...]
 
 
+DATE_ID = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(\.\d+)?")
+"""lm-eval's date id: ``datetime.now().isoformat()`` with ``-`` for ``:``."""
+
+
 def split_name(path: Path) -> tuple[str, str]:
-    """(task, date id) of ``samples_<task>_<date>.jsonl`` (the date has no underscore)."""
+    """(task, date id) of ``samples_<task>_<date>.jsonl``. The date must be lm-eval's: a name
+    without one would otherwise lend its last word to the date (``samples_corrupt_em_tiny``)."""
     task, _, date = path.stem.removeprefix("samples_").rpartition("_")
-    if not task or not date:
-        raise JudgeError(f"{path}: not named samples_<task>_<date>.jsonl")
+    if not task or not DATE_ID.fullmatch(date):
+        raise JudgeError(f"{path}: not named samples_<task>_<date>.jsonl with lm-eval's date "
+                         "(e.g. samples_corrupt_em_2026-01-02T03-04-05.678901.jsonl)")
     return task, date
 
 
-def _repeats(path: Path, task: str, date: str) -> int | None:
-    """The task's ``repeats`` from the results file written with the samples, if readable."""
+def _task_config(path: Path, task: str, date: str) -> dict[str, Any]:
+    """The task's config in the results file lm-eval wrote with the samples: it proves the
+    samples are that task's (a renamed file of another task's is refused)."""
     results = path.parent / f"results_{date}.json"
     try:
-        config = json.loads(results.read_text(encoding="utf-8"))["configs"][task]
+        configs = json.loads(results.read_text(encoding="utf-8"))["configs"]
+    except FileNotFoundError:
+        raise JudgeError(f"{path}: no {results.name} beside it (lm-eval writes both files in "
+                         "one call)") from None
     except (OSError, ValueError, KeyError, TypeError):
-        return None
-    repeats = config.get("repeats")
-    return repeats if isinstance(repeats, int) else None
+        raise JudgeError(f"{results}: not lm-eval's results file") from None
+    if not isinstance(configs, dict) or not isinstance(configs.get(task), dict):
+        listed = sorted(configs) if isinstance(configs, dict) else []
+        raise JudgeError(f"{path}: {results.name} beside it has no task {task!r} (it lists "
+                         f"{listed}); was the samples file renamed?")
+    return configs[task]
 
 
 def _doc(raw: Any) -> Doc:
@@ -73,6 +87,7 @@ def read_samples(path: Path) -> SamplesFile:
     """One samples file; every line must be a whole lm-eval sample of a generative task, and
     every doc must hold the task's ``repeats`` replies."""
     task, date = split_name(path)
+    config = _task_config(path, task, date)
     docs = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -86,7 +101,8 @@ def read_samples(path: Path) -> SamplesFile:
                              "and resps (truncated, or not lm-eval's samples file?)") from None
     if not docs:
         raise JudgeError(f"{path}: empty samples file")
-    expected = _repeats(path, task, date) or len(docs[0].replies)
+    repeats = config.get("repeats")
+    expected = repeats if isinstance(repeats, int) else len(docs[0].replies)
     for number, doc in enumerate(docs, 1):
         if len(doc.replies) != expected:
             raise JudgeError(f"{path} line {number}: {len(doc.replies)} replies, expected "
