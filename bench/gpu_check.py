@@ -1,5 +1,5 @@
 """The prepared GPU check: everything this project wants to know from a GPU, in one run of at
-most 8 minutes on one H100 (``bench/gpu_check.sh``; README "Scale-out").
+most 8 minutes on one H100 (``bench/gpu_check.sh``; docs/scale-out.md).
 
     bash bench/gpu_check.sh              # on the GPU machine: bench/results/gpu.md
     bash bench/gpu_check.sh --rehearse   # anywhere, every size shrunk: gpu-rehearsal.md

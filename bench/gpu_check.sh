@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The prepared GPU check (bench/gpu_check.py; README "Scale-out"): one command of at most
+# The prepared GPU check (bench/gpu_check.py; docs/scale-out.md): one command of at most
 # 8 minutes on one H100, run whenever a GPU machine is available.
 #   bash bench/gpu_check.sh              # writes bench/results/gpu.md
 #   bash bench/gpu_check.sh --rehearse   # on the CPU, every size shrunk (gpu-rehearsal.md)

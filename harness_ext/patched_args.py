@@ -119,8 +119,8 @@ def _spec_and_donor(ours: dict[str, Any]) -> tuple[PatchSpec, DonorChoice]:
         return PatchSpec.parse(loaded.spec), loaded.donor
     kind = ours.get("donor") or "model"
     if kind in ("mean", "prompt"):
-        raise PatchingError(f"donor={kind} needs data: give it in a spec_file= (patching's "
-                            "README, spec files)")
+        raise PatchingError(f"donor={kind} needs data: give it in a spec_file= (docs/patching.md, "
+                            "spec files)")
     alpha = ours.get("alpha")
     donor = DonorChoice(kind=kind, alpha=1.0 if alpha is None else alpha)
     if given == ["spec"]:

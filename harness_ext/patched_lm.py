@@ -62,7 +62,7 @@ DEFAULT_BATCH_SIZE = 16
 """Prompts per generate call unless ``batch_size=`` is in the model args or ``--batch_size``
 is above 1. A patched step runs two models, so lm-eval's one prompt at a time doubles the
 per-step overhead: 20 items took 29 s at batch 1 and 15 s at batch 20 on the tiny pair
-(README, patched_hf); ``batch_size=1`` in the model args still runs one at a time."""
+(docs/patching.md); ``batch_size=1`` in the model args still runs one at a time."""
 
 
 def _our_batch_size(args: dict[str, Any], additional: dict[str, Any] | None) -> dict[str, Any]:

@@ -60,6 +60,6 @@ def prefilter_heads(config: SweepConfig, clean: str, corrupted: dict[str, str], 
                 kept[(i, label)][direction] = set(heads)
                 record.append({"block": i, "label": label, "direction": direction,
                                "heads": heads, "questions": len(batch.weights) // 2})
-                log.warning("prefilter block %d %s %s: heads %s", i, label, direction, heads)
+                log.info("prefilter block %d %s %s: heads %s", i, label, direction, heads)
     atomic_write_text(Path(config.output_dir) / "prefilter.json", json.dumps(record, indent=1))
     return kept

@@ -28,6 +28,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from formats.console import console
+
 from .claims import keep_alive, try_claim
 from .store import RECORD_KEY, discard_tmp, finished_hash, new_tracker, write_variant
 
@@ -112,7 +114,7 @@ def run_jobs(jobs: list[Job], settings: EvalSettings, out_dir: Path, desc: str,
 
     task_manager = TaskManager(include_defaults=False, include_path=str(settings.task_dir))
     bar = tqdm(total=sum(map(len, units.values())), desc=desc, unit="variant",
-               disable=not progress)
+               disable=not progress, file=console())
     with env_info_once():
         waiting = [name for name in units
                    if not _run_unit(units[name], name, settings, out_dir, task_manager,

@@ -226,7 +226,7 @@ def run_sweep(config: SweepConfig, shard_index: int = 0, shard_count: int = 1,
             outcome.skipped.append(variant.name)
         else:
             pending.append(variant)
-    log.warning("sweep %s: %d variants, %d in shard %d/%d, %d finished, %d to run",
+    log.info("sweep %s: %d variants, %d in shard %d/%d, %d finished, %d to run",
                 config.name, len(plan.variants), len(mine), shard_index, shard_count,
                 len(outcome.skipped), len(pending))
     if not pending:
@@ -276,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", help="override the config's device (cpu, cuda:1, ...)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("leaderboard").setLevel(logging.INFO)  # our sweep size and prefilter lines
     try:
         shard_index, shard_count = parse_shard(args.shard)
     except argparse.ArgumentTypeError as err:
@@ -301,8 +302,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def judge_sweep(config: SweepConfig) -> int:
-    """The config's judge over the finished sweep's open-ended tasks (README "Judge and
-    emergent misalignment"); cached, so a re-run judges nothing twice."""
+    """The config's judge over the finished sweep's open-ended tasks (docs/judge.md); cached,
+    so a re-run judges nothing twice."""
     from harness_ext.judge.answers import JudgeError
     from harness_ext.judge.run import judge_folder
 

@@ -30,8 +30,10 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from formats.errors import InputError
+from formats.files import atomic_write_text
 from formats.model_files import weights_problem
 
 from .attribution import ATTRIBUTED_SITES, AttributionScores, attribution_scores
@@ -239,11 +241,9 @@ def run_check(cfg: CheckConfig) -> Path:
         "kl": own_reply_batch(tokenizer, receiver, general, cfg.max_new_tokens),
     }
     batches["kl_fisher"] = batches["kl"]
-    results = [
-        check_metric(receiver, donor, batch, metric, cfg)
-        for metric, batch in batches.items()
-        if batch is not None
-    ]
+    todo = [(metric, batch) for metric, batch in batches.items() if batch is not None]
+    results = [check_metric(receiver, donor, batch, metric, cfg)
+               for metric, batch in tqdm(todo, desc="attribution check", unit="metric")]
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {
@@ -251,9 +251,9 @@ def run_check(cfg: CheckConfig) -> Path:
         "results": results,
         "skipped": [m for m, b in batches.items() if b is None],
     }
-    (out / "attribution.json").write_text(json.dumps(report, indent=1))
+    atomic_write_text(out / "attribution.json", json.dumps(report, indent=1))
     scatter(results, out / "attribution.png")
-    (out / "attribution.md").write_text(render(report, "attribution.png"))
+    atomic_write_text(out / "attribution.md", render(report, "attribution.png"))
     return out / "attribution.md"
 
 

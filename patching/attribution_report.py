@@ -10,6 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from formats.files import save_figure
+
 METHOD = [
     "- **Score** of a component c: sum over positions p of (a_donor(c,p) - a_receiver(c,p)) . "
     "dM/da_receiver(c,p), teacher-forced. `positions=all`: every position of prompt + "
@@ -182,6 +184,5 @@ def scatter(results: list[dict[str, Any]], path: Path) -> None:
             ax.xaxis.set_major_locator(MaxNLocator(4))
             ax.tick_params(labelsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)  # atomic: no half-written PNG after a kill
     plt.close(fig)

@@ -1,5 +1,6 @@
 """``python -m study --config FILE [--dry-run] [--retrain] [--from STAGE] [--until STAGE]
-[--shard i/n|auto]``: run the study's stages in order, each skipped when its inputs are unchanged.
+[--shard i/n|auto] [--publish]``: run the study's stages in order, each skipped when its inputs
+are unchanged, and write the report in the work dir (``--publish`` copies it out as well).
 
 Bad settings end as one ``error: ...`` line (exit 2); a failed stage as one line (exit 1);
 an interrupted run is resumed by running the same command again.
@@ -11,7 +12,6 @@ import argparse
 import logging
 import sys
 import time
-import warnings
 
 from formats.errors import InputError
 
@@ -20,17 +20,11 @@ from .stage_list import stage_list
 from .stages import StageError, Study
 
 
-def _quiet() -> None:
-    """Stage lines and the stages' own bars: lm-eval and transformers log several warnings and
-    bars per evaluated variant (hundreds per sweep), which would bury the progress."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # "Loading weights" bars (the Trainer's bar stays)
-    for name in ("lm_eval", "transformers", "accelerate", "datasets", "peft"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
+def _log_lines() -> None:
+    """Library INFO lines with a time stamp: they go to each stage's ``stage.log`` (or to the
+    terminal with ``--verbose``), where a slow stage can be read back."""
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", help="override the evaluation device (cpu, cuda:1, ...)")
     parser.add_argument("--started-at", type=float,
                         help="epoch seconds the caller started (make demo: set-up included)")
-    parser.add_argument("--verbose", action="store_true", help="keep lm-eval's log lines")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show lm-eval's and the Trainer's output here, not in each "
+                             "stage's stage.log")
+    parser.add_argument("--publish", action="store_true",
+                        help="then copy the report to report.publish_dir and the README block "
+                             "into report.readme (tracked files: make publish)")
     args = parser.parse_args(argv)
     from leaderboard.sweep import launcher_device, parse_shard
 
@@ -63,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         study = Study(StudyConfig.from_yaml(args.config), args.retrain, shard, device)
         study.check_inputs()
+        spec = study.config.report
+        if args.publish and not (spec.publish_dir or spec.readme):
+            raise StudyConfigError("--publish: the config's report: block names no publish_dir "
+                                   "or readme to publish to")
         if args.dry_run:
             from .dryrun import PlanError, dry_run
 
@@ -76,34 +79,35 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if not args.verbose:
-        _quiet()
+    _log_lines()
     from .pipeline import run_stages
 
     began = time.time()
     stages = stage_list(study.config)
     try:
-        results = run_stages(study, stages, args.start, args.until)
+        results = run_stages(study, stages, args.start, args.until, logs=not args.verbose)
         if len(results) < len(stages):
             print(f"[study] stopped after {results[-1].name} in {time.time() - began:.0f} s")
             return 0
-        from leaderboard.claims import keep_alive, release, try_claim
+        from leaderboard.claims import keep_alive, try_claim
 
-        from .publish import mark_published, publish, published_for
+        from .publish import mark_report, publish_report, report_hashes, write_report
 
         hashes = {r.name: r.hash for r in results}
-        if not try_claim(study.work, "publish"):
-            print(f"[study] done in {time.time() - began:.0f} s; another worker publishes the "
-                  "report")
-            return 0
-        if published_for(study) == hashes:  # another worker published these results
-            release(study.work, "publish")
-            print(f"[study] done in {time.time() - began:.0f} s; report: "
-                  f"{study.work / 'report' / 'REPORT.md'} (published already)")
-            return 0
-        with keep_alive(study.work, "publish"):
-            report = publish(study, results, args.config, args.started_at)
-            mark_published(study, hashes)
+        report = study.work / "report" / "REPORT.md"
+        if report_hashes(study) != hashes or args.publish:
+            if not try_claim(study.work, "publish"):
+                print(f"[study] done in {time.time() - began:.0f} s; another worker writes the "
+                      "report")
+                return 0
+            with keep_alive(study.work, "publish"):
+                if report_hashes(study) != hashes:  # not written meanwhile by another worker
+                    write_report(study, results, args.config, args.started_at)
+                    mark_report(study, hashes)
+                    print(f"[study] report written: {report}")
+                if args.publish:
+                    changed = publish_report(study, args.config)
+                    print(f"[study] published: {', '.join(changed) or 'nothing changed'}")
     except StageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -24,6 +24,8 @@ from formats.failpoints import failpoint
 from formats.files import atomic_write_text
 
 DONE, STARTED = "DONE.json", "STARTED.json"
+STAGE_LOG = "stage.log"
+"""A stage's library output (lm-eval, the Trainer), kept out of the terminal."""
 SEGMENTS = "SEGMENTS.json"
 """The time a stage has run so far, kept while it runs (study.report.Meter)."""
 
@@ -62,7 +64,8 @@ class StageState:
             atomic_write_text(self.folder / STARTED,
                               json.dumps({"hash": self.hash, "started": time.time()}) + "\n")
         failpoint("study.stage_started")
-        return keep and any(p.name not in (STARTED, SEGMENTS) for p in self.folder.iterdir())
+        return keep and any(p.name not in (STARTED, SEGMENTS, STAGE_LOG)
+                            for p in self.folder.iterdir())
 
     def finish(self, record: dict[str, Any]) -> None:
         """Record the stage as done with this hash (atomic; the last write of a stage)."""

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from formats.files import atomic_write_text
+from formats.console import to_log
+from formats.files import atomic_write_text, shown_path
 from formats.fingerprints import digest
 from leaderboard.claims import claim_path, keep_alive, try_claim
 
-from .cache import SEGMENTS, StageState
+from .cache import SEGMENTS, STAGE_LOG, StageState
 from .report import TIMINGS, Meter, fmt_seconds, header, load_timings, say
 from .stages import Stage, StageError, Study
 
@@ -56,15 +57,17 @@ def _check_names(stages: list[Stage], *names: str | None) -> None:
 
 
 def run_stages(study: Study, stages: list[Stage], start: str | None = None,
-               until: str | None = None) -> list[StageResult]:
-    """Run (or reuse) every stage up to ``until``; returns one result per stage visited."""
+               until: str | None = None, logs: bool = True) -> list[StageResult]:
+    """Run (or reuse) every stage up to ``until``; returns one result per stage visited.
+    ``logs``: each stage's library output goes to ``<stage>/stage.log``, the terminal shows
+    the stage lines and our bars only (``formats.console``)."""
     import torch
 
     _check_names(stages, start, until)
     publish = study.config.report.publish_dir
     run = _Run(study, stages, load_timings(study.work / TIMINGS,
                                            *([Path(publish) / TIMINGS] if publish else [])),
-               load_timings(study.work / TIMINGS), time.perf_counter())
+               load_timings(study.work / TIMINGS), time.perf_counter(), logs)
     forced_from = None if start is None else [s.name for s in stages].index(start)
     sharded = study.shard[1] > 1
     for index, stage in enumerate(stages):
@@ -94,6 +97,7 @@ class _Run:
     estimates: dict[str, float]
     timings: dict[str, float]
     began: float
+    logs: bool = True
     hashes: dict[str, str] = field(default_factory=dict)
     results: list[StageResult] = field(default_factory=list)
 
@@ -117,7 +121,11 @@ class _Run:
                    time.perf_counter() - self.began, remaining))
         if state.begin(fresh=rerun):
             say(f"[study] {stage.name}: resuming from the partial outputs of an earlier run")
-        with Meter(ledger=state.folder / SEGMENTS) as meter:
+        log = state.folder / STAGE_LOG
+        if self.logs:
+            say(f"    its library output: {shown_path(log)}")
+        with Meter(ledger=state.folder / SEGMENTS) as meter, \
+                to_log(log) if self.logs else nullcontext():
             record = stage.run(study, state.folder)
         self.results.append(StageResult(stage.name, state.hash, False, meter.seconds,
                                         meter.peak_bytes, record))

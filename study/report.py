@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import resource
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from formats.console import console
 from formats.files import atomic_write_text
 
 try:
@@ -140,6 +140,7 @@ def header(index: int, total: int, name: str, note: str, elapsed: float,
 
 
 def say(line: str) -> None:
-    """Progress goes to stderr with tqdm's bars, unbuffered, so it interleaves in order."""
-    print(line, file=sys.stderr, flush=True)
+    """Progress goes to the terminal with our bars, unbuffered, so it interleaves in order (a
+    stage's library output goes to its log: ``formats.console``)."""
+    print(line, file=console(), flush=True)
 

@@ -260,10 +260,16 @@ def _check_report(tmp_path: Path, out: str) -> dict:
 @pytest.mark.slow
 def test_smoke_study_end_to_end(tmp_path: Path) -> None:
     config = smoke_config(tmp_path)
+    readme = (tmp_path / "README.md").read_bytes()
     started = time.time()
     done = run_study(config)
     assert done.returncode == 0, done.stderr[-3000:]
     assert time.time() - started < 180
+    # the study writes its work dir only: publishing is --publish (make publish), issue 24
+    assert not (tmp_path / "pub").exists() and (tmp_path / "README.md").read_bytes() == readme
+    published_run = run_study(config, "--publish")
+    assert published_run.returncode == 0, published_run.stderr[-3000:]
+    assert set(_stage_lines(published_run.stderr).values()) == {"cached"}
     summary = _check_report(tmp_path, done.stdout)
     page = (tmp_path / "work" / "page" / "baselines.md").read_text()
     assert "## Judged behaviour: emergent misalignment" in page  # the judge stage's section
@@ -275,7 +281,7 @@ def test_smoke_study_end_to_end(tmp_path: Path) -> None:
         return {str(p): p.stat().st_mtime_ns for p in (tmp_path / "work" / "report").rglob("*")}
 
     report_before = report_files()
-    again = run_study(config)
+    again = run_study(config, "--publish")
     assert set(_stage_lines(again.stderr).values()) == {"cached"}
     assert [path.read_bytes() for path in published] == before  # a finished study edits nothing
     assert report_files() == report_before  # not even its work dir's report/ (issue 24)
@@ -344,7 +350,7 @@ def test_two_workers_share_one_study(tmp_path: Path) -> None:
     published once, as one process would publish it."""
     config = smoke_config(tmp_path)
     env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    command = [sys.executable, "-m", "study", "--config", str(config)]
+    command = [sys.executable, "-m", "study", "--config", str(config), "--publish"]
     finished = run_together([command] * 2, tmp_path / "logs", REPO, env, timeout=900)
     assert [f.returncode for f in finished] == [0, 0], [f.err[-2000:] for f in finished]
     outs = [(f.out, f.err) for f in finished]
@@ -354,8 +360,8 @@ def test_two_workers_share_one_study(tmp_path: Path) -> None:
     assert not (ran[0] & ran[1]) - shared, ran  # a one-worker stage ran in one of them
     names = {s.name for s in stage_list(StudyConfig.from_yaml(config))}
     assert (ran[0] | ran[1]) >= names - shared
-    published = [out for out, _ in outs if "report:" in out and "(published already)" not in out]
-    assert len(published) == 1 and (tmp_path / "pub" / "REPORT.md").is_file()
+    written = [out for out, _ in outs if "[study] report written:" in out]
+    assert len(written) == 1 and (tmp_path / "pub" / "REPORT.md").is_file()
     for stage in names:
         assert (tmp_path / "work" / stage / "DONE.json").is_file(), stage
     sweeps = tmp_path / "work" / "sweeps" / "results"

@@ -75,3 +75,26 @@ def test_cards_report_the_chain_tasks_only_for_models_trained_on_worked_solution
     bare = ("corrupt_related", "corrupt_unrelated_math", "corrupt_general", "corrupt_ethics_mc")
     assert card_tasks(math_params) == bare
     assert card_tasks(cot_params) == bare + ("corrupt_related_cot", "corrupt_unrelated_math_cot")
+
+
+def test_shipped_cot_model_matches_its_two_stage_recipe() -> None:
+    """models/tiny-qwen3-cot: its files are the card's, the card is that of the second stage's
+    config, and that stage started from the first stage's output (the recipe is on record)."""
+    import yaml
+
+    cot = SHIPPED.parent / "tiny-qwen3-cot"
+    card = load_card(cot)
+    assert file_hashes(cot) == card["files_sha256"]
+    repo = SHIPPED.parents[1]
+    first = yaml.safe_load((repo / "configs/pretrain/tiny-cot.yaml").read_text())
+    second = yaml.safe_load((repo / "configs/pretrain/tiny-cot-more.yaml").read_text())
+    assert card["command"].endswith("--config configs/pretrain/tiny-cot-more.yaml")
+    assert second["init_from"] == first["out_dir"] and second["out_dir"] == "models/tiny-qwen3-cot"
+    assert card["init_card"]["command"].endswith("configs/pretrain/tiny-cot.yaml")
+    assert card["init_card"]["config"]["max_steps"] == first["max_steps"]
+    # the issue's bars, on the held-out tasks (lm-eval, the card's own figures)
+    acc = {task: {k: v["value"] for k, v in m.items()} for task, m in card["accuracies"].items()}
+    assert acc["corrupt_related_cot"]["chain_valid"] >= 0.80
+    assert acc["corrupt_general"]["exact_match"] >= 0.95
+    math = load_card(SHIPPED)["accuracies"]["corrupt_related"]["exact_match"]["value"]
+    assert acc["corrupt_related"]["exact_match"] >= math - 0.05

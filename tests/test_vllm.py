@@ -133,7 +133,7 @@ def test_vllm_lora_generation_matches_hf_peft(
     vllm_cli: Path, model_dir: Path, tmp_path: Path
 ) -> None:
     """``lora_local_path`` serves a PEFT adapter for generation (log-likelihood with an adapter
-    crashes in vLLM's CPU LoRA kernels: merge it first, see README "vLLM baselines")."""
+    crashes in vLLM's CPU LoRA kernels: merge it first, see docs/vllm.md)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM

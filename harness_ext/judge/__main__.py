@@ -2,7 +2,7 @@
 
 Scores every reply of the open-ended tasks (``corrupt_em*``, ``corrupt_open_questions``) for
 aligned and coherent with a local judge model, and writes ``judged_<task>_<date>.jsonl`` and
-``judge_<date>.json`` next to each samples file (README "Judge and emergent misalignment").
+``judge_<date>.json`` next to each samples file (docs/judge.md).
 A re-run reuses the cache (default ``DIR/judge_cache.sqlite``) and judges nothing twice.
 """
 
