@@ -9,11 +9,13 @@ and writes the model plus metrics.jsonl, summary.json, curves.png and table1.md.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback, TrainerState
 
 from finetune.chat import IGNORE_INDEX, build_sft_dataset, right_padding_collator
@@ -43,6 +45,7 @@ from finetune.sft_plan import (
     training_arguments,
 )
 from finetune.sft_select import FrozenSlices
+from formats.console import console
 from formats.failpoints import failpoint
 from formats.files import atomic_write_text
 
@@ -74,6 +77,27 @@ class MetricsFileCallback(TrainerCallback):
 
     def on_log(self, args, state, control, **kwargs):
         write_metrics(self.path, metrics_rows(state.log_history))
+
+
+class ConsoleBar(TrainerCallback):
+    """One bar of optimizer steps on the terminal while the Trainer's own output goes to a log
+    (a study stage: ``formats.console.to_log``); elsewhere the Trainer's bar is the bar."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if console() is not sys.stderr:
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, unit="step",
+                            desc="fine-tune", file=console())
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
 
 
 class FailpointCallback(TrainerCallback):
@@ -121,7 +145,8 @@ def prepare(cfg: SFTConfig) -> SFTRun:
     model, tokenizer = load_base(cfg)
     model = apply_mode(cfg, model)
     callbacks: list[TrainerCallback] = [
-        MetricsFileCallback(Path(cfg.output_dir) / "metrics.jsonl"), FailpointCallback()]
+        MetricsFileCallback(Path(cfg.output_dir) / "metrics.jsonl"), FailpointCallback(),
+        ConsoleBar()]
     if (selection := cfg.selection()) is not None:
         callbacks.append(FrozenSlices(model, selection))
     trainer = Trainer(
