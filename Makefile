@@ -26,9 +26,8 @@ $(STAMP): $(INSTALL_INPUTS)
 
 # Two workers (pytest-xdist) of one thread each: the suite is mostly single-threaded small ops
 # and subprocesses, and 2 threads per worker would oversubscribe these 2 cores (OpenMP spins).
-# loadgroup: the documented commands (tests/test_docs.py) share one sandbox, in one worker.
 test: setup
-	$(OFFLINE_ENV) OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadgroup
+	$(OFFLINE_ENV) OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2
 
 # The whole study on the tiny model (docs/study.md); re-running it reuses every
 # finished stage. It writes under runs/ only. The start time is passed on so that the report's

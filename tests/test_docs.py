@@ -1,15 +1,15 @@
 """The documentation: the README is a front door, the site builds with ``--strict``, every path
 it names exists, and every command in a ``bash`` block of the README and ``docs/`` runs.
 
-Commands run against the demo's outputs: the smoke study (the demo's stages at toy sizes) is
-run once into ``runs/study/tiny/`` of a sandbox that links the checkout's ``models/``,
-``configs/`` and ``tasks/``, so every path a page names (``runs/study/tiny/finetune-overfit.s0
-/run/model``, ...) exists there. A command runs as written, except that lm-eval calls score at
-most 3 items per task (``--limit``). A command whose line (or whose block's first line) ends in
-a ``[gpu]`` or ``[long]`` comment is not run: ``python -m study`` and ``python -m finetune``
-ones run with ``--dry-run`` instead (which checks the whole config), the rest must name an
-entry point and files that exist. ``make`` targets must exist in the Makefile; what they run is
-tested where the table ``MAKE_TARGETS`` says.
+Commands run in a sandbox shaped like the checkout after ``make demo``: it links the
+checkout's ``models/``, ``configs/`` and ``tasks/`` and holds stand-ins for the demo's
+fine-tunes at the demo's paths (``runs/study/tiny/finetune-overfit.s0/run/model``, ...). A
+command runs as written, except that lm-eval calls score at most 3 items per task
+(``--limit``). A command whose line (or whose block's first line) ends in a ``[gpu]``,
+``[long]`` or ``[vllm]`` comment is not run: ``python -m study`` and ``python -m finetune``
+ones run with ``--dry-run`` instead (which checks the whole config), the rest must name files
+that exist. ``make`` targets must exist in the Makefile; what they run is tested where the
+table ``MAKE_TARGETS`` says.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]  # docs/*/: study reports
@@ -136,19 +135,23 @@ def test_the_pages_have_commands_and_few_are_not_run() -> None:
 
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder shaped like the checkout after ``make demo``, built once per worker."""
+    """A folder shaped like the checkout after ``make demo``, built once per worker: the
+    checkout's models, configs and tasks, and stand-ins for the demo's fine-tunes at the
+    demo's paths (perturbed copies of the clean model; a LoRA adapter over it)."""
+    from leaderboard_fixtures import perturbed
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
     root = tmp_path_factory.mktemp("docs-sandbox")
     for name in ("models", "configs", "tasks"):
         (root / name).symlink_to(REPO / name)
-    raw = yaml.safe_load((REPO / "configs/study/smoke.yaml").read_text())
-    raw["finetunes"]["underfit"]["seeds"] = [0]  # the demo's folder names: <label>.s0
-    raw |= {"work_dir": str(root / "runs/study/tiny"), "report": {"publish_dir": None,
-                                                                  "readme": None}}
-    config = root / "smoke.yaml"
-    config.write_text(yaml.safe_dump(raw))
-    done = subprocess.run([sys.executable, "-m", "study", "--config", str(config)], cwd=REPO,
-                          env=os.environ | ENV, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
+    demo, clean = root / "runs/study/tiny", REPO / "models/tiny-qwen3-math"
+    for seed, label in enumerate(("overfit", "underfit")):
+        (demo / f"finetune-{label}.s0/run").mkdir(parents=True)
+        perturbed(clean, demo / f"finetune-{label}.s0/run/model", seed, std=0.05)
+    lora = get_peft_model(AutoModelForCausalLM.from_pretrained(clean),
+                          LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    lora.save_pretrained(demo / "finetune-lora/run/adapter")
     return root
 
 
@@ -197,7 +200,6 @@ def _run_one(command: Command, sandbox: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("docs-sandbox")  # one worker builds the sandbox and runs them all
 @pytest.mark.parametrize("block", BLOCKS,
                          ids=[f"{b[0].page}: {b[0].text[:60]}" for b in BLOCKS])
 def test_documented_commands_run(block: list[Command], sandbox: Path) -> None:

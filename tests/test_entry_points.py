@@ -137,6 +137,15 @@ def read_only_results() -> Path:
     return base / "results"
 
 
+def renamed_samples(tmp: Path, name: str) -> Path:
+    """A results folder of corrupt_related whose samples file was renamed to ``name``."""
+    from judge_helpers import DATE, write_run
+
+    folder = tmp / "renamed"
+    write_run(folder, task="corrupt_related").rename(folder / name.format(date=DATE))
+    return folder
+
+
 def as_other_user(command: list[str]) -> list[str]:
     """``python -m ...`` run as a user who does not own the read-only folders."""
     python = [sys.executable, *command]
@@ -289,6 +298,16 @@ CASES: dict[str, tuple[Case, str]] = {
         lambda t: as_other_user(py("leaderboard.build", read_only_results(), "-o",
                                    read_only_results() / "LEADERBOARD.md")),
         r"read-only-.*/results: not writable \(Permission denied\); -o names the page"),
+    "harness_ext.judge: another task's samples, renamed (issue 24)": (
+        lambda t: py("harness_ext.judge", "--results",
+                     renamed_samples(t, "samples_corrupt_em_tiny_{date}.jsonl"), "--judge", SHIPPED,
+                     "--backend", "hf"),
+        r"has no task 'corrupt_em_tiny' \(it lists \['corrupt_related'\]\); was the samples "),
+    "harness_ext.judge: a samples name without a date (issue 24)": (
+        lambda t: py("harness_ext.judge", "--results",
+                     renamed_samples(t, "samples_corrupt_em_tiny.jsonl"), "--judge", SHIPPED,
+                     "--backend", "hf"),
+        r"samples_corrupt_em_tiny.jsonl: not named samples_<task>_<date>.jsonl with lm-eval's"),
     "harness_ext.judge: no such judge": (
         lambda t: py("harness_ext.judge", "--results", t, "--judge", t / "no-judge",
                      "--backend", "hf"),

@@ -1,4 +1,5 @@
-"""The README's tested code blocks run as written, on the embedded tiny model.
+"""The python blocks of the README and docs/ run as written, on the embedded tiny model
+(``tests/test_docs.py`` runs the ``bash`` ones).
 
 A block marked ``<!-- tested: tests/test_readme.py ... -->`` runs with its model paths pointed
 at the shipped tiny model and, for the demo's fine-tunes it names, at a perturbed copy of it
@@ -17,7 +18,12 @@ from transformers import AutoModelForCausalLM
 
 REPO = Path(__file__).resolve().parents[1]
 MARK = "<!-- tested: tests/test_readme.py"
-FINETUNE = re.compile(r'"(runs/study/tiny/finetune-[a-z]+/run/model)"')
+FINETUNE = re.compile(r'"(runs/study/tiny/finetune-[a-z]+(\.s\d+)?/run/model)"')
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def page_text() -> str:
+    return "\n".join(p.read_text(encoding="utf-8") for p in PAGES)
 
 
 def marked_blocks(text: str) -> list[str]:
@@ -42,14 +48,13 @@ def perturbed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_the_readme_has_marked_blocks():
-    assert marked_blocks((REPO / "README.md").read_text(encoding="utf-8"))
+def test_the_pages_have_marked_blocks():
+    assert marked_blocks(page_text())
 
 
-@pytest.mark.parametrize("index", range(len(marked_blocks(
-    (REPO / "README.md").read_text(encoding="utf-8")))))
-def test_a_tested_readme_block_runs(index, perturbed, tmp_path, monkeypatch):
-    code = marked_blocks((REPO / "README.md").read_text(encoding="utf-8"))[index]
+@pytest.mark.parametrize("index", range(len(marked_blocks(page_text()))))
+def test_a_tested_python_block_runs(index, perturbed, tmp_path, monkeypatch):
+    code = marked_blocks(page_text())[index]
     code = FINETUNE.sub(f'"{perturbed}"', code)
     code = code.replace('"models/', f'"{REPO}/models/')
     monkeypatch.chdir(tmp_path)
