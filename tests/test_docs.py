@@ -14,6 +14,7 @@ table ``MAKE_TARGETS`` says.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shlex
@@ -169,12 +170,20 @@ def _runnable(words: list[str]) -> list[str]:
     return words
 
 
-def _check_not_run(command: Command) -> None:
+@functools.cache
+def _dry_run(module: str, config: str, cwd: Path) -> tuple[int, str]:
+    """One dry run per config (several pages plan the same Qwen3-4B study)."""
+    done = subprocess.run([sys.executable, "-m", module, "--config", config, "--dry-run"],
+                          cwd=cwd, env=os.environ | ENV, capture_output=True, text=True,
+                          check=False)
+    return done.returncode, done.stderr[-3000:]
+
+
+def _check_not_run(command: Command, sandbox: Path) -> None:
     words = command.words
     if words[:3] in (["python", "-m", "study"], ["python", "-m", "finetune"]):
-        done = subprocess.run([sys.executable, *words[1:], "--dry-run"], cwd=REPO,
-                              env=os.environ | ENV, capture_output=True, text=True, check=False)
-        assert done.returncode == 0, done.stderr[-3000:]
+        status, stderr = _dry_run(words[2], words[words.index("--config") + 1], sandbox)
+        assert status == 0, stderr
         return
     named = [w for w in words if re.match(r"(configs|tasks|models)/", w)]
     assert all((REPO / w).exists() for w in named), named
@@ -188,8 +197,10 @@ def _run_one(command: Command, sandbox: Path) -> None:
         return
     if words[0] in ("source", "pip"):
         return  # set-up, done by make setup
-    if command.skip:
-        _check_not_run(command)
+    plain_dry_run = words[:2] == ["python", "-m"] and len(words) == 6 \
+        and words[3] == "--config" and words[5] == "--dry-run"
+    if command.skip or plain_dry_run:
+        _check_not_run(command, sandbox)  # a plain dry run too: once per config
         return
     run = _runnable(words)
     if run[0] == "python":
