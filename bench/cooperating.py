@@ -133,9 +133,9 @@ worker's user + system time, start-up included.
 {verdict}
 
 Every variant ran once in each setting (the counts add up to the one-worker run's), and every
-setting's metrics and replies equal the one-worker run's. The CPU beyond one process is each
-extra worker's start-up (Python, torch, lm-eval, the two models: a few seconds each) and its
-claims; a variant is never scored twice.
+setting's metrics and replies equal the one-worker run's, so no variant was scored twice. The
+CPU beyond one process is each extra worker's start-up, its claims and its share of the two
+cores; this bench does not break it down further.
 """
     RESULTS.write_text(text)
     print(f"wrote {RESULTS.relative_to(ROOT)}")
