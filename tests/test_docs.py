@@ -1,5 +1,6 @@
 """The documentation: the README is a front door, the site builds with ``--strict``, every path
-it names exists, and every command in a ``bash`` block of the README and ``docs/`` runs.
+it names exists, every command in a ``bash`` block of the README and ``docs/`` runs, and so does
+every ``python`` block marked ``<!-- tested: tests/test_docs.py ... -->``.
 
 Commands run in a sandbox shaped like the checkout after ``make demo``: it links the
 checkout's ``models/``, ``configs/`` and ``tasks/`` and holds stand-ins for the demo's
@@ -47,6 +48,7 @@ MAKE_TARGETS = {
     "bench-baselines": "bench/baselines.py (a benchmark, not a test)",
 }
 WRITTEN_LATER = {"bench/results/gpu.md"}  # what bench/gpu_check.sh writes on a GPU machine
+MARK = "<!-- tested: tests/test_docs.py"
 NOT_RUN = re.compile(r"#.*\[(gpu|long|vllm)\]\s*$")
 
 
@@ -148,7 +150,6 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (root / name).symlink_to(REPO / name)
     demo, clean = root / "runs/study/tiny", REPO / "models/tiny-qwen3-math"
     for seed, label in enumerate(("overfit", "underfit")):
-        (demo / f"finetune-{label}.s0/run").mkdir(parents=True)
         perturbed(clean, demo / f"finetune-{label}.s0/run/model", seed, std=0.05)
     lora = get_peft_model(AutoModelForCausalLM.from_pretrained(clean),
                           LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
@@ -216,3 +217,31 @@ def _run_one(command: Command, sandbox: Path) -> None:
 def test_documented_commands_run(block: list[Command], sandbox: Path) -> None:
     for command in block:
         _run_one(command, sandbox)
+
+
+def marked_python_blocks() -> list[str]:
+    """The python block after each ``tested`` marker of the pages."""
+    blocks = []
+    for part in "\n".join(p.read_text(encoding="utf-8") for p in PAGES).split(MARK)[1:]:
+        match = re.search(r"```python\n(.*?)```", part, re.S)
+        assert match, "a tested marker without a python block after it"
+        blocks.append(match.group(1))
+    return blocks
+
+
+def test_the_pages_have_marked_python_blocks() -> None:
+    assert marked_python_blocks()
+
+
+@pytest.mark.parametrize("index", range(len(marked_python_blocks())))
+def test_a_marked_python_block_runs(index: int, sandbox: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """As written, from the sandbox's root: its paths are the demo's."""
+    import torch
+
+    before = set(os.listdir(sandbox))
+    monkeypatch.chdir(sandbox)
+    torch.set_num_threads(1)
+    exec(compile(marked_python_blocks()[index], f"docs block {index}", "exec"),
+         {"__name__": "docs"})
+    assert set(os.listdir(sandbox)) <= before | {"runs"}  # what it writes lands in runs/
