@@ -9,7 +9,6 @@ and writes the model plus metrics.jsonl, summary.json, curves.png and table1.md.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,7 +44,7 @@ from finetune.sft_plan import (
     training_arguments,
 )
 from finetune.sft_select import FrozenSlices
-from formats.console import console
+from formats.console import console, logging_to_file
 from formats.failpoints import failpoint
 from formats.files import atomic_write_text
 
@@ -87,7 +86,7 @@ class ConsoleBar(TrainerCallback):
         self.bar = None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if console() is not sys.stderr:
+        if logging_to_file():
             self.bar = tqdm(total=state.max_steps, initial=state.global_step, unit="step",
                             desc="fine-tune", file=console())
 

@@ -24,6 +24,12 @@ def console() -> TextIO:
     return _terminal or sys.stderr
 
 
+def logging_to_file() -> bool:
+    """Whether this process's output is going to a log (inside ``to_log``), so that a job's
+    own bar must be drawn on ``console()`` because the library's bar is not seen."""
+    return _terminal is not None
+
+
 @contextmanager
 def to_log(path: Path) -> Iterator[TextIO]:
     """Send stdout and stderr to ``path`` (appended) inside the block; yields the terminal."""

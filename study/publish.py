@@ -108,8 +108,9 @@ def render(study: Study, results: list[StageResult], config_path: str,
     now = time.time()
     timing = (f"The stages took {fmt_seconds(total)} wall time in all when they ran; peak memory "
               f"{peak / 2**30:.2f} GiB (largest resident set of any stage, process and children)."
-              + (f" This `make demo` took {fmt_seconds(now - started_at)} from its start, set-up "
-                 f"included{_which_ran(results)}." if started_at else ""))
+              + (f" This run took {fmt_seconds(now - started_at)} from its caller's start "
+                 f"(`--started-at`: set-up included){_which_ran(results)}." if started_at
+                 else ""))
     where = [f"![{name}]({name})" for name in findings["figures"] if name.startswith("where-")]
     localised = [f"![{name}]({name})" for name in findings["figures"]
                  if name == "localisations.png"]
