@@ -118,6 +118,7 @@ class PatchedLM(HFLM):
             raise PatchingError(f"pretrained={pretrained!r}: {problem}")  # before HFLM reads it
         self._generate: PatchedGenerate = generator or patched_generate
         kwargs["batch_size"] = batch_size  # HFLM's, checked with ours (no "auto")
+        _inputs_on_cpu_without_cuda(kwargs)
         self.patch = take_patch_args(kwargs)
         self._samples_drawn: dict[tuple[int, ...], int] = {}  # prompt tokens -> samples so far
         corrupted = self.patch.corrupted
@@ -293,6 +294,16 @@ class PatchedLM(HFLM):
                 bar.update(1)
         bar.close()
         return order.get_original(res)
+
+
+def _inputs_on_cpu_without_cuda(kwargs: dict[str, Any]) -> None:
+    """With ``parallelize=True`` HFLM sends its inputs to ``device`` (``cuda``, or the CLI's
+    ``cuda:0``) wherever accelerate put the model, so on a machine without CUDA a split pair
+    failed at its first request. There the inputs go to the CPU, as HFLM's one-device path
+    already falls back."""
+    if kwargs.get("parallelize") and str(kwargs.get("device") or "cuda").startswith("cuda") \
+            and not torch.cuda.is_available():
+        kwargs["device"] = "cpu"
 
 
 def _placement(clean: Any, offload_folder: str | None) -> dict[str, Any]:

@@ -111,3 +111,18 @@ def test_patched_hf_parallelize_splits_both_models_alike(dirs, tmp_path) -> None
     assert donor.hf_device_map == receiver.hf_device_map  # block k of both in one place
     assert (tmp_path / "offload" / "corrupted").is_dir()  # its own weights, not the clean's
     assert generations(split) == generations(whole)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the case of a machine without CUDA")
+def test_patched_hf_parallelize_without_cuda_runs_on_the_cpu(dirs, tmp_path) -> None:
+    """HFLM's default device (``cuda``) and the CLI's (``cuda:0``) would be where the inputs
+    go."""
+    clean, corrupted = (str(d) for d in dirs)
+    args = {"pretrained": clean, "corrupted": corrupted, "site": "mlp", "layers": [1],
+            "batch_size": 2}
+    whole = generations(PatchedLM(**args, device="cpu"))
+    for device in ({}, {"device": "cuda:0"}):
+        split = PatchedLM(**args, **device, parallelize=True, max_cpu_memory="150KB",
+                          offload_folder=str(tmp_path / "offload"))
+        assert split.device == torch.device("cpu")
+        assert generations(split) == whole
