@@ -26,8 +26,9 @@ $(STAMP): $(INSTALL_INPUTS)
 
 # Two workers (pytest-xdist) of one thread each: the suite is mostly single-threaded small ops
 # and subprocesses, and 2 threads per worker would oversubscribe these 2 cores (OpenMP spins).
+# loadgroup: tests marked with one xdist_group share a worker (tests/test_docs.py).
 test: setup
-	$(OFFLINE_ENV) OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2
+	$(OFFLINE_ENV) OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadgroup
 
 # The whole study on the tiny model (docs/study.md); re-running it reuses every
 # finished stage. It writes under runs/ only. The start time is passed on so that the report's

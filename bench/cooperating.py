@@ -19,7 +19,9 @@ nothing left to run; then loading the two models and lm-eval's environment repor
 process of their own), which every extra process pays once, and the machine's contention (N
 independent one-worker sweeps, each into its own folder, run at once), which inflates the CPU
 time of the same work done beside other work. What is left after both is what cooperating
-itself costs: claims, polls, re-reading finished results. Writes bench/results/cooperating.md.
+itself costs: claims, polls, re-reading finished results. A one-worker warm-up on a tiny limit
+runs first, uncounted, so that no row pays for filling the datasets cache. Writes
+bench/results/cooperating.md.
 """
 
 from __future__ import annotations

@@ -211,9 +211,16 @@ def _run_one(command: Command, sandbox: Path) -> None:
     assert done.returncode == 0, f"{' '.join(run)}\n{done.stderr[-3000:]}"
 
 
+def _grouped(block: list[Command]) -> object:
+    """The blocks that run the tiny sweep share one xdist worker (``--dist loadgroup``), and
+    so one sandbox: the first scores the sweep, the others find it done."""
+    marks = [pytest.mark.xdist_group("tiny-sweep")] if any(
+        "configs/sweeps/tiny.yaml" in c.text for c in block) else []
+    return pytest.param(block, marks=marks, id=f"{block[0].page}: {block[0].text[:60]}")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("block", BLOCKS,
-                         ids=[f"{b[0].page}: {b[0].text[:60]}" for b in BLOCKS])
+@pytest.mark.parametrize("block", [_grouped(b) for b in BLOCKS])
 def test_documented_commands_run(block: list[Command], sandbox: Path) -> None:
     for command in block:
         _run_one(command, sandbox)
