@@ -159,22 +159,29 @@ def main() -> int:
                                      for i in range(n)])
             beside[n] = cpu / n
             print(f"{n} separate sweeps at once: {beside[n]:.1f} s CPU each", flush=True)
+        # One worker again, last: the machine's speed can drift over the run (another tenant of
+        # the host), and the baseline is then the mean of the first and the last.
+        last_wall, last_cpu, _ = run_workers([sweep_config(folder, "w1-last", args)])
+        print(f"1 worker, last: {last_wall:.1f} s wall, {last_cpu:.1f} s CPU", flush=True)
     fixed = fixed_cpu([args.clean, args.corrupted])
     print(f"model loads and environment report: {fixed:.1f} s CPU", flush=True)
     one = rows[0]
+    base_cpu, base_wall = (one[4] + last_cpu) / 2, (one[3] + last_wall) / 2
+    drift = abs(one[4] - last_cpu) / base_cpu
     for row in rows:
         same = runs[row[0]] == runs[1]
-        row += [f"{row[4] / one[4]:.2f}×", f"{one[3] / row[3]:.2f}×", "yes" if same else "NO"]
+        row += [f"{row[4] / base_cpu:.2f}×", f"{base_wall / row[3]:.2f}×",
+                "yes" if same else "NO"]
     parts, aside = [], []
     for row in rows[1:]:
         workers, cpu = row[0], row[4]
-        contention = beside[workers] / one[4]
-        expected = contention * (one[4] + (workers - 1) * (startup + fixed))
+        contention = beside[workers] / base_cpu
+        expected = contention * (base_cpu + (workers - 1) * (startup + fixed))
         left = cpu - expected
-        aside.append((one[4] + left) / one[4])
+        aside.append((base_cpu + left) / base_cpu)
         parts.append([workers, cpu, f"{beside[workers]:.1f} ({contention:.2f}×)",
                       round(expected, 1), round(left, 1), f"{aside[-1]:.2f}×"])
-    worst = max(row[4] / one[4] for row in rows)
+    worst = max(row[4] / base_cpu for row in rows)
     verdict = (f"The most any setting spent is {worst:.2f}× one worker's CPU: "
                + (f"within the aim of {AIM}×." if worst <= AIM else f"over the aim of {AIM}×."))
     command = " ".join(sys.argv[1:])
@@ -199,6 +206,10 @@ worker's user + system time, start-up included.
 
 {table}
 
+One worker ran first and again last: {one[4]:.1f} s and {last_cpu:.1f} s of CPU, a drift of
+{drift:.0%} in the machine's speed over the run; every ratio is to their mean ({base_cpu:.1f} s),
+and is uncertain by about that drift.
+
 {verdict}
 
 Every variant ran once in each setting (the counts add up to the one-worker run's), and every
@@ -211,7 +222,7 @@ Controls measured in the same run:
   {startup:.1f} s of CPU: importing torch, transformers and lm-eval and planning the sweep.
   Loading the two models and lm-eval's environment report (pip and system probes), which a
   worker does once when it starts scoring, took {fixed:.1f} s more in a process of their own.
-  Every extra worker pays these once: {(startup + fixed) / one[4]:.1%} of the one-worker sweep.
+  Every extra worker pays these once: {(startup + fixed) / base_cpu:.1%} of the one-worker sweep.
 - **Contention.** N whole one-worker sweeps, each into its own folder, run at once: the CPU
   time of each, against one sweep run alone, is what the same work costs beside N−1 others on
   this machine, whoever schedules it.
@@ -221,7 +232,7 @@ Controls measured in the same run:
 "Left" is what remains after both: what cooperating itself costs (claims, polls, re-reading
 finished results), within the noise of the controls. Without the start-ups and the
 contention, the workers would spend at most {max(aside):.2f}× one worker's CPU. The start-up
-costs do not grow with the sweep (one worker needs {one[4]:.0f} s of CPU for this one), so
+costs do not grow with the sweep (one worker needs {base_cpu:.0f} s of CPU for this one), so
 their share falls as the work per worker grows.
 """
     RESULTS.write_text(text)
