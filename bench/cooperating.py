@@ -9,9 +9,10 @@ finetune --config configs/finetune/tiny-underfit.yaml`` writes it), over the stu
 (resid, attn, mlp at every layer, both directions; every head of the last two layers) on the
 three generative tasks. CPU time is
 the processes' own user + system time (``RUSAGE_CHILDREN``), start-up and model loading
-included, so the ratio to one process is the whole cost of cooperating: each worker's start-up
-and its claims, and no variant run twice (the runs' metrics and replies are checked equal to
-one process's). On 2 cores N workers cannot be faster in wall time than 2.
+included, so the ratio to one process is the whole cost of running N workers: each worker's
+start-up, the machine's contention and the claims, with no variant run twice (the runs' metrics
+and replies are checked equal to one process's). On 2 cores N workers cannot be faster in
+wall time than 2.
 
 The CPU beyond one process is broken down by controls measured in the same run: the start-up
 of one worker (imports and planning: a worker started on the finished folder, which has
